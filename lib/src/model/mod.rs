@@ -1,0 +1,14 @@
+//! The task model: identifiers, pieces, task and result messages, and the sector state machine.
+
+mod ids;
+mod piece;
+mod sector;
+mod task;
+
+pub use ids::{MinerId, ParseIdError, Phase, SectorNum, SectorSize, TaskId, WorkerId};
+pub use piece::{PieceInfo, PiecesDoNotFit, fillers, piece_size_for};
+pub use sector::{SectorRecord, SectorState, Stale};
+pub use task::{
+    DecodeError, InvalidTask, MAX_MESSAGE_BYTES, MESSAGE_VERSION, ObjectRef, Outcome, PhaseOutput,
+    PhaseParams, PieceSpec, Task, TaskResult, Timings, check_object, decode, encode,
+};

@@ -1,0 +1,594 @@
+//! The sector state machine: which phase a sector is in, what it has produced so far, and which
+//! results it accepts. Pure: the publisher stores records in the `mesh-sectors` bucket with
+//! compare-and-set and does all I/O around these functions.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use super::task::{ObjectRef, Outcome, PhaseOutput, PhaseParams, PieceSpec, Task, TaskResult};
+use super::{MESSAGE_VERSION, MinerId, Phase, PieceInfo, SectorNum, SectorSize, TaskId, WorkerId};
+use crate::proofs::RegisteredSealProof;
+
+/// Where a sector is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SectorState {
+    /// Waiting for `task` (phase `phase`) to finish. `published` turns true once the task is
+    /// safely in its stream; a restarted publisher re-publishes tasks that are not.
+    Active {
+        phase: Phase,
+        task: TaskId,
+        generation: u32,
+        published: bool,
+        since_ms: u64,
+    },
+    /// Every phase done and the proof verified.
+    Sealed { at_ms: u64 },
+    /// A phase failed for good.
+    Failed {
+        phase: Phase,
+        reason: String,
+        at_ms: u64,
+    },
+}
+
+impl SectorState {
+    pub fn is_finished(&self) -> bool {
+        !matches!(self, SectorState::Active { .. })
+    }
+
+    /// A short word for listings: the phase, `sealed` or `failed`.
+    pub fn label(&self) -> String {
+        match self {
+            SectorState::Active { phase, .. } => phase.to_string(),
+            SectorState::Sealed { .. } => "sealed".into(),
+            SectorState::Failed { .. } => "failed".into(),
+        }
+    }
+}
+
+/// One accepted phase, for the record's history and the overhead figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseRun {
+    pub phase: Phase,
+    pub worker: WorkerId,
+    pub attempt: u32,
+    pub download_ms: u64,
+    pub run_ms: u64,
+    pub upload_ms: u64,
+    /// From the phase's task becoming active to its result being accepted.
+    pub wall_ms: u64,
+}
+
+/// Why a result was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stale {
+    Finished(String),
+    OtherPhase { sector: Phase, result: Phase },
+    OtherTask { expected: TaskId, got: TaskId },
+}
+
+impl fmt::Display for Stale {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stale::Finished(state) => write!(f, "sector is already {state}"),
+            Stale::OtherPhase { sector, result } => {
+                write!(f, "sector is in {sector}, result is for {result}")
+            }
+            Stale::OtherTask { expected, got } => {
+                write!(f, "sector waits for task {expected}, result is for {got}")
+            }
+        }
+    }
+}
+
+/// Everything the mesh knows about one sector.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SectorRecord {
+    pub version: u16,
+    pub miner: MinerId,
+    pub sector: SectorNum,
+    pub proof: RegisteredSealProof,
+    pub size: SectorSize,
+    pub pieces: Vec<PieceSpec>,
+    #[serde(with = "serde_bytes")]
+    pub ticket: [u8; 32],
+    #[serde(with = "serde_bytes")]
+    pub seed: Option<[u8; 32]>,
+    pub state: SectorState,
+    /// Current artefacts by scratch name (`unsealed`, `sealed`, `cache/…`, `c1.out`, `piece-0`).
+    pub objects: BTreeMap<String, ObjectRef>,
+    pub piece_infos: Vec<PieceInfo>,
+    pub pc1_output: Option<ByteBuf>,
+    #[serde(with = "serde_bytes")]
+    pub comm_r: Option<[u8; 32]>,
+    #[serde(with = "serde_bytes")]
+    pub comm_d: Option<[u8; 32]>,
+    pub proof_bytes: Option<ByteBuf>,
+    pub history: Vec<PhaseRun>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+impl SectorRecord {
+    /// A new sector waiting for AddPiece. `piece_objects` are its uploaded pieces, named
+    /// `piece-<i>` as `pieces` refers to them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        miner: MinerId,
+        sector: SectorNum,
+        size: SectorSize,
+        proof: RegisteredSealProof,
+        pieces: Vec<PieceSpec>,
+        piece_objects: Vec<ObjectRef>,
+        ticket: [u8; 32],
+        now_ms: u64,
+    ) -> Self {
+        SectorRecord {
+            version: MESSAGE_VERSION,
+            miner,
+            sector,
+            proof,
+            size,
+            pieces,
+            ticket,
+            seed: None,
+            state: SectorState::Active {
+                phase: Phase::AddPiece,
+                task: TaskId::new(miner, sector, Phase::AddPiece, 0),
+                generation: 0,
+                published: false,
+                since_ms: now_ms,
+            },
+            objects: piece_objects
+                .into_iter()
+                .map(|o| (o.name.clone(), o))
+                .collect(),
+            piece_infos: Vec::new(),
+            pc1_output: None,
+            comm_r: None,
+            comm_d: None,
+            proof_bytes: None,
+            history: Vec::new(),
+            created_ms: now_ms,
+            updated_ms: now_ms,
+        }
+    }
+
+    pub fn has_deals(&self) -> bool {
+        self.pieces.iter().any(|p| p.object.is_some())
+    }
+
+    /// Result fencing: only a result of the task the sector waits for is accepted; a late
+    /// result of an earlier attempt, phase or generation is dropped.
+    pub fn fence(&self, result: &TaskResult) -> Result<(), Stale> {
+        match &self.state {
+            SectorState::Active { phase, task, .. } => {
+                if *phase != result.phase {
+                    Err(Stale::OtherPhase {
+                        sector: *phase,
+                        result: result.phase,
+                    })
+                } else if *task != result.task {
+                    Err(Stale::OtherTask {
+                        expected: task.clone(),
+                        got: result.task.clone(),
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+            other => Err(Stale::Finished(other.label())),
+        }
+    }
+
+    /// Applies an accepted result: stores its outputs and moves to the next phase (drawing the
+    /// interactive seed when PreCommit2 completes), to sealed after Finalize, or to failed.
+    /// A result that does not carry what its phase must produce fails the sector with the reason.
+    pub fn apply(&mut self, result: &TaskResult, seed: impl FnOnce() -> [u8; 32], now_ms: u64) {
+        let since = match &self.state {
+            SectorState::Active { since_ms, .. } => *since_ms,
+            _ => now_ms,
+        };
+        match &result.outcome {
+            Outcome::Failed { reason } => self.fail(result.phase, reason.clone(), now_ms),
+            Outcome::Done { outputs, output } => {
+                if let Err(reason) = self.absorb(result.phase, outputs, output, seed) {
+                    let reason = format!(
+                        "{} result from worker {} is unusable: {reason}",
+                        result.phase, result.worker
+                    );
+                    self.fail(result.phase, reason, now_ms);
+                    return;
+                }
+                self.history.push(PhaseRun {
+                    phase: result.phase,
+                    worker: result.worker.clone(),
+                    attempt: result.attempt,
+                    download_ms: result.timings.download_ms,
+                    run_ms: result.timings.run_ms,
+                    upload_ms: result.timings.upload_ms,
+                    wall_ms: now_ms.saturating_sub(since),
+                });
+                self.state = match result.phase.next() {
+                    Some(next) => SectorState::Active {
+                        phase: next,
+                        task: TaskId::new(self.miner, self.sector, next, 0),
+                        generation: 0,
+                        published: false,
+                        since_ms: now_ms,
+                    },
+                    None => SectorState::Sealed { at_ms: now_ms },
+                };
+                self.updated_ms = now_ms;
+            }
+        }
+    }
+
+    pub fn fail(&mut self, phase: Phase, reason: String, now_ms: u64) {
+        self.state = SectorState::Failed {
+            phase,
+            reason,
+            at_ms: now_ms,
+        };
+        self.updated_ms = now_ms;
+    }
+
+    fn absorb(
+        &mut self,
+        phase: Phase,
+        outputs: &[ObjectRef],
+        output: &PhaseOutput,
+        seed: impl FnOnce() -> [u8; 32],
+    ) -> Result<(), String> {
+        if output.phase() != phase {
+            return Err(format!("it carries {} output", output.phase()));
+        }
+        let prefix = crate::names::sector_prefix(self.miner, self.sector);
+        for object in outputs {
+            super::check_object(object, &prefix)?;
+        }
+        let has = |name: &str| outputs.iter().any(|o| o.name == name);
+        let has_cache = outputs.iter().any(|o| o.name.starts_with("cache/"));
+        match output {
+            PhaseOutput::AddPiece { piece_infos } => {
+                if !has("unsealed") || piece_infos.is_empty() {
+                    return Err("no unsealed file or piece infos".into());
+                }
+                self.piece_infos = piece_infos.clone();
+            }
+            PhaseOutput::PreCommit1 { pc1_output } => {
+                if !has_cache || pc1_output.is_empty() {
+                    return Err("no cache files or pc1 output".into());
+                }
+                self.pc1_output = Some(pc1_output.clone());
+            }
+            PhaseOutput::PreCommit2 { comm_r, comm_d } => {
+                if !has("sealed") {
+                    return Err("no sealed replica".into());
+                }
+                self.comm_r = Some(*comm_r);
+                self.comm_d = Some(*comm_d);
+                self.seed = Some(seed());
+            }
+            PhaseOutput::Commit1 => {
+                if !has("c1.out") {
+                    return Err("no c1 output".into());
+                }
+            }
+            PhaseOutput::Commit2 { proof } => {
+                if proof.is_empty() {
+                    return Err("an empty proof".into());
+                }
+                self.proof_bytes = Some(proof.clone());
+            }
+            PhaseOutput::Finalize { kept } => {
+                let has_deals = self.has_deals();
+                let keep = |name: &str| {
+                    name == "sealed"
+                        || (name == "unsealed" && has_deals)
+                        || name
+                            .strip_prefix("cache/")
+                            .is_some_and(|file| kept.iter().any(|k| k == file))
+                };
+                if !kept
+                    .iter()
+                    .any(|k| self.objects.contains_key(&format!("cache/{k}")))
+                {
+                    return Err("it kept none of the sector's cache files".into());
+                }
+                self.objects.retain(|name, _| keep(name));
+            }
+        }
+        for object in outputs {
+            self.objects.insert(object.name.clone(), object.clone());
+        }
+        Ok(())
+    }
+
+    /// The task for the phase the sector is in, or `None` when it is finished.
+    pub fn task(&self, max_attempts: u32, now_ms: u64) -> Option<Result<Task, String>> {
+        let SectorState::Active { phase, task, .. } = &self.state else {
+            return None;
+        };
+        Some(self.build_task(*phase, task.clone(), max_attempts, now_ms))
+    }
+
+    fn build_task(
+        &self,
+        phase: Phase,
+        id: TaskId,
+        max_attempts: u32,
+        now_ms: u64,
+    ) -> Result<Task, String> {
+        let missing = |what: &str| format!("sector has no {what} for {phase}");
+        let objects = |pred: &dyn Fn(&str) -> bool| -> Vec<ObjectRef> {
+            self.objects
+                .values()
+                .filter(|o| pred(&o.name))
+                .cloned()
+                .collect()
+        };
+        let cache = |n: &str| n.starts_with("cache/");
+        let (inputs, params) = match phase {
+            Phase::AddPiece => (
+                objects(&|n| n.starts_with("piece-")),
+                PhaseParams::AddPiece {
+                    pieces: self.pieces.clone(),
+                },
+            ),
+            Phase::PreCommit1 => (
+                objects(&|n| n == "unsealed"),
+                PhaseParams::PreCommit1 {
+                    ticket: self.ticket,
+                    piece_infos: self.piece_infos.clone(),
+                },
+            ),
+            Phase::PreCommit2 => (
+                objects(&|n| n == "unsealed" || cache(n)),
+                PhaseParams::PreCommit2 {
+                    pc1_output: self
+                        .pc1_output
+                        .clone()
+                        .ok_or_else(|| missing("pc1 output"))?,
+                },
+            ),
+            Phase::Commit1 => (
+                objects(&|n| n == "sealed" || cache(n)),
+                PhaseParams::Commit1 {
+                    ticket: self.ticket,
+                    seed: self.seed.ok_or_else(|| missing("seed"))?,
+                    comm_r: self.comm_r.ok_or_else(|| missing("comm_r"))?,
+                    comm_d: self.comm_d.ok_or_else(|| missing("comm_d"))?,
+                    piece_infos: self.piece_infos.clone(),
+                },
+            ),
+            Phase::Commit2 => (objects(&|n| n == "c1.out"), PhaseParams::Commit2),
+            Phase::Finalize => (objects(&cache), PhaseParams::Finalize),
+        };
+        Ok(Task {
+            version: MESSAGE_VERSION,
+            id,
+            miner: self.miner,
+            sector: self.sector,
+            proof: self.proof,
+            phase,
+            priority: phase.priority(),
+            has_deals: self.has_deals(),
+            max_attempts,
+            inputs,
+            params,
+            holder: None,
+            created_ms: now_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Timings, decode, encode};
+    use crate::proofs::seal_proof;
+
+    fn record() -> SectorRecord {
+        let miner: MinerId = "f01000".parse().unwrap();
+        SectorRecord::new(
+            miner,
+            SectorNum(3),
+            SectorSize::KiB2,
+            seal_proof(SectorSize::KiB2),
+            vec![PieceSpec {
+                object: None,
+                size: 2032,
+            }],
+            Vec::new(),
+            [9; 32],
+            1000,
+        )
+    }
+
+    fn object(name: &str, tag: &str) -> ObjectRef {
+        ObjectRef {
+            name: name.into(),
+            key: format!("f01000/3/{tag}/{name}"),
+            size: 1,
+            sha256: [0; 32],
+        }
+    }
+
+    fn done(rec: &SectorRecord, outputs: Vec<ObjectRef>, output: PhaseOutput) -> TaskResult {
+        let SectorState::Active { phase, task, .. } = &rec.state else {
+            panic!("not active")
+        };
+        TaskResult {
+            version: MESSAGE_VERSION,
+            task: task.clone(),
+            miner: rec.miner,
+            sector: rec.sector,
+            phase: *phase,
+            attempt: 1,
+            worker: WorkerId("w1".into()),
+            outcome: Outcome::Done { outputs, output },
+            timings: Timings::default(),
+            finished_ms: 0,
+        }
+    }
+
+    fn drive_to_sealed(rec: &mut SectorRecord) {
+        let steps: Vec<(Vec<ObjectRef>, PhaseOutput)> = vec![
+            (
+                vec![object("unsealed", "ap")],
+                PhaseOutput::AddPiece {
+                    piece_infos: vec![PieceInfo {
+                        comm_p: [1; 32],
+                        size: 2032,
+                    }],
+                },
+            ),
+            (
+                vec![
+                    object("cache/tree-d", "pc1"),
+                    object("cache/layer-1", "pc1"),
+                ],
+                PhaseOutput::PreCommit1 {
+                    pc1_output: ByteBuf::from(vec![1, 2, 3]),
+                },
+            ),
+            (
+                vec![object("sealed", "pc2"), object("cache/p_aux", "pc2")],
+                PhaseOutput::PreCommit2 {
+                    comm_r: [2; 32],
+                    comm_d: [3; 32],
+                },
+            ),
+            (vec![object("c1.out", "c1")], PhaseOutput::Commit1),
+            (
+                vec![],
+                PhaseOutput::Commit2 {
+                    proof: ByteBuf::from(vec![4; 192]),
+                },
+            ),
+            (
+                vec![],
+                PhaseOutput::Finalize {
+                    kept: vec!["p_aux".into()],
+                },
+            ),
+        ];
+        for (i, (outputs, output)) in steps.into_iter().enumerate() {
+            let task = rec.task(5, 0).unwrap().unwrap();
+            task.validate(SectorSize::KiB2).unwrap();
+            let result = done(rec, outputs, output);
+            rec.fence(&result).unwrap();
+            rec.apply(&result, || [5; 32], 2000 + i as u64);
+        }
+    }
+
+    #[test]
+    fn a_sector_walks_every_phase_to_sealed_keeping_only_final_objects() {
+        let mut rec = record();
+        drive_to_sealed(&mut rec);
+        assert_eq!(rec.state, SectorState::Sealed { at_ms: 2005 });
+        assert_eq!(rec.seed, Some([5; 32]));
+        assert_eq!(rec.history.len(), 6);
+        let names: Vec<&str> = rec.objects.keys().map(String::as_str).collect();
+        assert_eq!(names, ["cache/p_aux", "sealed"]);
+        let back: SectorRecord = decode(&encode(&rec)).unwrap();
+        assert_eq!(back, rec);
+    }
+
+    #[test]
+    fn tasks_carry_each_phase_inputs() {
+        let mut rec = record();
+        let ap = done(
+            &rec,
+            vec![object("unsealed", "ap")],
+            PhaseOutput::AddPiece {
+                piece_infos: vec![PieceInfo {
+                    comm_p: [1; 32],
+                    size: 2032,
+                }],
+            },
+        );
+        rec.apply(&ap, || [0; 32], 1);
+        let pc1 = rec.task(5, 0).unwrap().unwrap();
+        assert_eq!(pc1.phase, Phase::PreCommit1);
+        assert_eq!(pc1.inputs.len(), 1);
+        assert_eq!(pc1.inputs[0].name, "unsealed");
+        assert_eq!(pc1.id.0, "f01000.3.pc1.0");
+    }
+
+    #[test]
+    fn stale_results_are_fenced() {
+        let mut rec = record();
+        let ap = done(
+            &rec,
+            vec![object("unsealed", "ap")],
+            PhaseOutput::AddPiece {
+                piece_infos: vec![PieceInfo {
+                    comm_p: [1; 32],
+                    size: 2032,
+                }],
+            },
+        );
+        rec.apply(&ap, || [0; 32], 1);
+        // The same AddPiece result arriving again (a late attempt) is dropped.
+        let err = rec.fence(&ap).unwrap_err();
+        assert_eq!(
+            err,
+            Stale::OtherPhase {
+                sector: Phase::PreCommit1,
+                result: Phase::AddPiece
+            }
+        );
+        // A result for the right phase but another generation of the task is dropped.
+        let mut other = done(
+            &rec,
+            vec![],
+            PhaseOutput::PreCommit1 {
+                pc1_output: ByteBuf::from(vec![1]),
+            },
+        );
+        other.task = TaskId("f01000.3.pc1.7".into());
+        assert!(matches!(rec.fence(&other), Err(Stale::OtherTask { .. })));
+        let mut sealed = record();
+        drive_to_sealed(&mut sealed);
+        assert!(matches!(sealed.fence(&ap), Err(Stale::Finished(s)) if s == "sealed"));
+    }
+
+    #[test]
+    fn failures_and_unusable_results_fail_the_sector_with_a_reason() {
+        let mut rec = record();
+        let mut failed = done(&rec, vec![], PhaseOutput::Commit1);
+        failed.outcome = Outcome::Failed {
+            reason: "corrupt piece".into(),
+        };
+        rec.apply(&failed, || [0; 32], 5);
+        assert!(
+            matches!(&rec.state, SectorState::Failed { reason, .. } if reason == "corrupt piece")
+        );
+
+        let mut rec = record();
+        let escaping = done(
+            &rec,
+            vec![ObjectRef {
+                key: "f01001/3/x/unsealed".into(),
+                ..object("unsealed", "ap")
+            }],
+            PhaseOutput::AddPiece {
+                piece_infos: vec![PieceInfo {
+                    comm_p: [1; 32],
+                    size: 2032,
+                }],
+            },
+        );
+        rec.apply(&escaping, || [0; 32], 5);
+        assert!(
+            matches!(&rec.state, SectorState::Failed { reason, .. } if reason.contains("outside")),
+            "{:?}",
+            rec.state
+        );
+    }
+}

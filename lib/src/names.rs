@@ -1,0 +1,110 @@
+//! Every subject, stream, consumer and bucket name of the mesh, built in this one place so that
+//! the code, the files in `nats/` and `nats stream report` always agree.
+
+use crate::model::{MinerId, Phase, SectorNum, SectorSize};
+
+/// Results of every task, for every miner: `mesh.result.<miner>.<sector>.<phase>`.
+pub const RESULT_STREAM: &str = "MESH_RESULT";
+/// Tasks that failed for good, with their reason: `mesh.dlq.<phase>.<size>.<miner>`.
+pub const DLQ_STREAM: &str = "MESH_DLQ";
+/// Sector state per `<miner>.<sector>`, written with compare-and-set.
+pub const SECTORS_BUCKET: &str = "mesh-sectors";
+/// Live workers per worker id, kept alive by heartbeats.
+pub const WORKERS_BUCKET: &str = "mesh-workers";
+/// The durable pull consumer every worker shares on a task stream.
+pub const TASK_CONSUMER: &str = "workers";
+
+/// Header carrying the reason a task was dead-lettered.
+pub const REASON_HEADER: &str = "Mesh-Reason";
+/// Header carrying how many times a dead-lettered task was delivered.
+pub const ATTEMPTS_HEADER: &str = "Mesh-Attempts";
+/// Header naming the stream a dead-lettered task came from.
+pub const SOURCE_STREAM_HEADER: &str = "Mesh-Stream";
+
+/// `MESH_TASK_PC1_2KIB`
+pub fn task_stream(phase: Phase, size: SectorSize) -> String {
+    format!(
+        "MESH_TASK_{}_{}",
+        phase.token().to_ascii_uppercase(),
+        size.token().to_ascii_uppercase()
+    )
+}
+
+/// `mesh.task.pc1.2kib.>`: what a task stream holds.
+pub fn task_stream_subjects(phase: Phase, size: SectorSize) -> String {
+    format!("mesh.task.{phase}.{}.>", size.token())
+}
+
+/// `mesh.task.pc1.2kib.f01000`: where one miner's tasks of a phase and size go.
+pub fn task_subject(phase: Phase, size: SectorSize, miner: MinerId) -> String {
+    format!("mesh.task.{phase}.{}.{miner}", size.token())
+}
+
+/// `mesh.result.f01000.12.pc1`
+pub fn result_subject(miner: MinerId, sector: SectorNum, phase: Phase) -> String {
+    format!("mesh.result.{miner}.{sector}.{phase}")
+}
+
+/// `mesh.result.>`: what the result stream holds.
+pub const RESULT_SUBJECTS: &str = "mesh.result.>";
+
+/// `mesh.result.f01000.>`: one miner's results.
+pub fn result_filter(miner: MinerId) -> String {
+    format!("mesh.result.{miner}.>")
+}
+
+/// The durable consumer through which a miner's publishers read its results.
+pub fn result_consumer(miner: MinerId) -> String {
+    format!("publisher-{miner}")
+}
+
+/// `mesh.dlq.>`: what the dead-letter stream holds.
+pub const DLQ_SUBJECTS: &str = "mesh.dlq.>";
+
+/// `mesh.dlq.pc1.2kib.f01000`; `miner` is `unknown` when the task could not be decoded.
+pub fn dlq_subject(phase: Phase, size: SectorSize, miner: Option<MinerId>) -> String {
+    match miner {
+        Some(miner) => format!("mesh.dlq.{phase}.{}.{miner}", size.token()),
+        None => format!("mesh.dlq.{phase}.{}.unknown", size.token()),
+    }
+}
+
+/// `f01000.12`: a sector's key in [`SECTORS_BUCKET`].
+pub fn sector_key(miner: MinerId, sector: SectorNum) -> String {
+    format!("{miner}.{sector}")
+}
+
+/// `f01000.next`: the key holding a miner's next free sector number.
+pub fn sector_counter_key(miner: MinerId) -> String {
+    format!("{miner}.next")
+}
+
+/// `f01000/12/`: the object store prefix holding one sector's data.
+pub fn sector_prefix(miner: MinerId, sector: SectorNum) -> String {
+    format!("{miner}/{sector}/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_design() {
+        let miner: MinerId = "f01000".parse().unwrap();
+        let (phase, size) = (Phase::PreCommit1, SectorSize::KiB2);
+        assert_eq!(task_stream(phase, size), "MESH_TASK_PC1_2KIB");
+        assert_eq!(task_stream_subjects(phase, size), "mesh.task.pc1.2kib.>");
+        assert_eq!(
+            task_subject(phase, size, miner),
+            "mesh.task.pc1.2kib.f01000"
+        );
+        assert_eq!(
+            result_subject(miner, SectorNum(12), Phase::Commit2),
+            "mesh.result.f01000.12.c2"
+        );
+        assert_eq!(result_filter(miner), "mesh.result.f01000.>");
+        assert_eq!(dlq_subject(phase, size, None), "mesh.dlq.pc1.2kib.unknown");
+        assert_eq!(sector_key(miner, SectorNum(12)), "f01000.12");
+        assert_eq!(sector_prefix(miner, SectorNum(12)), "f01000/12/");
+    }
+}

@@ -1,0 +1,185 @@
+//! Groth parameters: the files a proof type needs, generating insecure test parameters, and
+//! sharing them through the object store so that provers and verifiers use the same files.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use filecoin_proofs::{DefaultPieceHasher, MerkleTreeTrait, with_shape};
+use storage_proofs_core::compound_proof::CompoundProof;
+use storage_proofs_core::parameter_cache::{CacheableParameters, parameter_id, verifying_key_id};
+use storage_proofs_porep::stacked::{StackedCircuit, StackedCompound, StackedDrg};
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::RegisteredSealProof;
+use super::child::ChildRunner;
+use super::job::{Job, JobOutput};
+
+/// The default parameter cache, as filecoin-proofs and lotus use it.
+pub const DEFAULT_CACHE: &str = "/var/tmp/filecoin-proof-parameters";
+
+/// The store key prefix under which parameters are shared.
+pub const STORE_PREFIX: &str = "params";
+
+/// The parameter files one seal proof type needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamFiles {
+    /// Groth parameters, read by Commit2 (1.1 GB at 2KiB, ~100 GB at 32GiB).
+    pub params: String,
+    /// Verifying key, read by `verify_seal`.
+    pub vk: String,
+}
+
+impl ParamFiles {
+    pub fn all(&self) -> [&str; 2] {
+        [&self.params, &self.vk]
+    }
+}
+
+/// The parameter files of a seal proof type. Cheap: derives names from the circuit identifier.
+pub fn param_files(proof: RegisteredSealProof) -> anyhow::Result<ParamFiles> {
+    let id = with_shape!(
+        u64::from(proof.sector_size()),
+        cache_identifier,
+        &proof.as_v1_config(),
+    )?;
+    Ok(ParamFiles {
+        params: parameter_id(&id),
+        vk: verifying_key_id(&id),
+    })
+}
+
+fn cache_identifier<Tree: 'static + MerkleTreeTrait>(
+    config: &filecoin_proofs::PoRepConfig,
+) -> anyhow::Result<String> {
+    let public_params = filecoin_proofs::parameters::public_params::<Tree>(config)?;
+    Ok(
+        <StackedCompound<Tree, DefaultPieceHasher> as CacheableParameters<
+            StackedCircuit<Tree, DefaultPieceHasher>,
+            _,
+        >>::cache_identifier(&public_params),
+    )
+}
+
+/// Files of `wanted` that are not in `dir`.
+pub fn missing<'a>(dir: &Path, wanted: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    wanted
+        .into_iter()
+        .filter(|name| !dir.join(name).is_file())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The path of a parameter file in a cache directory.
+pub fn local_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+/// Generates random (insecure, test-only) Groth parameters and verifying key for a proof type
+/// into the parameter cache this process was started with (`FIL_PROOFS_PARAMETER_CACHE`).
+/// Runs for minutes (about 17 on 2 cores at 2KiB) and needs a few GB of memory.
+pub fn generate(proof: RegisteredSealProof) -> anyhow::Result<Vec<String>> {
+    with_shape!(
+        u64::from(proof.sector_size()),
+        generate_shape,
+        &proof.as_v1_config(),
+    )
+    .with_context(|| format!("generate parameters for {proof:?}"))?;
+    let files = param_files(proof)?;
+    Ok(files.all().iter().map(|s| s.to_string()).collect())
+}
+
+fn generate_shape<Tree: 'static + MerkleTreeTrait>(
+    config: &filecoin_proofs::PoRepConfig,
+) -> anyhow::Result<()> {
+    type Compound<Tree> = StackedCompound<Tree, DefaultPieceHasher>;
+    let public_params = filecoin_proofs::parameters::public_params::<Tree>(config)?;
+    let mut rng = rand::rngs::OsRng;
+    <Compound<Tree> as CompoundProof<StackedDrg<'_, Tree, DefaultPieceHasher>, _>>::groth_params(
+        Some(&mut rng),
+        &public_params,
+    )?;
+    <Compound<Tree> as CompoundProof<StackedDrg<'_, Tree, DefaultPieceHasher>, _>>::verifying_key(
+        Some(&mut rng),
+        &public_params,
+    )?;
+    Ok(())
+}
+
+/// Generates test parameters for `proof` into `cache` through a child process, logging progress
+/// while it runs. Files appear in `cache` only once complete, so an interrupted run leaves nothing
+/// half-written behind. Returns the names of the files written.
+pub async fn generate_into(
+    runner: &ChildRunner,
+    proof: RegisteredSealProof,
+    cache: &Path,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Vec<String>> {
+    tokio::fs::create_dir_all(cache)
+        .await
+        .with_context(|| format!("create parameter cache {}", cache.display()))?;
+    let work = tempfile::Builder::new()
+        .prefix(".generating-")
+        .tempdir_in(cache)
+        .with_context(|| format!("create a work directory in {}", cache.display()))?;
+    let runner = ChildRunner {
+        param_cache: work.path().to_path_buf(),
+        ..runner.clone()
+    };
+    let started = Instant::now();
+    let job = Job::GenerateParams { proof };
+    let run = runner.run(&job, work.path(), cancel);
+    tokio::pin!(run);
+    let mut ticker = tokio::time::interval(Duration::from_secs(30));
+    ticker.tick().await;
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut run => break outcome,
+            _ = ticker.tick() => info!(
+                proof = ?proof,
+                elapsed_s = started.elapsed().as_secs(),
+                "still generating parameters (2KiB takes about 17 minutes on 2 cores)"
+            ),
+        }
+    };
+    let files = match outcome {
+        Ok(JobOutput::GenerateParams { files }) => files,
+        Ok(other) => anyhow::bail!("generate parameters: unexpected outcome {other:?}"),
+        Err(e) => anyhow::bail!("generate parameters: {e}"),
+    };
+    for name in &files {
+        tokio::fs::rename(work.path().join(name), cache.join(name))
+            .await
+            .with_context(|| format!("move {name} into {}", cache.display()))?;
+    }
+    info!(
+        elapsed_s = started.elapsed().as_secs(),
+        dir = %cache.display(),
+        "parameters generated"
+    );
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SectorSize;
+    use crate::proofs::seal_proof;
+
+    #[test]
+    fn two_kib_parameter_names_match_the_library() {
+        let files = param_files(seal_proof(SectorSize::KiB2)).unwrap();
+        assert!(
+            files.params.starts_with(
+                "v28-stacked-proof-of-replication-merkletree-poseidon_hasher-8-0-0-sha256_hasher-"
+            ),
+            "{}",
+            files.params
+        );
+        assert!(files.params.ends_with(".params"));
+        assert_eq!(files.vk, files.params.replace(".params", ".vk"));
+    }
+}
