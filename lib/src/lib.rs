@@ -3,7 +3,20 @@
 //! Miners publish sealing tasks to JetStream work-queue streams; stateless workers pull what they
 //! can run, move sector data through an object store and report durable results. See DESIGN.md.
 
+pub mod broker;
 pub mod model;
 pub mod names;
 pub mod proofs;
+pub mod resources;
+pub mod store;
 pub mod telemetry;
+pub mod worker;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+pub mod cli;
+pub mod publisher;

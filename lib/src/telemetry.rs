@@ -1,5 +1,7 @@
 //! Logging setup shared by the binaries: human-readable lines on stderr, filtered by `RUST_LOG`
-//! (default `info`).
+//! (default `info`), coloured only on a terminal.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -7,10 +9,11 @@ use tracing_subscriber::EnvFilter;
 pub fn init(filter: Option<&str>) {
     let filter = filter
         .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .unwrap_or_else(|| EnvFilter::new("info,async_nats=warn,storage_proofs_core=warn,storage_proofs_porep=warn,filecoin_proofs=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }

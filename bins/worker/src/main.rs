@@ -2,19 +2,21 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mesh::model::SectorSize;
-use mesh::proofs::child::ChildRunner;
+use mesh::cli::{NatsArgs, ParamArgs, Shutdown, StoreArgs};
+use mesh::model::{Phase, SectorSize, WorkerId};
 use mesh::proofs::{params, seal_proof};
+use mesh::worker::{self, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
     name = "mesh-worker",
     version,
-    about = "Stateless Filecoin sealing worker for the mesh"
+    about = "Stateless Filecoin sealing worker: pulls tasks from NATS JetStream and runs them"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -23,12 +25,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Manage Groth parameters (the files Commit2 and verification need).
+    /// Pull and run sealing tasks until SIGTERM (drain) or a second signal (abort).
+    Run(RunArgs),
+    /// Manage Groth parameters (the files Commit2 and proof verification need).
     Params {
         #[command(subcommand)]
         command: ParamsCommand,
     },
-    /// Run one proof job (used by the worker itself; not for people).
+    /// Run one proof job (the worker's own child processes; not for people).
     #[command(hide = true)]
     Exec {
         #[arg(long)]
@@ -39,21 +43,79 @@ enum Command {
 }
 
 #[derive(clap::Args)]
-struct ParamCacheArgs {
-    /// Directory holding Groth parameters.
-    #[arg(long, env = "FIL_PROOFS_PARAMETER_CACHE", default_value = params::DEFAULT_CACHE)]
-    param_cache: PathBuf,
+struct RunArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    params: ParamArgs,
+    /// Phases to serve, comma-separated: ap, pc1, pc2, c1, c2, fin.
+    #[arg(
+        long,
+        env = "MESH_PHASES",
+        value_delimiter = ',',
+        default_value = "ap,pc1,pc2,c1,c2,fin"
+    )]
+    phases: Vec<Phase>,
+    /// Sector sizes to serve, comma-separated: 2KiB, 8MiB, 512MiB, 32GiB, 64GiB.
+    #[arg(
+        long,
+        env = "MESH_SIZES",
+        value_delimiter = ',',
+        default_value = "2KiB"
+    )]
+    sizes: Vec<SectorSize>,
+    /// Tasks to run at once.
+    #[arg(long, env = "MESH_SLOTS", default_value_t = 1)]
+    slots: usize,
+    /// Base directory for scratch space (one subdirectory per worker, one per attempt).
+    #[arg(long, env = "MESH_SCRATCH", default_value = "/var/tmp/mesh-scratch")]
+    scratch: PathBuf,
+    /// Worker id in the registry (default: <host>-<pid>).
+    #[arg(long, env = "MESH_WORKER_ID")]
+    id: Option<String>,
+    /// How often an idle worker looks for redelivered or delayed tasks.
+    #[arg(long, env = "MESH_POLL_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    poll_interval: Duration,
+    /// First delay before a failed task is retried; it doubles per attempt up to 5 minutes.
+    #[arg(long, env = "MESH_RETRY_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    retry_delay: Duration,
 }
 
 #[derive(Subcommand)]
 enum ParamsCommand {
-    /// Generate INSECURE, test-only parameters for a small sector size (2KiB: ~17 min, 1.1 GB).
+    /// Generate INSECURE, test-only parameters for a small sector size (2KiB: ~15 min, 1.1 GB).
     Generate {
         /// Sector size to generate parameters for.
         #[arg(long)]
         size: SectorSize,
         #[command(flatten)]
-        cache: ParamCacheArgs,
+        params: ParamArgs,
+    },
+    /// Upload parameters from the local cache to the store, for workers and publishers to pull.
+    Push {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        params: ParamArgs,
+        /// Sizes whose parameters to push (those present locally).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "2KiB,8MiB,512MiB,32GiB,64GiB"
+        )]
+        sizes: Vec<SectorSize>,
+    },
+    /// Download parameters the local cache lacks from the store.
+    Pull {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        params: ParamArgs,
+        /// Sizes whose parameters to pull.
+        #[arg(long, value_delimiter = ',', default_value = "2KiB")]
+        sizes: Vec<SectorSize>,
     },
 }
 
@@ -62,56 +124,131 @@ fn main() -> ExitCode {
     if let Command::Exec { job, outcome } = &cli.command {
         return mesh::proofs::exec::main(job, outcome);
     }
-    mesh::telemetry::init(std::env::var("RUST_LOG").ok().as_deref());
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: start async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    mesh::cli::run_main(|| run(cli.command))
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
-    let cancel = CancellationToken::new();
     match command {
         Command::Exec { .. } => unreachable!("handled before the runtime starts"),
+        Command::Run(args) => run_worker(args).await,
         Command::Params { command } => match command {
-            ParamsCommand::Generate { size, cache } => {
-                let proof = seal_proof(size);
-                let files = params::param_files(proof)?;
-                let missing = params::missing(&cache.param_cache, files.all());
-                if missing.is_empty() {
-                    println!(
-                        "parameters for {size} already in {}",
-                        cache.param_cache.display()
-                    );
-                    return Ok(());
+            ParamsCommand::Generate { size, params } => generate(size, &params).await,
+            ParamsCommand::Push {
+                store,
+                params,
+                sizes,
+            } => {
+                let store = store.open()?;
+                let mut files = Vec::new();
+                for size in sizes {
+                    let names = params::param_files(seal_proof(size))?;
+                    let present: Vec<String> = names
+                        .all()
+                        .iter()
+                        .filter(|n| params.param_cache.join(n).is_file())
+                        .map(|n| n.to_string())
+                        .collect();
+                    files.extend(present);
                 }
-                eprintln!(
-                    "WARNING: generating INSECURE random parameters for {size}. They are for \
-                     tests only: proofs made with them verify only against these same files, \
-                     never on chain."
+                if files.is_empty() {
+                    anyhow::bail!(
+                        "no parameter files for those sizes in {}: run `mesh-worker params \
+                         generate --size 2KiB` (test sizes) or fetch the official ones first",
+                        params.param_cache.display()
+                    );
+                }
+                let pushed = params::push(&store, &params.param_cache, &files).await?;
+                println!(
+                    "{} file(s) in {} ({} uploaded)",
+                    files.len(),
+                    store.name(),
+                    pushed.len()
                 );
-                let runner = ChildRunner {
-                    program: std::env::current_exe().context("find the mesh-worker binary")?,
-                    param_cache: cache.param_cache.clone(),
-                    parent_cache: None,
-                };
-                let written =
-                    params::generate_into(&runner, proof, &cache.param_cache, &cancel).await?;
-                for name in written {
-                    println!("{}", cache.param_cache.join(name).display());
+                Ok(())
+            }
+            ParamsCommand::Pull {
+                store,
+                params,
+                sizes,
+            } => {
+                let store = store.open()?;
+                for size in sizes {
+                    let names = params::param_files(seal_proof(size))?;
+                    let wanted: Vec<String> = names.all().iter().map(|s| s.to_string()).collect();
+                    let pulled = params::pull(&store, &params.param_cache, &wanted, size)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    println!(
+                        "{size}: parameters in {} ({} pulled)",
+                        params.param_cache.display(),
+                        pulled.len()
+                    );
                 }
                 Ok(())
             }
         },
+    }
+}
+
+async fn run_worker(args: RunArgs) -> anyhow::Result<()> {
+    let shutdown = Shutdown::install();
+    let mut config = WorkerConfig::new(args.params.runner()?, args.scratch);
+    config.phases = args.phases;
+    config.sizes = args.sizes;
+    config.slots = args.slots;
+    config.poll_interval = args.poll_interval;
+    config.retry_base = args.retry_delay;
+    if let Some(id) = args.id {
+        config.id = WorkerId(mesh::resources::safe_name(&id));
+    }
+    config.validate().map_err(anyhow::Error::msg)?;
+    let store = args.store.open()?;
+    let broker = args
+        .nats
+        .connect(&format!("mesh-worker {}", config.id))
+        .await?;
+    worker::run(config, broker, store, shutdown.drain, shutdown.abort).await
+}
+
+async fn generate(size: SectorSize, params: &ParamArgs) -> anyhow::Result<()> {
+    let proof = seal_proof(size);
+    if matches!(size, SectorSize::GiB32 | SectorSize::GiB64) {
+        anyhow::bail!(
+            "generating {size} parameters would take days and hundreds of GB: fetch the \
+             official ones (e.g. `lotus fetch-params {size}`) into {}",
+            params.param_cache.display()
+        );
+    }
+    let files = params::param_files(proof)?;
+    if params::missing(&params.param_cache, files.all()).is_empty() {
+        println!(
+            "parameters for {size} already in {}",
+            params.param_cache.display()
+        );
+        return Ok(());
+    }
+    eprintln!(
+        "WARNING: generating INSECURE random parameters for {size}. They are for tests only: \
+         proofs made with them verify only against these same files, never on chain."
+    );
+    let runner = params.runner().context("find the mesh-worker binary")?;
+    let cancel = CancellationToken::new();
+    let shutdown = Shutdown::install();
+    let written = tokio::select! {
+        written = params::generate_into(&runner, proof, &params.param_cache, &cancel) => written?,
+        () = shutdown.drain.cancelled() => anyhow::bail!("interrupted; nothing was written"),
+    };
+    for name in written {
+        println!("{}", params.param_cache.join(name).display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn flags_are_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

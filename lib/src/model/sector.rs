@@ -227,6 +227,42 @@ impl SectorRecord {
         }
     }
 
+    /// Runs the current phase again as a fresh task (the next generation), e.g. after a proof
+    /// that did not verify. Returns the new generation, or `None` if the sector is finished.
+    pub fn redrive(&mut self, now_ms: u64) -> Option<u32> {
+        let SectorState::Active {
+            phase, generation, ..
+        } = &self.state
+        else {
+            return None;
+        };
+        let (phase, generation) = (*phase, generation + 1);
+        self.state = SectorState::Active {
+            phase,
+            task: TaskId::new(self.miner, self.sector, phase, generation),
+            generation,
+            published: false,
+            since_ms: now_ms,
+        };
+        self.updated_ms = now_ms;
+        Some(generation)
+    }
+
+    /// Notes that `task` is safely in its stream; false if the sector has moved on since.
+    pub fn mark_published(&mut self, task: &TaskId) -> bool {
+        match &mut self.state {
+            SectorState::Active {
+                task: current,
+                published,
+                ..
+            } if current == task => {
+                *published = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn fail(&mut self, phase: Phase, reason: String, now_ms: u64) {
         self.state = SectorState::Failed {
             phase,
@@ -518,6 +554,34 @@ mod tests {
         assert_eq!(pc1.inputs.len(), 1);
         assert_eq!(pc1.inputs[0].name, "unsealed");
         assert_eq!(pc1.id.0, "f01000.3.pc1.0");
+    }
+
+    #[test]
+    fn a_redriven_phase_fences_out_the_old_generation() {
+        let mut rec = record();
+        let old = done(
+            &rec,
+            vec![object("unsealed", "ap")],
+            PhaseOutput::AddPiece {
+                piece_infos: vec![PieceInfo {
+                    comm_p: [1; 32],
+                    size: 2032,
+                }],
+            },
+        );
+        assert_eq!(rec.redrive(10), Some(1));
+        assert!(matches!(rec.fence(&old), Err(Stale::OtherTask { .. })));
+        let task = rec.task(5, 0).unwrap().unwrap();
+        assert_eq!(task.id.0, "f01000.3.ap.1");
+        assert!(!rec.mark_published(&old.task));
+        assert!(rec.mark_published(&task.id));
+        assert!(matches!(
+            rec.state,
+            SectorState::Active {
+                published: true,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -9,6 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::job::{Job, JobFailure, JobOutcome};
 
+/// The SDR parent cache lotus and filecoin-proofs use by default.
+pub const DEFAULT_PARENT_CACHE: &str = "/var/tmp/filecoin-parents";
+
 /// How to start proof child processes.
 #[derive(Debug, Clone)]
 pub struct ChildRunner {
@@ -16,8 +19,8 @@ pub struct ChildRunner {
     pub program: PathBuf,
     /// Passed as `FIL_PROOFS_PARAMETER_CACHE`.
     pub param_cache: PathBuf,
-    /// Passed as `FIL_PROOFS_PARENT_CACHE` when set.
-    pub parent_cache: Option<PathBuf>,
+    /// Passed as `FIL_PROOFS_PARENT_CACHE` (created if missing: the library will not).
+    pub parent_cache: PathBuf,
 }
 
 impl ChildRunner {
@@ -46,9 +49,15 @@ impl ChildRunner {
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true);
-        if let Some(parent_cache) = &self.parent_cache {
-            command.env("FIL_PROOFS_PARENT_CACHE", parent_cache);
-        }
+        command.env("FIL_PROOFS_PARENT_CACHE", &self.parent_cache);
+        tokio::fs::create_dir_all(&self.parent_cache)
+            .await
+            .map_err(|e| {
+                JobFailure::retryable(format!(
+                    "create parent cache {}: {e}",
+                    self.parent_cache.display()
+                ))
+            })?;
         let mut child = command.spawn().map_err(|e| {
             JobFailure::retryable(format!(
                 "start proof process {}: {e}",

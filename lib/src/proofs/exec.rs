@@ -73,6 +73,8 @@ fn run_inner(job: Job) -> anyhow::Result<JobOutput> {
             sealed,
         } => {
             fs::create_dir_all(&cache).context("create cache directory")?;
+            // PC1 copies the data into the replica file, which must already exist.
+            File::create(&sealed).context("create replica file")?;
             let out = seal::seal_pre_commit_phase1(
                 id.proof,
                 &cache,
@@ -244,8 +246,9 @@ fn add_pieces(
     Ok(JobOutput::AddPiece { piece_infos: infos })
 }
 
-/// Sorts a proof library error into permanent (the verified inputs are wrong, so another attempt
-/// gives the same answer), retryable (the machine ran out of something) or missing parameters.
+/// Sorts a proof library error: missing parameters; retryable when the machine failed the job
+/// (any I/O error: disk full, a missing directory, no memory); otherwise permanent, since the
+/// inputs were checked against their sha256 and the same inputs give the same answer.
 fn classify(job: &str, e: anyhow::Error) -> JobFailure {
     let message = format!("{job}: {e:#}");
     if message.contains("No cached parameters found") || message.contains("No cached srs key") {
@@ -254,24 +257,137 @@ fn classify(job: &str, e: anyhow::Error) -> JobFailure {
             message,
         };
     }
-    let resource = e.chain().any(|cause| {
-        cause.downcast_ref::<io::Error>().is_some_and(|io| {
-            matches!(
-                io.kind(),
-                io::ErrorKind::StorageFull
-                    | io::ErrorKind::OutOfMemory
-                    | io::ErrorKind::Interrupted
-                    | io::ErrorKind::QuotaExceeded
-                    | io::ErrorKind::ResourceBusy
-            )
-        })
-    });
+    let io = e
+        .chain()
+        .any(|cause| cause.downcast_ref::<io::Error>().is_some());
     JobFailure {
-        kind: if resource {
+        kind: if io {
             FailureKind::Retryable
         } else {
             FailureKind::Permanent
         },
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{MinerId, SectorSize};
+    use crate::proofs::job::SectorIdentity;
+    use crate::proofs::{prover_id, seal_proof};
+
+    /// AddPiece → PC1 → PC2 → C1 in this process, each phase in a directory of its own holding
+    /// only copies of its inputs, as workers run them. (C2 needs parameters: integration tests.)
+    #[test]
+    fn phases_run_from_relocated_inputs() {
+        let proof = seal_proof(SectorSize::KiB2);
+        let miner: MinerId = "f01000".parse().unwrap();
+        let id = SectorIdentity {
+            proof,
+            prover_id: prover_id(miner),
+            sector: 1,
+        };
+        let root = tempfile::tempdir().unwrap();
+        let dir = |name: &str| {
+            let d = root.path().join(name);
+            fs::create_dir_all(d.join("cache")).unwrap();
+            d
+        };
+        let copy_cache = |from: &Path, to: &Path| {
+            for e in fs::read_dir(from.join("cache")).unwrap() {
+                let e = e.unwrap();
+                fs::copy(e.path(), to.join("cache").join(e.file_name())).unwrap();
+            }
+        };
+        let ap = dir("ap");
+        let piece_path = ap.join("piece");
+        fs::write(&piece_path, vec![7u8; 100]).unwrap();
+        let out = run(Job::AddPiece {
+            proof,
+            pieces: vec![PieceSource {
+                path: Some(piece_path),
+                size: 127,
+            }],
+            unsealed: ap.join("unsealed"),
+        })
+        .unwrap();
+        let JobOutput::AddPiece { piece_infos } = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(piece_infos.len(), 5, "the piece and four fillers");
+        assert_eq!(fs::metadata(ap.join("unsealed")).unwrap().len(), 2048);
+
+        let pc1 = dir("pc1");
+        fs::copy(ap.join("unsealed"), pc1.join("unsealed")).unwrap();
+        let ticket = [3u8; 32];
+        let out = run(Job::PreCommit1 {
+            id,
+            ticket,
+            piece_infos: piece_infos.clone(),
+            cache: pc1.join("cache"),
+            unsealed: pc1.join("unsealed"),
+            sealed: pc1.join("sealed"),
+        })
+        .unwrap();
+        let JobOutput::PreCommit1 { pc1_output } = out else {
+            panic!("{out:?}")
+        };
+
+        let pc2 = dir("pc2");
+        fs::copy(ap.join("unsealed"), pc2.join("unsealed")).unwrap();
+        copy_cache(&pc1, &pc2);
+        let out = run(Job::PreCommit2 {
+            pc1_output,
+            cache: pc2.join("cache"),
+            unsealed: pc2.join("unsealed"),
+            sealed: pc2.join("sealed"),
+        })
+        .unwrap();
+        let JobOutput::PreCommit2 { comm_r, comm_d } = out else {
+            panic!("{out:?}")
+        };
+
+        let c1 = dir("c1");
+        fs::copy(pc2.join("sealed"), c1.join("sealed")).unwrap();
+        copy_cache(&pc2, &c1);
+        run(Job::Commit1 {
+            id,
+            ticket,
+            seed: [4u8; 32],
+            comm_r,
+            comm_d,
+            piece_infos,
+            cache: c1.join("cache"),
+            sealed: c1.join("sealed"),
+            c1_output: c1.join("c1.out"),
+        })
+        .unwrap();
+        assert!(fs::metadata(c1.join("c1.out")).unwrap().len() > 10_000);
+
+        // A wrong commitment is the inputs' fault: permanent.
+        let err = run(Job::Commit1 {
+            id,
+            ticket,
+            seed: [4u8; 32],
+            comm_r,
+            comm_d: [9u8; 32],
+            piece_infos: vec![],
+            cache: c1.join("cache"),
+            sealed: c1.join("sealed"),
+            c1_output: c1.join("c1-bad.out"),
+        })
+        .unwrap_err();
+        assert_eq!(err.kind, FailureKind::Permanent, "{err}");
+
+        run(Job::Finalize {
+            cache: c1.join("cache"),
+        })
+        .unwrap();
+        let left: Vec<String> = fs::read_dir(c1.join("cache"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!left.iter().any(|f| f.contains("layer")), "{left:?}");
     }
 }

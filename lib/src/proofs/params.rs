@@ -17,6 +17,8 @@ use tracing::info;
 use super::RegisteredSealProof;
 use super::child::ChildRunner;
 use super::job::{Job, JobOutput};
+use crate::model::SectorSize;
+use crate::store::{Store, StoreError};
 
 /// The default parameter cache, as filecoin-proofs and lotus use it.
 pub const DEFAULT_CACHE: &str = "/var/tmp/filecoin-proof-parameters";
@@ -163,10 +165,136 @@ pub async fn generate_into(
     Ok(files)
 }
 
+/// A parameter file that neither the local cache nor the store has.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "Groth parameter file {file} is in neither {cache} nor the store {store}: for test sizes \
+     run `mesh-worker params generate --size {size}` then `mesh-worker params push --store \
+     {store}`; for production sizes fetch the official parameters (e.g. `lotus fetch-params \
+     {size}`) and push them"
+)]
+pub struct ParamsUnavailable {
+    pub file: String,
+    pub cache: String,
+    pub store: String,
+    pub size: String,
+}
+
+fn sidecar(name: &str) -> String {
+    format!("{STORE_PREFIX}/{name}.sha256")
+}
+
+fn store_key(name: &str) -> String {
+    format!("{STORE_PREFIX}/{name}")
+}
+
+/// Uploads the named files from the local cache to the store (with a sha256 sidecar each),
+/// skipping those the store already has with the same digest. Returns the files uploaded.
+pub async fn push(store: &Store, cache: &Path, files: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut pushed = Vec::new();
+    for name in files {
+        let path = cache.join(name);
+        let local_sha = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || sha256_file(&path)
+        })
+        .await??;
+        if let Ok(remote) = store.get_bytes(&sidecar(name)).await
+            && remote.as_ref() == hex::encode(local_sha).as_bytes()
+        {
+            info!(file = %name, "already in the store");
+            continue;
+        }
+        info!(file = %name, "uploading");
+        let object = store.put_file(name, &store_key(name), &path).await?;
+        store
+            .put_bytes(&sidecar(name), hex::encode(object.sha256).into_bytes())
+            .await?;
+        pushed.push(name.clone());
+    }
+    Ok(pushed)
+}
+
+/// Downloads each named file the local cache lacks from the store, checking it against its
+/// sha256 sidecar; files appear in the cache only once complete and verified.
+pub async fn pull(
+    store: &Store,
+    cache: &Path,
+    files: &[String],
+    size: SectorSize,
+) -> Result<Vec<String>, PullError> {
+    tokio::fs::create_dir_all(cache)
+        .await
+        .map_err(|e| PullError::Other(anyhow::anyhow!("create {}: {e}", cache.display())))?;
+    let mut pulled = Vec::new();
+    for name in missing(cache, files.iter().map(String::as_str)) {
+        let unavailable = || ParamsUnavailable {
+            file: name.clone(),
+            cache: cache.display().to_string(),
+            store: store.name().to_string(),
+            size: size.label().to_string(),
+        };
+        let sha = match store.get_bytes(&sidecar(&name)).await {
+            Ok(sha) => sha,
+            Err(StoreError::NotFound { .. }) => return Err(PullError::Unavailable(unavailable())),
+            Err(e) => return Err(PullError::Other(e.into())),
+        };
+        let sha: [u8; 32] = hex::decode(sha.as_ref())
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| {
+                PullError::Other(anyhow::anyhow!(
+                    "store sidecar {} is not a sha256",
+                    sidecar(&name)
+                ))
+            })?;
+        info!(file = %name, store = %store.name(), "pulling parameters");
+        let tmp = cache.join(format!(".{name}.{}.part", std::process::id()));
+        let (got_size, got) = match store.get_file(&store_key(&name), &tmp).await {
+            Ok(v) => v,
+            Err(StoreError::NotFound { .. }) => return Err(PullError::Unavailable(unavailable())),
+            Err(e) => return Err(PullError::Other(e.into())),
+        };
+        if got != sha {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(PullError::Other(
+                StoreError::Corrupt {
+                    key: store_key(&name),
+                    expected: hex::encode(sha),
+                    got: hex::encode(got),
+                    expected_size: got_size,
+                    got_size,
+                }
+                .into(),
+            ));
+        }
+        tokio::fs::rename(&tmp, cache.join(&name))
+            .await
+            .map_err(|e| PullError::Other(anyhow::anyhow!("move {name} into place: {e}")))?;
+        pulled.push(name);
+    }
+    Ok(pulled)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Unavailable(ParamsUnavailable),
+    #[error("{0:#}")]
+    Other(anyhow::Error),
+}
+
+fn sha256_file(path: &Path) -> anyhow::Result<[u8; 32]> {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher).with_context(|| format!("read {}", path.display()))?;
+    Ok(hasher.finalize().into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::SectorSize;
     use crate::proofs::seal_proof;
 
     #[test]

@@ -1,0 +1,365 @@
+//! The streams, consumers and buckets of the mesh: their definitions (also exported as the JSON
+//! files in `nats/`), idempotent creation (`mesh-publisher init`) and the check every process
+//! makes at start.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, ReplayPolicy, pull};
+use async_nats::jetstream::stream::{
+    Config as StreamConfig, DiscardPolicy, RetentionPolicy, StorageType,
+};
+use serde::Serialize;
+
+use super::{Broker, BrokerError};
+use crate::model::{MAX_MESSAGE_BYTES, MinerId, Phase, SectorSize};
+use crate::names;
+
+/// Settings an operator may change at `init`.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    /// Stream replicas: 1 on a single server, 3 (or 5) in a cluster.
+    pub replicas: usize,
+    /// Sector sizes to make task streams for.
+    pub sizes: Vec<SectorSize>,
+    /// How long a task may go without an ack or progress ack before it is redelivered. Workers
+    /// send progress acks well inside it, so it can be short even for hours-long tasks.
+    pub ack_wait: Duration,
+    /// Window in which a re-published task or result with the same message id is dropped.
+    pub duplicate_window: Duration,
+    /// How long results are kept (they are read within seconds; the rest is history).
+    pub result_max_age: Duration,
+    /// How long dead letters are kept.
+    pub dlq_max_age: Duration,
+    /// How long a worker's registry entry lives without a heartbeat.
+    pub worker_ttl: Duration,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Topology {
+            replicas: 1,
+            sizes: SectorSize::ALL.to_vec(),
+            ack_wait: Duration::from_secs(10),
+            duplicate_window: Duration::from_secs(3600),
+            result_max_age: Duration::from_secs(14 * 24 * 3600),
+            dlq_max_age: Duration::from_secs(90 * 24 * 3600),
+            worker_ttl: Duration::from_secs(15),
+        }
+    }
+}
+
+impl Topology {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=5).contains(&self.replicas) {
+            return Err(format!(
+                "--replicas {} is out of range: use 1 on a single server, 3 or 5 in a cluster",
+                self.replicas
+            ));
+        }
+        if self.sizes.is_empty() {
+            return Err("--sizes is empty: name at least one sector size".into());
+        }
+        if self.ack_wait < Duration::from_secs(2) {
+            return Err(format!(
+                "--ack-wait {} is too short: at least 2s, so that progress acks can keep up",
+                humantime::format_duration(self.ack_wait)
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn task_stream(&self, phase: Phase, size: SectorSize) -> StreamConfig {
+        StreamConfig {
+            name: names::task_stream(phase, size),
+            description: Some(format!(
+                "mesh {} tasks for {size} sectors",
+                phase_title(phase)
+            )),
+            subjects: vec![names::task_stream_subjects(phase, size)],
+            retention: RetentionPolicy::WorkQueue,
+            // Never drop a queued task to make room: refuse the publish instead.
+            discard: DiscardPolicy::New,
+            storage: StorageType::File,
+            num_replicas: self.replicas,
+            duplicate_window: self.duplicate_window,
+            max_message_size: MAX_MESSAGE_BYTES as i32,
+            max_messages: -1,
+            max_bytes: -1,
+            max_consumers: -1,
+            max_messages_per_subject: -1,
+            ..Default::default()
+        }
+    }
+
+    /// The consumer every worker shares on a task stream. `max_deliver` is unlimited on purpose:
+    /// when the server exhausts `max_deliver` it leaves the message stuck in the stream, so the
+    /// worker that receives a delivery past the task's `max_attempts` dead-letters it instead.
+    pub fn task_consumer(&self) -> pull::Config {
+        pull::Config {
+            durable_name: Some(names::TASK_CONSUMER.to_string()),
+            description: Some("mesh workers pull tasks one at a time".into()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: self.ack_wait,
+            deliver_policy: DeliverPolicy::All,
+            replay_policy: ReplayPolicy::Instant,
+            max_deliver: -1,
+            max_ack_pending: 10_000,
+            max_waiting: 512,
+            ..Default::default()
+        }
+    }
+
+    pub fn result_stream(&self) -> StreamConfig {
+        StreamConfig {
+            name: names::RESULT_STREAM.to_string(),
+            description: Some("mesh task results, read by each miner's publisher".into()),
+            subjects: vec![names::RESULT_SUBJECTS.to_string()],
+            retention: RetentionPolicy::Limits,
+            discard: DiscardPolicy::Old,
+            storage: StorageType::File,
+            num_replicas: self.replicas,
+            duplicate_window: self.duplicate_window,
+            max_age: self.result_max_age,
+            max_message_size: MAX_MESSAGE_BYTES as i32,
+            max_messages: -1,
+            max_bytes: -1,
+            max_consumers: -1,
+            max_messages_per_subject: -1,
+            ..Default::default()
+        }
+    }
+
+    /// The durable consumer through which a miner's publishers read that miner's results.
+    pub fn result_consumer(&self, miner: MinerId) -> pull::Config {
+        pull::Config {
+            durable_name: Some(names::result_consumer(miner)),
+            description: Some(format!("results of miner {miner}")),
+            filter_subject: names::result_filter(miner),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(60),
+            deliver_policy: DeliverPolicy::All,
+            replay_policy: ReplayPolicy::Instant,
+            max_deliver: -1,
+            max_ack_pending: 1000,
+            ..Default::default()
+        }
+    }
+
+    pub fn dlq_stream(&self) -> StreamConfig {
+        StreamConfig {
+            name: names::DLQ_STREAM.to_string(),
+            description: Some("mesh tasks that failed for good, with their reason".into()),
+            subjects: vec![names::DLQ_SUBJECTS.to_string()],
+            retention: RetentionPolicy::Limits,
+            discard: DiscardPolicy::Old,
+            storage: StorageType::File,
+            num_replicas: self.replicas,
+            duplicate_window: self.duplicate_window,
+            max_age: self.dlq_max_age,
+            max_message_size: MAX_MESSAGE_BYTES as i32 * 2,
+            max_messages: -1,
+            max_bytes: -1,
+            max_consumers: -1,
+            max_messages_per_subject: -1,
+            ..Default::default()
+        }
+    }
+
+    /// A key-value bucket as the stream that backs it (what `nats kv add` would make).
+    fn bucket(
+        &self,
+        name: &str,
+        description: &str,
+        history: i64,
+        max_age: Duration,
+    ) -> StreamConfig {
+        StreamConfig {
+            name: format!("KV_{name}"),
+            description: Some(description.to_string()),
+            subjects: vec![format!("$KV.{name}.>")],
+            retention: RetentionPolicy::Limits,
+            discard: DiscardPolicy::New,
+            storage: StorageType::File,
+            num_replicas: self.replicas,
+            max_messages_per_subject: history,
+            max_age,
+            max_message_size: MAX_MESSAGE_BYTES as i32,
+            max_messages: -1,
+            max_bytes: -1,
+            max_consumers: -1,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            duplicate_window: max_age
+                .min(Duration::from_secs(120))
+                .max(Duration::from_secs(1)),
+            ..Default::default()
+        }
+    }
+
+    pub fn sectors_bucket(&self) -> StreamConfig {
+        self.bucket(
+            names::SECTORS_BUCKET,
+            "mesh sector state per <miner>.<sector>",
+            5,
+            Duration::ZERO,
+        )
+    }
+
+    pub fn workers_bucket(&self) -> StreamConfig {
+        self.bucket(
+            names::WORKERS_BUCKET,
+            "mesh live workers, kept by heartbeats",
+            1,
+            self.worker_ttl,
+        )
+    }
+
+    /// Every stream of the topology.
+    pub fn streams(&self) -> Vec<StreamConfig> {
+        let mut out = Vec::new();
+        for &size in &self.sizes {
+            for phase in Phase::ALL {
+                out.push(self.task_stream(phase, size));
+            }
+        }
+        out.extend([
+            self.result_stream(),
+            self.dlq_stream(),
+            self.sectors_bucket(),
+            self.workers_bucket(),
+        ]);
+        out
+    }
+
+    /// Creates or updates every stream, consumer and bucket. Safe to run any number of times.
+    pub async fn ensure(&self, broker: &Broker) -> Result<Vec<String>, BrokerError> {
+        let js = broker.js();
+        let mut made = Vec::new();
+        for config in self.streams() {
+            let name = config.name.clone();
+            js.create_or_update_stream(config)
+                .await
+                .map_err(|e| BrokerError::api(format!("create stream {name}"), e))?;
+            made.push(format!("stream {name}"));
+        }
+        for &size in &self.sizes {
+            for phase in Phase::ALL {
+                let stream = names::task_stream(phase, size);
+                js.create_consumer_on_stream(self.task_consumer(), stream.as_str())
+                    .await
+                    .map_err(|e| {
+                        BrokerError::api(format!("create consumer workers on {stream}"), e)
+                    })?;
+                made.push(format!("consumer {stream}/{}", names::TASK_CONSUMER));
+            }
+        }
+        Ok(made)
+    }
+
+    /// Writes the topology as JSON files that `nats stream add --config FILE` and
+    /// `nats consumer add STREAM --config FILE` accept, into `dir`.
+    pub fn export(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        let streams_dir = dir.join("streams");
+        let consumers_dir = dir.join("consumers");
+        std::fs::create_dir_all(&streams_dir)?;
+        std::fs::create_dir_all(&consumers_dir)?;
+        let mut written = Vec::new();
+        for config in self.streams() {
+            let file = format!("streams/{}.json", config.name);
+            write_json(&dir.join(&file), &config)?;
+            written.push(file);
+        }
+        let file = format!("consumers/{}.json", names::TASK_CONSUMER);
+        write_json(&dir.join(&file), &self.task_consumer())?;
+        written.push(file);
+        Ok(written)
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let mut text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    text.push('\n');
+    std::fs::write(path, text)
+}
+
+fn phase_title(phase: Phase) -> &'static str {
+    match phase {
+        Phase::AddPiece => "AddPiece",
+        Phase::PreCommit1 => "PreCommit1",
+        Phase::PreCommit2 => "PreCommit2",
+        Phase::Commit1 => "Commit1",
+        Phase::Commit2 => "Commit2",
+        Phase::Finalize => "Finalize",
+    }
+}
+
+/// Checks that the streams and consumers of the given phases and sizes, and the result stream,
+/// dead-letter stream and buckets, exist. Names the first thing missing and how to make it.
+pub async fn check(
+    broker: &Broker,
+    phases: &[Phase],
+    sizes: &[SectorSize],
+) -> Result<(), BrokerError> {
+    for &size in sizes {
+        for &phase in phases {
+            broker
+                .consumer(&names::task_stream(phase, size), names::TASK_CONSUMER)
+                .await?;
+        }
+    }
+    for stream in [names::RESULT_STREAM, names::DLQ_STREAM] {
+        broker
+            .js()
+            .get_stream(stream)
+            .await
+            .map_err(|e| match e.kind() {
+                async_nats::jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    BrokerError::Missing {
+                        what: format!("stream {stream}"),
+                    }
+                }
+                _ => BrokerError::api(format!("open stream {stream}"), e),
+            })?;
+    }
+    broker.bucket(names::SECTORS_BUCKET).await?;
+    broker.bucket(names::WORKERS_BUCKET).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_committed_nats_files_match_the_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = Topology::default().export(dir.path()).unwrap();
+        let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../nats");
+        for file in written {
+            let fresh = std::fs::read_to_string(dir.path().join(&file)).unwrap();
+            let old = std::fs::read_to_string(committed.join(&file)).unwrap_or_default();
+            assert_eq!(
+                fresh, old,
+                "nats/{file} is stale: run `mesh-publisher init --export nats` and commit it"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let t = Topology {
+            replicas: 7,
+            ..Topology::default()
+        };
+        assert!(t.validate().unwrap_err().contains("--replicas 7"));
+        let t = Topology {
+            ack_wait: Duration::from_millis(500),
+            ..Topology::default()
+        };
+        assert!(t.validate().unwrap_err().contains("--ack-wait 500ms"));
+    }
+}

@@ -1,0 +1,173 @@
+//! Flags shared by the binaries (connection, store, parameters), with their `MESH_*` and standard
+//! environment variables, and the process scaffolding: runtime, signals, error reporting.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::broker::Broker;
+use crate::proofs::child::ChildRunner;
+use crate::proofs::params;
+use crate::store::{Store, StoreConfig};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct NatsArgs {
+    /// NATS server URL (several may be given, comma-separated, for a cluster).
+    #[arg(
+        long = "nats",
+        env = "MESH_NATS",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats: String,
+}
+
+impl NatsArgs {
+    pub async fn connect(&self, name: &str) -> anyhow::Result<Broker> {
+        Ok(Broker::connect(&self.nats, name).await?)
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Object store for sector data: a directory (file:///var/tmp/mesh-store), s3://bucket[/prefix],
+    /// gs://bucket or az://container.
+    #[arg(long = "store", env = "MESH_STORE")]
+    pub store: String,
+    /// S3 endpoint for S3-compatible servers (MinIO, SeaweedFS, Ceph), e.g. http://127.0.0.1:8333.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    #[arg(long, env = "AWS_REGION")]
+    pub s3_region: Option<String>,
+    /// S3 access key id (otherwise instance or container credentials are used).
+    #[arg(long, env = "AWS_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key.
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    /// Any other object_store option as KEY=VALUE (repeatable), e.g. aws_session_token=….
+    #[arg(long = "store-option", value_parser = parse_key_value)]
+    pub options: Vec<(String, String)>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not KEY=VALUE"))?;
+    Ok((k.trim().to_string(), v.to_string()))
+}
+
+impl StoreArgs {
+    pub fn config(&self) -> StoreConfig {
+        let mut options = Vec::new();
+        let is_s3 = self.store.starts_with("s3");
+        if is_s3 {
+            if let Some(endpoint) = &self.s3_endpoint {
+                options.push(("aws_endpoint".to_string(), endpoint.clone()));
+                if endpoint.starts_with("http://") {
+                    options.push(("allow_http".to_string(), "true".to_string()));
+                }
+            }
+            if let Some(region) = &self.s3_region {
+                options.push(("aws_region".to_string(), region.clone()));
+            }
+            if let Some(id) = &self.s3_access_key_id {
+                options.push(("aws_access_key_id".to_string(), id.clone()));
+            }
+            if let Some(secret) = &self.s3_secret_access_key {
+                options.push(("aws_secret_access_key".to_string(), secret.clone()));
+            }
+        }
+        options.extend(self.options.iter().cloned());
+        StoreConfig {
+            url: self.store.clone(),
+            options,
+        }
+    }
+
+    pub fn open(&self) -> anyhow::Result<Store> {
+        Ok(Store::open(&self.config())?)
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ParamArgs {
+    /// Directory holding Groth parameters.
+    #[arg(long, env = "FIL_PROOFS_PARAMETER_CACHE", default_value = params::DEFAULT_CACHE)]
+    pub param_cache: PathBuf,
+    /// Directory for the SDR parent cache.
+    #[arg(long, env = "FIL_PROOFS_PARENT_CACHE", default_value = crate::proofs::child::DEFAULT_PARENT_CACHE)]
+    pub parent_cache: PathBuf,
+}
+
+impl ParamArgs {
+    /// Proof jobs run in children of this very binary (`<exe> exec`).
+    pub fn runner(&self) -> anyhow::Result<ChildRunner> {
+        let program = std::env::current_exe()
+            .map_err(|e| anyhow::anyhow!("cannot find this program's path to run proofs: {e}"))?;
+        Ok(ChildRunner {
+            program,
+            param_cache: self.param_cache.clone(),
+            parent_cache: self.parent_cache.clone(),
+        })
+    }
+}
+
+/// Shutdown tokens: `drain` on the first SIGTERM/SIGINT, `abort` on the second.
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown {
+    pub drain: CancellationToken,
+    pub abort: CancellationToken,
+}
+
+impl Shutdown {
+    /// Installs the signal handlers (must run inside the runtime).
+    pub fn install() -> Self {
+        let shutdown = Shutdown::default();
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                warn!("cannot install signal handlers");
+                return;
+            };
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            info!("shutting down: finishing running work (signal again to abort)");
+            s.drain.cancel();
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            warn!("aborting running work");
+            s.abort.cancel();
+        });
+        shutdown
+    }
+}
+
+/// Runs `main` on a multi-threaded runtime with logging set up; prints an error chain as one
+/// `error:` line and exits 1.
+pub fn run_main<F, Fut>(main: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    crate::telemetry::init(std::env::var("RUST_LOG").ok().as_deref());
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

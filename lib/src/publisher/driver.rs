@@ -1,0 +1,492 @@
+//! The sector driver: creates sectors, turns each accepted result into the sector's next task,
+//! verifies proofs, and keeps every sector's state in the `mesh-sectors` bucket with
+//! compare-and-set, so that any number of publisher processes (and restarts) agree.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::kv;
+use async_nats::jetstream::{self, AckKind};
+use tracing::{error, info, warn};
+
+use super::randomness::Randomness;
+use crate::broker::topology::Topology;
+use crate::broker::{Broker, BrokerError};
+use crate::model::{
+    MinerId, Outcome, PhaseOutput, PieceSpec, SectorNum, SectorRecord, SectorSize, SectorState,
+    TaskResult, decode, encode, fillers, piece_size_for,
+};
+use crate::names;
+use crate::proofs::child::ChildRunner;
+use crate::proofs::job::{FailureKind, Job, JobOutput, SectorIdentity};
+use crate::proofs::{params, prover_id, seal_proof};
+use crate::store::Store;
+
+/// How many times a proof that fails verification is made again before the sector fails.
+const PROOF_REDRIVES: u32 = 2;
+
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    pub miner: MinerId,
+    /// Runs `verify_seal` in a child process (`<program> exec`).
+    pub runner: ChildRunner,
+    /// Deliveries after which a failing task is dead-lettered.
+    pub max_attempts: u32,
+}
+
+/// Counters for the summary and the tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub accepted: AtomicU64,
+    pub dropped_late: AtomicU64,
+    pub tasks_published: AtomicU64,
+}
+
+pub struct Driver {
+    broker: Broker,
+    store: Store,
+    config: PublisherConfig,
+    sectors: kv::Store,
+    results: PullConsumer,
+    randomness: Arc<dyn Randomness>,
+    pub stats: Stats,
+}
+
+/// What handling one result did.
+pub enum Handled {
+    /// The sector moved on; here is its new record.
+    Advanced(Box<SectorRecord>),
+    /// The result was not for the sector's current task (late, duplicate or unknown).
+    Dropped,
+    /// The result could not be handled now; it comes back later.
+    Deferred,
+}
+
+impl Driver {
+    /// Opens the miner's result consumer (creating it on first use) and the sectors bucket.
+    pub async fn new(
+        broker: Broker,
+        store: Store,
+        config: PublisherConfig,
+        randomness: Arc<dyn Randomness>,
+    ) -> anyhow::Result<Self> {
+        crate::broker::topology::check(&broker, &[], &[]).await?;
+        let sectors = broker.bucket(names::SECTORS_BUCKET).await?;
+        let results = broker
+            .js()
+            .create_consumer_on_stream(
+                Topology::default().result_consumer(config.miner),
+                names::RESULT_STREAM,
+            )
+            .await
+            .map_err(|e| {
+                BrokerError::api(format!("create result consumer for {}", config.miner), e)
+            })?;
+        Ok(Driver {
+            broker,
+            store,
+            config,
+            sectors,
+            results,
+            randomness,
+            stats: Stats::default(),
+        })
+    }
+
+    pub fn miner(&self) -> MinerId {
+        self.config.miner
+    }
+
+    /// The miner's results, as a stream that keeps pulling.
+    pub async fn results(&self) -> anyhow::Result<jetstream::consumer::pull::Stream> {
+        Ok(self
+            .results
+            .stream()
+            .max_messages_per_batch(32)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await?)
+    }
+
+    /// Loads a sector and the revision to compare-and-set against.
+    pub async fn load(&self, sector: SectorNum) -> anyhow::Result<Option<(SectorRecord, u64)>> {
+        let key = names::sector_key(self.config.miner, sector);
+        let Some(entry) = self.sectors.entry(&key).await? else {
+            return Ok(None);
+        };
+        if entry.operation != kv::Operation::Put {
+            return Ok(None);
+        }
+        let record = decode(&entry.value).with_context(|| format!("decode sector {key}"))?;
+        Ok(Some((record, entry.revision)))
+    }
+
+    /// Every sector of this miner.
+    pub async fn sectors(&self) -> anyhow::Result<Vec<SectorRecord>> {
+        super::list_sectors(&self.broker, self.config.miner).await
+    }
+
+    /// Reserves `count` new sector numbers for this miner.
+    async fn allocate(&self, count: u64) -> anyhow::Result<u64> {
+        let key = names::sector_counter_key(self.config.miner);
+        loop {
+            match self.sectors.entry(&key).await? {
+                None => {
+                    let next = (1 + count).to_string();
+                    if self.sectors.create(&key, next.into()).await.is_ok() {
+                        return Ok(1);
+                    }
+                }
+                Some(entry) => {
+                    let first: u64 = std::str::from_utf8(&entry.value)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .with_context(|| format!("sector counter {key} is not a number"))?;
+                    let next = (first + count).to_string();
+                    if self
+                        .sectors
+                        .update(&key, next.into(), entry.revision)
+                        .await
+                        .is_ok()
+                    {
+                        return Ok(first);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Creates `count` sectors of `size`, each holding all `pieces` (committed-capacity when
+    /// there are none), and publishes their AddPiece tasks.
+    pub async fn create_sectors(
+        &self,
+        size: SectorSize,
+        count: u64,
+        pieces: &[PathBuf],
+    ) -> anyhow::Result<Vec<SectorNum>> {
+        let mut sizes = Vec::new();
+        for piece in pieces {
+            let meta = std::fs::metadata(piece)
+                .with_context(|| format!("--piece {}: cannot read it", piece.display()))?;
+            if !meta.is_file() {
+                bail!("--piece {}: not a file", piece.display());
+            }
+            sizes.push(piece_size_for(meta.len()));
+        }
+        fillers(size, &sizes)?;
+        let first = self.allocate(count).await?;
+        let miner = self.config.miner;
+        let mut made = Vec::new();
+        for n in first..first + count {
+            let sector = SectorNum(n);
+            let mut specs = Vec::new();
+            let mut objects = Vec::new();
+            for (i, (path, &piece_size)) in pieces.iter().zip(&sizes).enumerate() {
+                let name = format!("piece-{i}");
+                let key = format!("{}{name}", names::sector_prefix(miner, sector));
+                let object = self
+                    .store
+                    .put_file(&name, &key, path)
+                    .await
+                    .with_context(|| format!("upload piece {}", path.display()))?;
+                objects.push(object);
+                specs.push(PieceSpec {
+                    object: Some(name),
+                    size: piece_size,
+                });
+            }
+            let record = SectorRecord::new(
+                miner,
+                sector,
+                size,
+                seal_proof(size),
+                specs,
+                objects,
+                self.randomness.ticket(miner, sector),
+                crate::now_ms(),
+            );
+            let key = names::sector_key(miner, sector);
+            self.sectors
+                .create(&key, encode(&record).into())
+                .await
+                .with_context(|| format!("store new sector {key}"))?;
+            info!(%miner, %sector, %size, pieces = pieces.len(), "sector created");
+            self.ensure_published(record).await?;
+            made.push(sector);
+        }
+        Ok(made)
+    }
+
+    /// Publishes the task of every active sector whose task is not known to be queued, and
+    /// returns the unfinished sectors. Run at start and now and then.
+    pub async fn resume(&self) -> anyhow::Result<Vec<SectorRecord>> {
+        let mut unfinished = Vec::new();
+        for record in self.sectors().await? {
+            if record.state.is_finished() {
+                continue;
+            }
+            unfinished.push(self.ensure_published(record).await?);
+        }
+        Ok(unfinished)
+    }
+
+    /// Publishes the record's current task if it is not marked published (its message id makes
+    /// a repeat harmless), then marks it. Returns the record as stored.
+    async fn ensure_published(&self, record: SectorRecord) -> anyhow::Result<SectorRecord> {
+        let SectorState::Active {
+            task: task_id,
+            published: false,
+            ..
+        } = &record.state
+        else {
+            return Ok(record);
+        };
+        let task = match record.task(self.config.max_attempts, crate::now_ms()) {
+            Some(Ok(task)) => task,
+            Some(Err(reason)) => bail!("sector {}.{}: {reason}", record.miner, record.sector),
+            None => return Ok(record),
+        };
+        let subject = names::task_subject(task.phase, record.size, record.miner);
+        self.broker
+            .publish_durable(subject, &task.id.0, None, encode(&task).into(), 10)
+            .await
+            .map_err(|e| match e {
+                BrokerError::Api { reason, .. } if reason.contains("no responders") => {
+                    BrokerError::Missing {
+                        what: format!("stream {}", names::task_stream(task.phase, record.size)),
+                    }
+                    .into()
+                }
+                other => anyhow::Error::from(other),
+            })?;
+        self.stats.tasks_published.fetch_add(1, Ordering::Relaxed);
+        let task_id = task_id.clone();
+        // Mark it, unless the sector moved on meanwhile (another publisher got there first).
+        loop {
+            let Some((mut current, revision)) = self.load(record.sector).await? else {
+                bail!("sector {}.{} vanished", record.miner, record.sector);
+            };
+            if !current.mark_published(&task_id) {
+                return Ok(current);
+            }
+            let key = names::sector_key(current.miner, current.sector);
+            if self
+                .sectors
+                .update(&key, encode(&current).into(), revision)
+                .await
+                .is_ok()
+            {
+                return Ok(current);
+            }
+        }
+    }
+
+    /// Handles one result message: fences it, verifies a proof, advances the sector with
+    /// compare-and-set, publishes the next task, then acks.
+    pub async fn handle(&self, msg: &jetstream::Message) -> anyhow::Result<Handled> {
+        let result: TaskResult = match decode(&msg.payload) {
+            Ok(r) => r,
+            Err(e) => {
+                error!(subject = %msg.subject, error = %e, "undecodable result; discarding it");
+                term(msg).await;
+                return Ok(Handled::Dropped);
+            }
+        };
+        let key = names::sector_key(result.miner, result.sector);
+        let next = loop {
+            let Some((record, revision)) = self.load(result.sector).await? else {
+                warn!(sector = %key, "result for an unknown sector; dropping it");
+                ack(msg).await;
+                return Ok(Handled::Dropped);
+            };
+            if let Err(stale) = record.fence(&result) {
+                self.stats.dropped_late.fetch_add(1, Ordering::Relaxed);
+                info!(
+                    sector = %key,
+                    task = %result.task,
+                    worker = %result.worker,
+                    attempt = result.attempt,
+                    reason = %stale,
+                    "dropping late result"
+                );
+                // The sector may be waiting on a task a crash left unpublished.
+                self.ensure_published(record).await?;
+                ack(msg).await;
+                return Ok(Handled::Dropped);
+            }
+            let mut next = record.clone();
+            let now = crate::now_ms();
+            match &result.outcome {
+                Outcome::Done {
+                    output: PhaseOutput::Commit2 { proof },
+                    ..
+                } => match self.verify(&record, proof).await {
+                    Ok(true) => next.apply(
+                        &result,
+                        || self.randomness.seed(result.miner, result.sector),
+                        now,
+                    ),
+                    Ok(false) => {
+                        warn!(sector = %key, worker = %result.worker, "proof did not verify");
+                        if next.redrive(now).is_none_or(|g| g > PROOF_REDRIVES) {
+                            next.fail(
+                                result.phase,
+                                format!(
+                                    "proof from worker {} did not verify (after {PROOF_REDRIVES} \
+                                     retries)",
+                                    result.worker
+                                ),
+                                now,
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        error!(sector = %key, error = %format!("{e:#}"), "cannot verify the proof now; will retry");
+                        let _ = msg
+                            .ack_with(AckKind::Nak(Some(Duration::from_secs(30))))
+                            .await;
+                        return Ok(Handled::Deferred);
+                    }
+                },
+                _ => next.apply(
+                    &result,
+                    || self.randomness.seed(result.miner, result.sector),
+                    now,
+                ),
+            }
+            if self
+                .sectors
+                .update(&key, encode(&next).into(), revision)
+                .await
+                .is_ok()
+            {
+                break next;
+            }
+        };
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        log_transition(&result, &next);
+        let next = self.ensure_published(next).await?;
+        if matches!(next.state, SectorState::Sealed { .. }) {
+            self.cleanup(&next).await;
+        }
+        ack(msg).await;
+        Ok(Handled::Advanced(Box::new(next)))
+    }
+
+    /// Runs `verify_seal` on a proof in a child process. `Err` means it could not be checked
+    /// (no verifying key); `Ok(false)` that the proof is wrong.
+    async fn verify(&self, record: &SectorRecord, proof: &[u8]) -> anyhow::Result<bool> {
+        let (Some(seed), Some(comm_r), Some(comm_d)) = (record.seed, record.comm_r, record.comm_d)
+        else {
+            return Ok(false);
+        };
+        let files = params::param_files(record.proof)?;
+        params::pull(
+            &self.store,
+            &self.config.runner.param_cache,
+            std::slice::from_ref(&files.vk),
+            record.size,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let dir = tempfile::tempdir().context("create a directory for verification")?;
+        let job = Job::Verify {
+            id: SectorIdentity {
+                proof: record.proof,
+                prover_id: prover_id(record.miner),
+                sector: record.sector.0,
+            },
+            ticket: record.ticket,
+            seed,
+            comm_r,
+            comm_d,
+            proof_bytes: proof.to_vec(),
+        };
+        let never = tokio_util::sync::CancellationToken::new();
+        match self.config.runner.run(&job, dir.path(), &never).await {
+            Ok(JobOutput::Verify { valid }) => Ok(valid),
+            Ok(other) => bail!("verification produced {other:?}"),
+            Err(f) if f.kind == FailureKind::Permanent => {
+                warn!(error = %f, "proof rejected by verify_seal");
+                Ok(false)
+            }
+            Err(f) => bail!("{f}"),
+        }
+    }
+
+    /// Deletes the sector's objects that its sealed record no longer refers to: dropped cache
+    /// files, intermediate outputs and outputs of attempts that lost the race.
+    async fn cleanup(&self, record: &SectorRecord) {
+        let prefix = names::sector_prefix(record.miner, record.sector);
+        let keep: std::collections::BTreeSet<&str> =
+            record.objects.values().map(|o| o.key.as_str()).collect();
+        let listed = match self.store.list(&prefix).await {
+            Ok(listed) => listed,
+            Err(e) => {
+                warn!(error = %e, "could not list sector objects for cleanup");
+                return;
+            }
+        };
+        let mut removed = 0;
+        for (key, _) in listed {
+            if !keep.contains(key.as_str()) && self.store.delete(&key).await.is_ok() {
+                removed += 1;
+            }
+        }
+        info!(sector = %names::sector_key(record.miner, record.sector), removed, kept = keep.len(), "intermediate objects removed");
+    }
+
+    /// The task streams this miner's sectors of `size` need exist.
+    pub async fn check_size(&self, size: SectorSize) -> anyhow::Result<()> {
+        crate::broker::topology::check(&self.broker, &crate::model::Phase::ALL, &[size]).await?;
+        Ok(())
+    }
+
+    /// The store, for reading piece files.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn param_cache(&self) -> &Path {
+        &self.config.runner.param_cache
+    }
+}
+
+fn log_transition(result: &TaskResult, next: &SectorRecord) {
+    let sector = names::sector_key(next.miner, next.sector);
+    match &next.state {
+        SectorState::Active { phase, .. } if *phase == result.phase => {
+            info!(%sector, phase = %result.phase, worker = %result.worker, "phase runs again");
+        }
+        SectorState::Active { phase, .. } => info!(
+            %sector,
+            done = %result.phase,
+            worker = %result.worker,
+            attempt = result.attempt,
+            run_ms = result.timings.run_ms,
+            next = %phase,
+            "phase done"
+        ),
+        SectorState::Sealed { .. } => {
+            info!(%sector, worker = %result.worker, "sector sealed and proof verified")
+        }
+        SectorState::Failed { phase, reason, .. } => {
+            error!(%sector, %phase, %reason, "sector failed")
+        }
+    }
+}
+
+async fn ack(msg: &jetstream::Message) {
+    if let Err(e) = msg.double_ack().await {
+        warn!(error = %e, "result ack not confirmed; it may be handled again (harmlessly)");
+    }
+}
+
+async fn term(msg: &jetstream::Message) {
+    let _ = msg.ack_with(AckKind::Term).await;
+}

@@ -1,0 +1,253 @@
+//! The miner side: creates sectors, drives each through every phase from durable results, and
+//! reports sealed sectors. `seal` waits for the sectors it is given; `run` drives forever.
+
+mod driver;
+pub mod output;
+pub mod randomness;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use driver::{Driver, Handled, PublisherConfig};
+use output::SealedSector;
+
+use crate::model::{SectorNum, SectorRecord, SectorSize, SectorState};
+
+/// What `mesh-publisher seal` was asked for.
+#[derive(Debug, Clone)]
+pub struct SealRequest {
+    pub size: SectorSize,
+    pub count: u64,
+    pub pieces: Vec<PathBuf>,
+    /// Also wait for every unfinished sector of the miner.
+    pub resume: bool,
+    /// Appends one JSON line per sealed sector.
+    pub out: Option<PathBuf>,
+    /// How often to print a status line.
+    pub status_every: Duration,
+}
+
+/// How a `seal` ended.
+#[derive(Debug, Default)]
+pub struct SealSummary {
+    pub sealed: Vec<SectorNum>,
+    pub failed: Vec<(SectorNum, String)>,
+    pub dropped_late: u64,
+    pub elapsed: Duration,
+}
+
+/// Creates the requested sectors and drives them (and, with `resume`, every unfinished sector
+/// of the miner) until each is sealed or failed.
+pub async fn seal(
+    driver: &Driver,
+    request: &SealRequest,
+    cancel: &CancellationToken,
+) -> anyhow::Result<SealSummary> {
+    let started = Instant::now();
+    driver.check_size(request.size).await?;
+    let mut out = match &request.out {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("--out {}: cannot open it for writing", path.display()))?,
+        ),
+        None => None,
+    };
+    let mut states: BTreeMap<SectorNum, SectorRecord> = BTreeMap::new();
+    if request.resume {
+        for record in driver.resume().await? {
+            info!(sector = %record.sector, state = %record.state.label(), "resuming sector");
+            states.insert(record.sector, record);
+        }
+    }
+    if request.count > 0 {
+        for sector in driver
+            .create_sectors(request.size, request.count, &request.pieces)
+            .await?
+        {
+            if let Some((record, _)) = driver.load(sector).await? {
+                states.insert(sector, record);
+            }
+        }
+    }
+    let targets: BTreeSet<SectorNum> = states.keys().copied().collect();
+    if targets.is_empty() {
+        info!("no sectors to seal");
+        return Ok(SealSummary::default());
+    }
+    info!(sectors = targets.len(), "sealing");
+    let mut reported = BTreeSet::new();
+    let mut results = driver.results().await?;
+    let mut reload = tokio::time::interval(Duration::from_secs(2));
+    let mut status = tokio::time::interval(request.status_every);
+    status.tick().await;
+    loop {
+        for (sector, record) in &states {
+            if matches!(record.state, SectorState::Sealed { .. }) && reported.insert(*sector) {
+                report_sealed(record, out.as_mut())?;
+            }
+        }
+        if states.values().all(|r| r.state.is_finished()) {
+            break;
+        }
+        tokio::select! {
+            next = results.next() => match next {
+                Some(Ok(msg)) => match driver.handle(&msg).await {
+                    Ok(Handled::Advanced(record)) if targets.contains(&record.sector) => {
+                        states.insert(record.sector, *record);
+                    }
+                    Ok(_) => {}
+                    // Not acked: the result comes back after the ack wait.
+                    Err(e) => warn!(error = %format!("{e:#}"), "result not handled; will retry"),
+                },
+                Some(Err(e)) => warn!(error = %e, "reading results"),
+                None => results = driver.results().await?,
+            },
+            _ = reload.tick() => {
+                // Another publisher of this miner may have moved a sector; and a task a
+                // crash left unpublished gets published.
+                match reload_targets(driver, &targets).await {
+                    Ok(records) => states.extend(records),
+                    Err(e) => warn!(error = %format!("{e:#}"), "could not reload sectors"),
+                }
+            }
+            _ = status.tick() => print_status(&states, started),
+            () = cancel.cancelled() => anyhow::bail!(
+                "interrupted; the sectors' state is kept: run `mesh-publisher seal --resume` \
+                 (or `mesh-publisher run`) to continue them"
+            ),
+        }
+    }
+    let mut summary = SealSummary {
+        elapsed: started.elapsed(),
+        dropped_late: driver
+            .stats
+            .dropped_late
+            .load(std::sync::atomic::Ordering::Relaxed),
+        ..SealSummary::default()
+    };
+    for (sector, record) in states {
+        match record.state {
+            SectorState::Sealed { .. } => summary.sealed.push(sector),
+            SectorState::Failed { reason, phase, .. } => {
+                summary.failed.push((sector, format!("{phase}: {reason}")))
+            }
+            SectorState::Active { .. } => {}
+        }
+    }
+    Ok(summary)
+}
+
+async fn reload_targets(
+    driver: &Driver,
+    targets: &BTreeSet<SectorNum>,
+) -> anyhow::Result<Vec<(SectorNum, SectorRecord)>> {
+    driver.resume().await?;
+    let mut out = Vec::new();
+    for sector in targets {
+        if let Some((record, _)) = driver.load(*sector).await? {
+            out.push((*sector, record));
+        }
+    }
+    Ok(out)
+}
+
+fn report_sealed(record: &SectorRecord, out: Option<&mut std::fs::File>) -> anyhow::Result<()> {
+    let Some(line) = SealedSector::from_record(record) else {
+        warn!(sector = %record.sector, "sealed sector lacks its proof data");
+        return Ok(());
+    };
+    println!(
+        "sealed {}.{}: comm_r {} proof {}… (verified)",
+        line.miner,
+        line.sector,
+        line.comm_r,
+        &line.proof[..16.min(line.proof.len())]
+    );
+    if let Some(out) = out {
+        out.write_all(line.to_line().as_bytes())
+            .and_then(|()| out.flush())
+            .context("write --out")?;
+    }
+    Ok(())
+}
+
+fn print_status(states: &BTreeMap<SectorNum, SectorRecord>, started: Instant) {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for record in states.values() {
+        *counts.entry(record.state.label()).or_default() += 1;
+    }
+    let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    info!(
+        elapsed_s = started.elapsed().as_secs(),
+        "progress: {} of {} sectors: {}",
+        states.values().filter(|r| r.state.is_finished()).count(),
+        states.len(),
+        parts.join(", ")
+    );
+}
+
+/// Drives every sector of the miner until cancelled: resumes unfinished ones, handles results
+/// as they come, and re-publishes any task a crash left unpublished.
+pub async fn run(driver: &Driver, cancel: &CancellationToken) -> anyhow::Result<()> {
+    let unfinished = driver.resume().await?;
+    info!(miner = %driver.miner(), unfinished = unfinished.len(), "publisher running");
+    let mut results = driver.results().await?;
+    let mut sweep = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            next = results.next() => match next {
+                Some(Ok(msg)) => {
+                    if let Err(e) = driver.handle(&msg).await {
+                        warn!(error = %format!("{e:#}"), "result not handled; will retry");
+                    }
+                }
+                Some(Err(e)) => warn!(error = %e, "reading results"),
+                None => results = driver.results().await?,
+            },
+            _ = sweep.tick() => {
+                if let Err(e) = driver.resume().await {
+                    warn!(error = %format!("{e:#}"), "could not resume sectors");
+                }
+            }
+            () = cancel.cancelled() => {
+                info!("publisher stopped");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Every sector of a miner, read straight from the bucket (no result consumer needed).
+pub async fn list_sectors(
+    broker: &crate::broker::Broker,
+    miner: crate::model::MinerId,
+) -> anyhow::Result<Vec<SectorRecord>> {
+    use futures::TryStreamExt;
+    let bucket = broker.bucket(crate::names::SECTORS_BUCKET).await?;
+    let prefix = format!("{miner}.");
+    let keys: Vec<String> = bucket.keys().await?.try_collect().await?;
+    let mut out = Vec::new();
+    for key in keys {
+        if key
+            .strip_prefix(&prefix)
+            .is_none_or(|n| n.parse::<u64>().is_err())
+        {
+            continue;
+        }
+        if let Some(value) = bucket.get(&key).await? {
+            out.push(crate::model::decode::<SectorRecord>(&value)?);
+        }
+    }
+    out.sort_by_key(|r| r.sector);
+    Ok(out)
+}

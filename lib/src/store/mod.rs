@@ -1,0 +1,509 @@
+//! The object store that carries sector data between workers: chosen by URL (`file://` by
+//! default, `s3://`, `gs://`, `az://`), streamed both ways, every download checked against the
+//! sha256 its producer recorded.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart, aws, azure, gcp,
+};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::model::ObjectRef;
+
+/// Files up to this size are uploaded in one request; larger ones in parts.
+const SINGLE_PUT_LIMIT: u64 = 8 << 20;
+const PART_SIZE: usize = 8 << 20;
+const READ_CHUNK: usize = 256 << 10;
+
+/// Where the store is and how to reach it.
+#[derive(Clone, Default)]
+pub struct StoreConfig {
+    /// `file:///abs/dir` (or a plain directory path), `s3://bucket[/prefix]`, `gs://…`, `az://…`.
+    pub url: String,
+    /// Builder options of the `object_store` crate, e.g. `aws_endpoint`, `aws_region`,
+    /// `aws_access_key_id`, `allow_http`. Unknown keys are refused.
+    pub options: Vec<(String, String)>,
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let options: Vec<String> = self
+            .options
+            .iter()
+            .map(|(k, v)| {
+                if is_secret(k) {
+                    format!("{k}=***")
+                } else {
+                    format!("{k}={v}")
+                }
+            })
+            .collect();
+        f.debug_struct("StoreConfig")
+            .field("url", &self.url)
+            .field("options", &options)
+            .finish()
+    }
+}
+
+fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["secret", "token", "password", "key"]
+        .iter()
+        .any(|s| key.contains(s) && !key.ends_with("key_id"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("bad store URL '{url}': {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("store {store}: object {key} does not exist")]
+    NotFound { store: String, key: String },
+    #[error(
+        "object {key} is corrupt: expected {expected_size} bytes with sha256 {expected}, \
+         got {got_size} bytes with sha256 {got}"
+    )]
+    Corrupt {
+        key: String,
+        expected: String,
+        got: String,
+        expected_size: u64,
+        got_size: u64,
+    },
+    #[error("store {store}: {action} {key}: {reason}")]
+    Unavailable {
+        store: String,
+        action: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error("local file {path}: {reason}")]
+    Local { path: PathBuf, reason: String },
+}
+
+impl StoreError {
+    /// Whether retrying cannot help: the object is missing or not what its producer wrote.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            StoreError::BadUrl { .. } | StoreError::NotFound { .. } | StoreError::Corrupt { .. }
+        )
+    }
+}
+
+fn local(path: &Path, e: impl fmt::Display) -> StoreError {
+    StoreError::Local {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// A handle on the object store. Clone freely.
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    name: String,
+}
+
+impl Store {
+    pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        let raw = config.url.trim();
+        let bad = |reason: String| StoreError::BadUrl {
+            url: raw.to_string(),
+            reason,
+        };
+        if raw.is_empty() {
+            return Err(bad(
+                "it is empty; pass --store file:///some/dir or s3://bucket".into(),
+            ));
+        }
+        let url = if raw.starts_with('/') || raw.starts_with('.') {
+            let abs = std::path::absolute(raw).map_err(|e| bad(e.to_string()))?;
+            url::Url::from_directory_path(&abs)
+                .map_err(|()| bad("not an absolute directory path".into()))?
+        } else {
+            url::Url::parse(raw).map_err(|e| {
+                bad(format!(
+                    "{e}; expected file:///dir, s3://bucket, gs://bucket or az://container"
+                ))
+            })?
+        };
+        let retry = RetryConfig {
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(30),
+            ..RetryConfig::default()
+        };
+        let unknown = |k: &str| bad(format!("unknown store option '{k}' for {}", url.scheme()));
+        let (inner, prefix): (Arc<dyn ObjectStore>, String) = match url.scheme() {
+            "file" => {
+                if !config.options.is_empty() {
+                    return Err(bad("a file store takes no options".into()));
+                }
+                let dir = url
+                    .to_file_path()
+                    .map_err(|()| bad("not a local path".into()))?;
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| bad(format!("create directory {}: {e}", dir.display())))?;
+                let fs = LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(|e| bad(e.to_string()))?
+                    .with_automatic_cleanup(true);
+                (Arc::new(fs), String::new())
+            }
+            "s3" | "s3a" => {
+                let mut b = aws::AmazonS3Builder::new()
+                    .with_url(url.as_str())
+                    .with_retry(retry);
+                for (k, v) in &config.options {
+                    let key: aws::AmazonS3ConfigKey = k.parse().map_err(|_| unknown(k))?;
+                    b = b.with_config(key, v);
+                }
+                let s3 = b.build().map_err(|e| bad(e.to_string()))?;
+                (Arc::new(s3), url.path().trim_matches('/').to_string())
+            }
+            "gs" => {
+                let mut b = gcp::GoogleCloudStorageBuilder::new()
+                    .with_url(url.as_str())
+                    .with_retry(retry);
+                for (k, v) in &config.options {
+                    let key: gcp::GoogleConfigKey = k.parse().map_err(|_| unknown(k))?;
+                    b = b.with_config(key, v);
+                }
+                let gs = b.build().map_err(|e| bad(e.to_string()))?;
+                (Arc::new(gs), url.path().trim_matches('/').to_string())
+            }
+            "az" | "azure" | "abfs" | "abfss" => {
+                let mut b = azure::MicrosoftAzureBuilder::new()
+                    .with_url(url.as_str())
+                    .with_retry(retry);
+                for (k, v) in &config.options {
+                    let key: azure::AzureConfigKey = k.parse().map_err(|_| unknown(k))?;
+                    b = b.with_config(key, v);
+                }
+                let az = b.build().map_err(|e| bad(e.to_string()))?;
+                (Arc::new(az), url.path().trim_matches('/').to_string())
+            }
+            other => {
+                return Err(bad(format!(
+                    "unsupported scheme '{other}': use file://, s3://, gs:// or az://"
+                )));
+            }
+        };
+        Ok(Store {
+            inner,
+            prefix: ObjectPath::from(prefix),
+            name: redact_url(&url),
+        })
+    }
+
+    /// The store as logs may show it (no credentials).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn path(&self, key: &str) -> ObjectPath {
+        let mut path = self.prefix.clone();
+        for part in key.split('/').filter(|p| !p.is_empty()) {
+            path = path.join(part);
+        }
+        path
+    }
+
+    fn key_of(&self, path: &ObjectPath) -> String {
+        let full = path.as_ref();
+        let prefix = self.prefix.as_ref();
+        if prefix.is_empty() {
+            full.to_string()
+        } else {
+            full.strip_prefix(prefix)
+                .map(|s| s.trim_start_matches('/').to_string())
+                .unwrap_or_else(|| full.to_string())
+        }
+    }
+
+    fn unavailable(&self, action: &'static str, key: &str, e: object_store::Error) -> StoreError {
+        match e {
+            object_store::Error::NotFound { .. } => StoreError::NotFound {
+                store: self.name.clone(),
+                key: key.to_string(),
+            },
+            other => StoreError::Unavailable {
+                store: self.name.clone(),
+                action,
+                key: key.to_string(),
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    /// Checks that the store answers (a missing probe object is a fine answer).
+    pub async fn check(&self) -> Result<(), StoreError> {
+        match self.inner.head(&self.path(".mesh-probe")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.unavailable("reach", ".mesh-probe", e)),
+        }
+    }
+
+    /// Uploads a local file under `key`, streaming it, and returns its `ObjectRef`.
+    pub async fn put_file(
+        &self,
+        name: &str,
+        key: &str,
+        file: &Path,
+    ) -> Result<ObjectRef, StoreError> {
+        let mut f = tokio::fs::File::open(file)
+            .await
+            .map_err(|e| local(file, e))?;
+        let len = f.metadata().await.map_err(|e| local(file, e))?.len();
+        let path = self.path(key);
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut size = 0u64;
+        if len <= SINGLE_PUT_LIMIT {
+            let mut data = Vec::with_capacity(len as usize);
+            f.read_to_end(&mut data).await.map_err(|e| local(file, e))?;
+            hasher.update(&data);
+            size = data.len() as u64;
+            self.inner
+                .put(&path, PutPayload::from(data))
+                .await
+                .map_err(|e| self.unavailable("upload", key, e))?;
+        } else {
+            let upload = self
+                .inner
+                .put_multipart(&path)
+                .await
+                .map_err(|e| self.unavailable("start upload of", key, e))?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+            loop {
+                let n = f.read(&mut buf).await.map_err(|e| local(file, e))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                size += n as u64;
+                if let Err(e) = writer.wait_for_capacity(4).await {
+                    return Err(self.unavailable("upload", key, e));
+                }
+                writer.write(&buf[..n]);
+            }
+            writer
+                .finish()
+                .await
+                .map_err(|e| self.unavailable("finish upload of", key, e))?;
+        }
+        Ok(ObjectRef {
+            name: name.to_string(),
+            key: key.to_string(),
+            size,
+            sha256: hasher.finalize().into(),
+        })
+    }
+
+    /// Downloads `object` to `dest`, streaming, and checks its size and sha256. A mismatch is
+    /// tried once more (a transfer may break), then reported as [`StoreError::Corrupt`].
+    pub async fn get_object(&self, object: &ObjectRef, dest: &Path) -> Result<(), StoreError> {
+        let mut last = None;
+        for _ in 0..2 {
+            let (size, sha) = self.get_file(&object.key, dest).await?;
+            if size == object.size && sha == object.sha256 {
+                return Ok(());
+            }
+            last = Some(StoreError::Corrupt {
+                key: object.key.clone(),
+                expected: hex::encode(object.sha256),
+                got: hex::encode(sha),
+                expected_size: object.size,
+                got_size: size,
+            });
+        }
+        let _ = tokio::fs::remove_file(dest).await;
+        Err(last.expect("the loop ran"))
+    }
+
+    /// Downloads `key` to `dest`, streaming; returns its size and sha256.
+    pub async fn get_file(&self, key: &str, dest: &Path) -> Result<(u64, [u8; 32]), StoreError> {
+        let result = self
+            .inner
+            .get(&self.path(key))
+            .await
+            .map_err(|e| self.unavailable("download", key, e))?;
+        if let Some(parent) = dest.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| local(parent, e))?;
+        }
+        let mut out = tokio::fs::File::create(dest)
+            .await
+            .map_err(|e| local(dest, e))?;
+        let mut stream = result.into_stream();
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.unavailable("download", key, e))?;
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            out.write_all(&chunk).await.map_err(|e| local(dest, e))?;
+        }
+        out.flush().await.map_err(|e| local(dest, e))?;
+        out.sync_all().await.map_err(|e| local(dest, e))?;
+        Ok((size, hasher.finalize().into()))
+    }
+
+    pub async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.inner
+            .put(&self.path(key), PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.unavailable("upload", key, e))
+    }
+
+    pub async fn get_bytes(&self, key: &str) -> Result<bytes::Bytes, StoreError> {
+        let result = self
+            .inner
+            .get(&self.path(key))
+            .await
+            .map_err(|e| self.unavailable("download", key, e))?;
+        result
+            .bytes()
+            .await
+            .map_err(|e| self.unavailable("download", key, e))
+    }
+
+    /// Keys (relative to the store's prefix) and sizes under `prefix`.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let path = self.path(prefix);
+        let mut stream = self.inner.list(Some(&path));
+        let mut out = Vec::new();
+        while let Some(meta) = stream.next().await {
+            let meta = meta.map_err(|e| self.unavailable("list", prefix, e))?;
+            out.push((self.key_of(&meta.location), meta.size));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.inner.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.unavailable("delete", key, e)),
+        }
+    }
+}
+
+fn redact_url(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_password(None);
+    let _ = shown.set_username("");
+    shown.set_query(None);
+    shown.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn files_round_trip_and_corruption_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig {
+            url: dir.path().join("store").display().to_string(),
+            options: vec![],
+        })
+        .unwrap();
+        store.check().await.unwrap();
+        for len in [0usize, 10, (SINGLE_PUT_LIMIT + 12345) as usize] {
+            let src = dir.path().join(format!("src-{len}"));
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            std::fs::write(&src, &data).unwrap();
+            let key = format!("f01000/1/ap-x/file-{len}");
+            let obj = store.put_file("unsealed", &key, &src).await.unwrap();
+            assert_eq!(obj.size, len as u64);
+            assert_eq!(obj.sha256, <[u8; 32]>::from(Sha256::digest(&data)));
+            let dest = dir.path().join("out").join(format!("d-{len}"));
+            store.get_object(&obj, &dest).await.unwrap();
+            assert_eq!(std::fs::read(&dest).unwrap(), data);
+        }
+        let listed = store.list("f01000/1/").await.unwrap();
+        assert_eq!(listed.len(), 3);
+        assert!(listed[0].0.starts_with("f01000/1/ap-x/"), "{listed:?}");
+
+        // Overwrite an object behind the mesh's back: the download refuses it.
+        let src = dir.path().join("src-10");
+        let obj = store
+            .put_file("unsealed", "f01000/1/ap-x/file-10", &src)
+            .await
+            .unwrap();
+        store
+            .put_bytes(&obj.key, b"tampered!!".to_vec())
+            .await
+            .unwrap();
+        let err = store
+            .get_object(&obj, &dir.path().join("bad"))
+            .await
+            .unwrap_err();
+        assert!(err.is_permanent());
+        assert!(err.to_string().contains("is corrupt"), "{err}");
+
+        let err = store
+            .get_object(
+                &ObjectRef {
+                    key: "f01000/1/nope".into(),
+                    ..obj.clone()
+                },
+                &dir.path().join("missing"),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+        store.delete(&obj.key).await.unwrap();
+        store.delete(&obj.key).await.unwrap();
+    }
+
+    #[test]
+    fn bad_urls_and_options_are_explained() {
+        for (url, needle) in [
+            ("", "empty"),
+            ("ftp://x", "unsupported scheme 'ftp'"),
+            ("not a url", "expected file:///dir"),
+        ] {
+            let err = Store::open(&StoreConfig {
+                url: url.into(),
+                options: vec![],
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(needle), "{url}: {err}");
+        }
+        let err = Store::open(&StoreConfig {
+            url: "s3://bucket".into(),
+            options: vec![("aws_endpoit".into(), "http://x".into())],
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown store option 'aws_endpoit'"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let cfg = StoreConfig {
+            url: "s3://b".into(),
+            options: vec![
+                ("aws_access_key_id".into(), "AKIA".into()),
+                ("aws_secret_access_key".into(), "hunter2".into()),
+            ],
+        };
+        let shown = format!("{cfg:?}");
+        assert!(
+            shown.contains("AKIA") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
+}

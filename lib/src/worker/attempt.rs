@@ -1,0 +1,386 @@
+//! One task attempt: decode and check the task, download its inputs into a fresh scratch
+//! directory, run the proof in a child process, upload the outputs, publish the result and ack,
+//! sending progress acks all along. The outcome maps to JetStream as done → ack, retryable →
+//! nak with a delay, permanent → dead letter + failed result + term.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use super::registry::RunningTask;
+use super::{Ctx, phases};
+use crate::model::{
+    MESSAGE_VERSION, MinerId, ObjectRef, Outcome, Phase, SectorSize, Task, TaskResult, Timings,
+    decode, encode,
+};
+use crate::names;
+use crate::proofs::job::FailureKind;
+use crate::proofs::params;
+
+enum Failure {
+    /// Another attempt may succeed.
+    Retry(String),
+    /// No attempt can succeed.
+    Permanent(String),
+    /// The worker is shutting down hard: hand the task back at once.
+    Aborted,
+}
+
+/// Runs one delivered task message to its end.
+pub(super) async fn run(
+    ctx: Arc<Ctx>,
+    msg: jetstream::Message,
+    phase: Phase,
+    size: SectorSize,
+    abort: CancellationToken,
+) {
+    let msg = Arc::new(msg);
+    let delivered = msg.info().map(|i| i.delivered.max(1) as u32).unwrap_or(1);
+    let _progress = Progress::start(msg.clone(), ctx.progress_every);
+
+    let task = match decode::<Task>(&msg.payload) {
+        Ok(task) => task,
+        Err(e) => {
+            let reason = format!("undecodable task on {}: {e}", msg.subject);
+            error!(subject = %msg.subject, %reason, "dead-lettering task");
+            fail_permanently(&ctx, &msg, phase, size, None, delivered, &reason).await;
+            return;
+        }
+    };
+    let span = info_span!(
+        "task",
+        task = %task.id,
+        miner = %task.miner,
+        sector = %task.sector,
+        phase = %task.phase,
+        attempt = delivered
+    );
+    async move {
+        if let Err(e) = task.validate(size) {
+            let reason = format!("invalid task: {e}");
+            error!(%reason, "dead-lettering task");
+            fail_permanently(&ctx, &msg, phase, size, Some(&task), delivered, &reason).await;
+            return;
+        }
+        if task.phase != phase {
+            let reason = format!(
+                "task for phase {} arrived on the {phase} stream",
+                task.phase
+            );
+            fail_permanently(&ctx, &msg, phase, size, Some(&task), delivered, &reason).await;
+            return;
+        }
+        if delivered > task.max_attempts {
+            let reason = format!(
+                "delivered {delivered} times without finishing (limit {}): the workers that ran \
+                 it died or lost contact",
+                task.max_attempts
+            );
+            error!(%reason, "dead-lettering task");
+            fail_permanently(&ctx, &msg, phase, size, Some(&task), delivered, &reason).await;
+            return;
+        }
+        info!("task started");
+        ctx.registry.started(RunningTask {
+            task: task.id.clone(),
+            miner: task.miner,
+            sector: task.sector,
+            phase: task.phase,
+            attempt: delivered,
+            since_ms: crate::now_ms(),
+        });
+        let outcome = execute(&ctx, &task, delivered, &abort).await;
+        ctx.registry.finished(&task.id);
+        match outcome {
+            Ok(result) => finish(&ctx, &msg, &result).await,
+            Err(Failure::Aborted) => {
+                warn!("aborted; handing the task back");
+                let _ = msg.ack_with(AckKind::Nak(None)).await;
+            }
+            Err(Failure::Retry(reason)) if delivered >= task.max_attempts => {
+                let reason = format!("gave up after {delivered} attempts; last error: {reason}");
+                error!(%reason, "dead-lettering task");
+                fail_permanently(&ctx, &msg, phase, size, Some(&task), delivered, &reason).await;
+            }
+            Err(Failure::Retry(reason)) => {
+                let delay = ctx.config.retry_delay(delivered);
+                warn!(%reason, retry_in = ?delay, "task failed; will retry");
+                if let Err(e) = msg.ack_with(AckKind::Nak(Some(delay))).await {
+                    warn!(error = %e, "nak not sent; the task returns after the ack wait");
+                }
+            }
+            Err(Failure::Permanent(reason)) => {
+                error!(%reason, "task failed for good; dead-lettering");
+                fail_permanently(&ctx, &msg, phase, size, Some(&task), delivered, &reason).await;
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Publishes the result, then acks. A result that cannot be published is not acked: the task
+/// comes back after the ack wait and runs again (the publisher keeps only one result).
+async fn finish(ctx: &Ctx, msg: &jetstream::Message, result: &TaskResult) {
+    let subject = names::result_subject(result.miner, result.sector, result.phase);
+    let published = ctx
+        .broker
+        .publish_durable(
+            subject,
+            &result.message_id(),
+            None,
+            encode(result).into(),
+            ctx.config.publish_attempts,
+        )
+        .await;
+    if let Err(e) = published {
+        error!(error = %e, "result not published; the task will run again");
+        return;
+    }
+    if let Err(e) = msg.double_ack().await {
+        warn!(error = %e, "ack not confirmed; the task may run again (its result is fenced)");
+    }
+    info!(
+        download_ms = result.timings.download_ms,
+        run_ms = result.timings.run_ms,
+        upload_ms = result.timings.upload_ms,
+        "task done"
+    );
+}
+
+/// Dead-letters the message with its reason, tells the publisher (when the task is known) and
+/// terminates the message. If the dead letter or the result cannot be stored, the message is
+/// naked instead, so nothing is lost.
+async fn fail_permanently(
+    ctx: &Ctx,
+    msg: &jetstream::Message,
+    phase: Phase,
+    size: SectorSize,
+    task: Option<&Task>,
+    delivered: u32,
+    reason: &str,
+) {
+    let reason = one_line(reason);
+    let miner: Option<MinerId> = task.map(|t| t.miner);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(names::REASON_HEADER, reason.as_str());
+    headers.insert(names::ATTEMPTS_HEADER, delivered.to_string().as_str());
+    let (stream, seq) = msg
+        .info()
+        .map(|i| (i.stream.to_string(), i.stream_sequence))
+        .unwrap_or_default();
+    headers.insert(names::SOURCE_STREAM_HEADER, stream.as_str());
+    let dead = ctx
+        .broker
+        .publish_durable(
+            names::dlq_subject(phase, size, miner),
+            &format!("dlq.{stream}.{seq}"),
+            Some(headers),
+            msg.payload.clone(),
+            ctx.config.publish_attempts,
+        )
+        .await;
+    let told = match (dead, task) {
+        (Err(e), _) => Err(e),
+        (Ok(_), None) => Ok(()),
+        (Ok(_), Some(task)) => {
+            let result = TaskResult {
+                version: MESSAGE_VERSION,
+                task: task.id.clone(),
+                miner: task.miner,
+                sector: task.sector,
+                phase: task.phase,
+                attempt: delivered,
+                worker: ctx.config.id.clone(),
+                outcome: Outcome::Failed {
+                    reason: reason.clone(),
+                },
+                timings: Timings::default(),
+                finished_ms: crate::now_ms(),
+            };
+            ctx.broker
+                .publish_durable(
+                    names::result_subject(task.miner, task.sector, task.phase),
+                    &result.message_id(),
+                    None,
+                    encode(&result).into(),
+                    ctx.config.publish_attempts,
+                )
+                .await
+                .map(|_| ())
+        }
+    };
+    if let Err(e) = told {
+        error!(error = %e, "could not dead-letter the task; it will be retried");
+        let _ = msg
+            .ack_with(AckKind::Nak(Some(ctx.config.retry_delay(delivered))))
+            .await;
+        return;
+    }
+    if let Some(reply) = &msg.reply {
+        let client = ctx.broker.client();
+        let term = format!("+TERM {reason}");
+        if client.publish(reply.clone(), term.into()).await.is_ok() {
+            let _ = client.flush().await;
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    let flat: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    flat.chars().take(1000).collect()
+}
+
+async fn execute(
+    ctx: &Ctx,
+    task: &Task,
+    attempt: u32,
+    abort: &CancellationToken,
+) -> Result<TaskResult, Failure> {
+    let nonce = format!("{:08x}", rand::random::<u32>());
+    let dir = ctx
+        .scratch
+        .attempt(&format!("{}-{nonce}", task.id))
+        .map_err(|e| Failure::Retry(format!("create scratch directory: {e}")))?;
+    let result = tokio::select! {
+        r = execute_in(ctx, task, attempt, &nonce, dir.path(), abort) => r,
+        () = abort.cancelled() => Err(Failure::Aborted),
+    };
+    dir.remove().await;
+    result
+}
+
+async fn execute_in(
+    ctx: &Ctx,
+    task: &Task,
+    attempt: u32,
+    nonce: &str,
+    dir: &std::path::Path,
+    abort: &CancellationToken,
+) -> Result<TaskResult, Failure> {
+    let started = Instant::now();
+    for input in &task.inputs {
+        ctx.store
+            .get_object(input, &dir.join(&input.name))
+            .await
+            .map_err(|e| {
+                let msg = format!("input {}: {e}", input.name);
+                if e.is_permanent() {
+                    Failure::Permanent(msg)
+                } else {
+                    Failure::Retry(msg)
+                }
+            })?;
+    }
+    if task.phase == Phase::Commit2 {
+        let files = params::param_files(task.proof)
+            .map_err(|e| Failure::Permanent(format!("parameter names: {e:#}")))?;
+        let size = crate::proofs::proof_size(task.proof).unwrap_or(SectorSize::KiB2);
+        let wanted: Vec<String> = files.all().iter().map(|s| s.to_string()).collect();
+        params::pull(&ctx.store, &ctx.config.runner.param_cache, &wanted, size)
+            .await
+            .map_err(|e| match e {
+                params::PullError::Unavailable(u) => Failure::Permanent(u.to_string()),
+                params::PullError::Other(e) => Failure::Retry(format!("pull parameters: {e:#}")),
+            })?;
+    }
+    let download_ms = started.elapsed().as_millis() as u64;
+
+    let ran = Instant::now();
+    let job = phases::job(task, dir);
+    let exec_dir = dir.join(".exec");
+    tokio::fs::create_dir_all(&exec_dir)
+        .await
+        .map_err(|e| Failure::Retry(format!("create {}: {e}", exec_dir.display())))?;
+    let output = ctx
+        .config
+        .runner
+        .run(&job, &exec_dir, abort)
+        .await
+        .map_err(|f| match f.kind {
+            FailureKind::Retryable => Failure::Retry(f.message),
+            FailureKind::Permanent => Failure::Permanent(f.message),
+            FailureKind::MissingParams => Failure::Permanent(format!(
+                "{}; the parameter cache {} lacks them: run `mesh-worker params pull --store URL`",
+                f.message,
+                ctx.config.runner.param_cache.display()
+            )),
+        })?;
+    let run_ms = ran.elapsed().as_millis() as u64;
+
+    let uploaded = Instant::now();
+    let (files, output) = phases::collect(task, dir, output)
+        .await
+        .map_err(|e| Failure::Retry(format!("collect outputs: {e:#}")))?;
+    let mut outputs: Vec<ObjectRef> = Vec::with_capacity(files.len());
+    let prefix = format!(
+        "{}{}-{nonce}",
+        names::sector_prefix(task.miner, task.sector),
+        task.phase
+    );
+    for (name, path) in files {
+        let key = format!("{prefix}/{name}");
+        let object = ctx
+            .store
+            .put_file(&name, &key, &path)
+            .await
+            .map_err(|e| Failure::Retry(format!("upload {name}: {e}")))?;
+        outputs.push(object);
+    }
+    let upload_ms = uploaded.elapsed().as_millis() as u64;
+    debug!(outputs = outputs.len(), "outputs uploaded");
+    Ok(TaskResult {
+        version: MESSAGE_VERSION,
+        task: task.id.clone(),
+        miner: task.miner,
+        sector: task.sector,
+        phase: task.phase,
+        attempt,
+        worker: ctx.config.id.clone(),
+        outcome: Outcome::Done { outputs, output },
+        timings: Timings {
+            download_ms,
+            run_ms,
+            upload_ms,
+        },
+        finished_ms: crate::now_ms(),
+    })
+}
+
+/// Sends `+WPI` every `every` until dropped, so a short ack wait never expires under a task
+/// that is still being worked on.
+struct Progress {
+    stop: CancellationToken,
+}
+
+impl Progress {
+    fn start(msg: Arc<jetstream::Message>, every: Duration) -> Self {
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {
+                        if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                            debug!(error = %e, "progress ack not sent");
+                        }
+                    }
+                    () = token.cancelled() => break,
+                }
+            }
+        });
+        Progress { stop }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

@@ -1,0 +1,102 @@
+//! The worker's entry in the `mesh-workers` bucket: what it serves and runs, refreshed by a
+//! heartbeat well inside the bucket's TTL and deleted at a clean exit.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::model::{MinerId, Phase, SectorNum, SectorSize, TaskId, WorkerId};
+use crate::resources::Resources;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningTask {
+    pub task: TaskId,
+    pub miner: MinerId,
+    pub sector: SectorNum,
+    pub phase: Phase,
+    pub attempt: u32,
+    pub since_ms: u64,
+}
+
+/// A live worker as others see it (JSON, so `nats kv get mesh-workers <id>` is readable).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    pub id: WorkerId,
+    pub pid: u32,
+    pub version: String,
+    pub resources: Resources,
+    pub phases: Vec<Phase>,
+    pub sizes: Vec<SectorSize>,
+    pub slots: usize,
+    pub running: Vec<RunningTask>,
+    pub draining: bool,
+    pub started_ms: u64,
+    pub heartbeat_ms: u64,
+}
+
+/// Shared view of what the worker runs, updated by attempts and published by the heartbeat.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    record: Arc<Mutex<WorkerRecord>>,
+    running: Arc<Mutex<BTreeMap<TaskId, RunningTask>>>,
+}
+
+impl Registry {
+    pub fn new(record: WorkerRecord) -> Self {
+        Registry {
+            record: Arc::new(Mutex::new(record)),
+            running: Arc::default(),
+        }
+    }
+
+    pub fn started(&self, task: RunningTask) {
+        self.running
+            .lock()
+            .expect("registry lock")
+            .insert(task.task.clone(), task);
+    }
+
+    pub fn finished(&self, task: &TaskId) {
+        self.running.lock().expect("registry lock").remove(task);
+    }
+
+    pub fn set_draining(&self) {
+        self.record.lock().expect("registry lock").draining = true;
+    }
+
+    pub fn snapshot(&self) -> WorkerRecord {
+        let mut record = self.record.lock().expect("registry lock").clone();
+        record.running = self
+            .running
+            .lock()
+            .expect("registry lock")
+            .values()
+            .cloned()
+            .collect();
+        record.heartbeat_ms = crate::now_ms();
+        record
+    }
+
+    /// Publishes the record every `every` until `stop`, then deletes it.
+    pub async fn heartbeat(self, bucket: kv::Store, every: Duration, stop: CancellationToken) {
+        let key = self.record.lock().expect("registry lock").id.0.clone();
+        loop {
+            let body = serde_json::to_vec(&self.snapshot()).expect("worker record serializes");
+            if let Err(e) = bucket.put(&key, body.into()).await {
+                warn!(error = %e, "worker heartbeat not stored");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = stop.cancelled() => break,
+            }
+        }
+        if let Err(e) = bucket.delete(&key).await {
+            warn!(error = %e, "could not remove worker from the registry");
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Scratch space: one directory per worker process, one fresh subdirectory per attempt, removed
+//! when the attempt ends. Directories of dead workers on this host are removed at start, so a
+//! SIGKILLed worker leaks nothing for long.
+
+use std::path::{Path, PathBuf};
+
+use tracing::{info, warn};
+
+const OWNER_FILE: &str = "owner";
+
+/// The scratch root of this worker process: `<base>/<worker-id>/`.
+#[derive(Debug, Clone)]
+pub struct ScratchRoot {
+    dir: PathBuf,
+}
+
+impl ScratchRoot {
+    /// Creates this worker's root under `base` and removes the roots of workers on this host
+    /// whose process is gone.
+    pub fn create(base: &Path, worker: &str, host: &str) -> std::io::Result<Self> {
+        std::fs::create_dir_all(base)?;
+        sweep_dead(base, host);
+        let dir = base.join(worker);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join(OWNER_FILE),
+            format!("{host} {}", std::process::id()),
+        )?;
+        Ok(ScratchRoot { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A fresh directory for one attempt.
+    pub fn attempt(&self, name: &str) -> std::io::Result<AttemptDir> {
+        let dir = self.dir.join(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        Ok(AttemptDir { dir: Some(dir) })
+    }
+
+    /// Removes the root (at a clean exit).
+    pub fn remove(&self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            warn!(dir = %self.dir.display(), error = %e, "could not remove scratch root");
+        }
+    }
+}
+
+fn sweep_dead(base: &Path, host: &str) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let owner = std::fs::read_to_string(entry.path().join(OWNER_FILE)).unwrap_or_default();
+        let mut parts = owner.split_whitespace();
+        let (Some(owner_host), Some(pid)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid).exists();
+        if owner_host == host && !alive {
+            info!(dir = %entry.path().display(), "removing scratch of a dead worker");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// One attempt's directory; removed on [`AttemptDir::remove`] or, failing that, on drop.
+#[derive(Debug)]
+pub struct AttemptDir {
+    dir: Option<PathBuf>,
+}
+
+impl AttemptDir {
+    pub fn path(&self) -> &Path {
+        self.dir.as_deref().expect("present until removed")
+    }
+
+    pub async fn remove(mut self) {
+        if let Some(dir) = self.dir.take()
+            && let Err(e) = tokio::fs::remove_dir_all(&dir).await
+        {
+            warn!(dir = %dir.display(), error = %e, "could not remove attempt scratch");
+        }
+    }
+}
+
+impl Drop for AttemptDir {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_are_removed_and_dead_roots_swept() {
+        let base = tempfile::tempdir().unwrap();
+        // A root left by a process that no longer exists on this host, and one on another host.
+        let dead = base.path().join("h-dead");
+        std::fs::create_dir_all(dead.join("task-1")).unwrap();
+        std::fs::write(dead.join(OWNER_FILE), "h 4000000000").unwrap();
+        let other = base.path().join("other-host");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join(OWNER_FILE), "elsewhere 4000000000").unwrap();
+
+        let root = ScratchRoot::create(base.path(), "h-me", "h").unwrap();
+        assert!(!dead.exists());
+        assert!(other.exists());
+
+        let attempt = root.attempt("t-1").unwrap();
+        std::fs::write(attempt.path().join("f"), b"x").unwrap();
+        let path = attempt.path().to_path_buf();
+        drop(attempt);
+        assert!(!path.exists());
+        root.remove();
+        assert!(!root.path().exists());
+    }
+}
