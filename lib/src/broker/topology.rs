@@ -51,9 +51,10 @@ impl Default for Topology {
 
 impl Topology {
     pub fn validate(&self) -> Result<(), String> {
-        if !(1..=5).contains(&self.replicas) {
+        if ![1, 3, 5].contains(&self.replicas) {
             return Err(format!(
-                "--replicas {} is out of range: use 1 on a single server, 3 or 5 in a cluster",
+                "--replicas {} is not allowed: use 1 on a single server, 3 or 5 in a cluster \
+                 (an even count survives no more failures than one less)",
                 self.replicas
             ));
         }

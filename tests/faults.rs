@@ -1,0 +1,229 @@
+//! Faults the foundation must survive: a worker killed mid-task, a corrupt input object, and a
+//! garbage task body. Each against real processes.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use mesh::model::{Phase, SectorSize};
+use mesh::names;
+use mesh_tests::{Mesh, lines, require_2kib_params, verify_out_line, wait_for};
+use nix::sys::signal::Signal;
+
+/// The dead-letter stream's messages: (subject, reason, attempts).
+async fn dead_letters(js: &jetstream::Context) -> Vec<(String, String, String)> {
+    let mut stream = js.get_stream(names::DLQ_STREAM).await.unwrap();
+    let count = stream.info().await.unwrap().state.messages;
+    let mut out = Vec::new();
+    for seq in 1..=count {
+        let Ok(msg) = stream.get_raw_message(seq).await else {
+            continue;
+        };
+        let header = |name: &str| {
+            msg.headers
+                .get(name)
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        };
+        out.push((
+            msg.subject.to_string(),
+            header(names::REASON_HEADER),
+            header(names::ATTEMPTS_HEADER),
+        ));
+    }
+    out
+}
+
+async fn stream_messages(js: &jetstream::Context, name: &str) -> u64 {
+    js.get_stream(name)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages
+}
+
+/// Processes whose command line mentions `needle` (the killed worker's proof child).
+fn processes_with(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_during_commit2_loses_nothing() {
+    require_2kib_params();
+    let mesh = Mesh::start().await;
+    let out = mesh.path("sealed.jsonl");
+    let mut publisher = mesh.seal(
+        "publisher",
+        &["--count", "1", "--out", &out.display().to_string()],
+    );
+    let mut victim = mesh.worker("victim", &["--phases", "ap,pc1,pc2,c1,c2,fin"]);
+
+    // Wait until the victim runs Commit2 (a ~70 s proof), then SIGKILL it.
+    let broker = mesh.broker().await;
+    let workers = broker.bucket(names::WORKERS_BUCKET).await.unwrap();
+    wait_for("the victim to run c2", Duration::from_secs(120), || {
+        let workers = workers.clone();
+        async move {
+            let value = workers.get("victim").await.ok().flatten()?;
+            let record: serde_json::Value = serde_json::from_slice(&value).ok()?;
+            let running = record["running"].as_array()?;
+            running
+                .iter()
+                .any(|t| t["phase"] == "Commit2")
+                .then_some(())
+        }
+    })
+    .await;
+    let child_marker = format!("{}/victim/", mesh.scratch().display());
+    assert!(
+        !processes_with(&child_marker).is_empty(),
+        "the proof child runs"
+    );
+    victim.kill();
+    let killed = Instant::now();
+
+    // The proof child notices its parent is gone and stops too.
+    wait_for(
+        "the orphaned proof child to exit",
+        Duration::from_secs(10),
+        || {
+            let marker = child_marker.clone();
+            async move { processes_with(&marker).is_empty().then_some(()) }
+        },
+    )
+    .await;
+
+    // Another worker takes the task over once the ack wait runs out.
+    let rescuer = mesh.worker("rescuer", &[]);
+    let restarted = wait_for(
+        "c2 to start on the rescuer",
+        Duration::from_secs(60),
+        || {
+            let log = rescuer.log_text();
+            async move {
+                log.lines()
+                    .any(|l| l.contains("phase=c2 attempt=2") && l.contains("task started"))
+                    .then(|| killed.elapsed())
+            }
+        },
+    )
+    .await;
+    println!(
+        "FIGURE kill-to-restart: c2 restarted on another worker {:.1} s after SIGKILL (ack wait 10 s)",
+        restarted.as_secs_f64()
+    );
+
+    let status = publisher.wait(Duration::from_secs(400)).await;
+    assert!(status.success(), "{}", publisher.tail(30));
+    let lines = lines(&out);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(verify_out_line(&lines[0]), 1);
+    assert!(
+        publisher
+            .log_text()
+            .contains("done=c2 worker=rescuer attempt=2")
+    );
+    assert!(dead_letters(broker.js()).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_input_object_fails_once_onto_the_dlq() {
+    let mesh = Mesh::start().await;
+    let piece = mesh.path("piece.bin");
+    std::fs::write(&piece, vec![42u8; 600]).unwrap();
+    let mut publisher = mesh.seal(
+        "publisher",
+        &["--count", "1", "--piece", &piece.display().to_string()],
+    );
+    // No worker yet: the AddPiece task waits while its piece is corrupted in the store.
+    let broker = mesh.broker().await;
+    let stream = names::task_stream(Phase::AddPiece, SectorSize::KiB2);
+    wait_for("the AddPiece task", Duration::from_secs(30), || {
+        let js = broker.js().clone();
+        let stream = stream.clone();
+        async move { (stream_messages(&js, &stream).await == 1).then_some(()) }
+    })
+    .await;
+    let object = mesh.store_dir().join("f01000/1/piece-0");
+    let mut bytes = std::fs::read(&object).unwrap();
+    bytes[10] ^= 0xff;
+    std::fs::write(&object, bytes).unwrap();
+
+    let _worker = mesh.worker("w1", &[]);
+    let status = publisher.wait(Duration::from_secs(60)).await;
+    assert!(!status.success());
+    let log = publisher.log_text();
+    assert!(log.contains("is corrupt"), "{log}");
+    assert!(log.contains("1 of 1 sectors failed"), "{log}");
+
+    let dead = dead_letters(broker.js()).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let (subject, reason, attempts) = &dead[0];
+    assert_eq!(subject, "mesh.dlq.ap.2kib.f01000");
+    assert!(
+        reason.contains("piece-0") && reason.contains("is corrupt"),
+        "{reason}"
+    );
+    assert_eq!(
+        attempts, "1",
+        "failed on the first attempt, not after endless retries"
+    );
+    assert_eq!(stream_messages(broker.js(), &stream).await, 0);
+
+    let records = mesh::publisher::list_sectors(&broker, "f01000".parse().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&records[0].state, mesh::model::SectorState::Failed { reason, .. } if reason.contains("corrupt"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_garbage_task_body_is_terminated_with_its_reason() {
+    let mesh = Mesh::start().await;
+    let mut worker = mesh.worker("w1", &[]);
+    let broker = mesh.broker().await;
+    let js = broker.js().clone();
+    let ack = js
+        .publish("mesh.task.pc1.2kib.f01000", "not a task".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(ack.stream, "MESH_TASK_PC1_2KIB");
+
+    let dead = wait_for("the dead letter", Duration::from_secs(30), || {
+        let js = js.clone();
+        async move {
+            let dead = dead_letters(&js).await;
+            (!dead.is_empty()).then_some(dead)
+        }
+    })
+    .await;
+    let (subject, reason, _) = &dead[0];
+    assert_eq!(subject, "mesh.dlq.pc1.2kib.unknown");
+    assert!(reason.contains("undecodable task"), "{reason}");
+    // Terminated: gone from the work queue, not redelivered.
+    wait_for("the task stream to empty", Duration::from_secs(10), || {
+        let js = js.clone();
+        async move { (stream_messages(&js, "MESH_TASK_PC1_2KIB").await == 0).then_some(()) }
+    })
+    .await;
+    assert_eq!(dead_letters(&js).await.len(), 1);
+    // The worker is still alive and serving.
+    assert!(worker.try_status().is_none(), "{}", worker.tail(20));
+    worker.signal(Signal::SIGTERM);
+    assert!(worker.wait(Duration::from_secs(30)).await.success());
+}

@@ -1,0 +1,228 @@
+//! Test harness: real `nats-server` and SeaweedFS processes on free loopback ports, the mesh's
+//! own binaries as child processes, and helpers to wait for conditions (by polling with a
+//! deadline, never a fixed sleep) and to verify sealed sectors independently.
+
+pub mod procs;
+pub mod servers;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use procs::Proc;
+pub use servers::{NatsServer, Seaweed};
+
+/// Path of one of the mesh's binaries, built beside the test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first (cargo build --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Polls `check` every 100 ms until it yields a value; panics naming `what` at the deadline.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The Groth parameter cache the tests use (the standard one, or FIL_PROOFS_PARAMETER_CACHE).
+pub fn param_cache() -> PathBuf {
+    std::env::var_os("FIL_PROOFS_PARAMETER_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(mesh::proofs::params::DEFAULT_CACHE))
+}
+
+/// Panics with the fix when the 2KiB parameters are missing (tests that run Commit2 need them).
+pub fn require_2kib_params() -> PathBuf {
+    let cache = param_cache();
+    let files =
+        mesh::proofs::params::param_files(mesh::proofs::seal_proof(mesh::model::SectorSize::KiB2))
+            .expect("parameter names");
+    let missing = mesh::proofs::params::missing(&cache, files.all());
+    assert!(
+        missing.is_empty(),
+        "2KiB parameters {missing:?} are not in {}: run `mesh-worker params generate --size \
+         2KiB` once (about 15 minutes); .ci/run does it",
+        cache.display()
+    );
+    cache
+}
+
+/// Checks one `--out` line with `verify_seal` straight from filecoin-proofs-api, as anyone
+/// holding the same parameters would. Returns the sector number.
+pub fn verify_out_line(line: &str) -> u64 {
+    use filecoin_proofs_api::{RegisteredSealProof, SectorId, seal};
+    let v: serde_json::Value = serde_json::from_str(line).expect("--out line is JSON");
+    let keys: Vec<&str> = v
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            "comm_d",
+            "comm_r",
+            "miner",
+            "proof",
+            "proof_type",
+            "prover_id",
+            "sector",
+            "seed",
+            "ticket"
+        ],
+        "{line}"
+    );
+    let b32 = |k: &str| -> [u8; 32] {
+        let s = v[k].as_str().unwrap_or_else(|| panic!("{k} is a string"));
+        assert_eq!(s, s.to_lowercase(), "{k} is lowercase hex");
+        hex::decode(s)
+            .expect("hex")
+            .try_into()
+            .unwrap_or_else(|_| panic!("{k} is 32 bytes"))
+    };
+    let proof_type: RegisteredSealProof =
+        serde_json::from_value(v["proof_type"].clone()).expect("proof_type names a proof");
+    let sector = v["sector"].as_u64().expect("sector is a number");
+    let proof = hex::decode(v["proof"].as_str().expect("proof")).expect("proof hex");
+    let valid = seal::verify_seal(
+        proof_type,
+        b32("comm_r"),
+        b32("comm_d"),
+        b32("prover_id"),
+        SectorId::from(sector),
+        b32("ticket"),
+        b32("seed"),
+        &proof,
+    )
+    .expect("verify_seal runs");
+    assert!(valid, "proof of sector {sector} does not verify");
+    sector
+}
+
+/// A whole local mesh for one test: a nats-server with the topology, a file store, scratch.
+pub struct Mesh {
+    pub nats: NatsServer,
+    pub dir: tempfile::TempDir,
+}
+
+impl Mesh {
+    /// Starts a server and runs `mesh-publisher init` against it.
+    pub async fn start() -> Mesh {
+        let nats = NatsServer::start();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let init = std::process::Command::new(bin("mesh-publisher"))
+            .args(["init", "--nats", &nats.url(), "--sizes", "2KiB"])
+            .output()
+            .expect("run mesh-publisher init");
+        assert!(
+            init.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        Mesh { nats, dir }
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn scratch(&self) -> PathBuf {
+        self.dir.path().join("scratch")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Starts a `mesh-worker run` with id `id` against the file store, plus `extra` flags.
+    pub fn worker(&self, id: &str, extra: &[&str]) -> Proc {
+        let store = self.store_dir().display().to_string();
+        let scratch = self.scratch().display().to_string();
+        let url = self.nats.url();
+        let mut args = vec![
+            "run",
+            "--nats",
+            &url,
+            "--store",
+            &store,
+            "--scratch",
+            &scratch,
+            "--id",
+            id,
+        ];
+        args.extend_from_slice(extra);
+        Proc::spawn(&bin("mesh-worker"), &args, &[], &self.log(id))
+    }
+
+    /// Starts `mesh-publisher seal` for miner f01000 against the file store, plus `extra`.
+    pub fn seal(&self, name: &str, extra: &[&str]) -> Proc {
+        let store = self.store_dir().display().to_string();
+        let url = self.nats.url();
+        let mut args = vec![
+            "seal",
+            "--nats",
+            &url,
+            "--store",
+            &store,
+            "--miner",
+            "f01000",
+            "--size",
+            "2KiB",
+            "--status-every",
+            "5s",
+        ];
+        args.extend_from_slice(extra);
+        Proc::spawn(&bin("mesh-publisher"), &args, &[], &self.log(name))
+    }
+
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    pub async fn broker(&self) -> mesh::broker::Broker {
+        mesh::broker::Broker::connect(&self.nats.url(), "test")
+            .await
+            .expect("connect to the test server")
+    }
+}
+
+/// Lines of a file, or none if it does not exist yet.
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
