@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -207,11 +207,26 @@ pub async fn run(
             () = drain.cancelled() => break 'pull,
         };
         let (msg, phase, size) = loop {
+            // Bells rung before this sweep are answered by it.
+            while let Some(Some(_)) = doorbell.next().now_or_never() {}
             if let Some(found) = sweep(&sources).await {
                 break found;
             }
             tokio::select! {
-                _ = doorbell.next() => {}
+                Some(_) = doorbell.next() => {
+                    // The bell can ring a moment before the stream has stored the task.
+                    let mut found = None;
+                    for delay_ms in [0, 10, 40, 150] {
+                        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                        found = sweep(&sources).await;
+                        if found.is_some() {
+                            break;
+                        }
+                    }
+                    if let Some(found) = found {
+                        break found;
+                    }
+                }
                 () = tokio::time::sleep(ctx.config.poll_interval) => {}
                 () = drain.cancelled() => break 'pull,
             }
@@ -244,19 +259,17 @@ pub async fn run(
 /// Asks each source in priority order for one task, without waiting.
 async fn sweep(sources: &[Source]) -> Option<(async_nats::jetstream::Message, Phase, SectorSize)> {
     for source in sources {
-        let batch = source.consumer.fetch().max_messages(1).messages().await;
-        let mut batch = match batch {
+        let stream = names::task_stream(source.phase, source.size);
+        let mut batch = match source.consumer.fetch().max_messages(1).messages().await {
             Ok(batch) => batch,
             Err(e) => {
-                warn!(stream = %names::task_stream(source.phase, source.size), error = %e, "pull failed");
+                warn!(%stream, error = %e, "pull failed");
                 continue;
             }
         };
         match batch.next().await {
             Some(Ok(msg)) => return Some((msg, source.phase, source.size)),
-            Some(Err(e)) => {
-                warn!(stream = %names::task_stream(source.phase, source.size), error = %e, "pull failed")
-            }
+            Some(Err(e)) => warn!(%stream, error = %e, "pull failed"),
             None => {}
         }
     }
