@@ -9,18 +9,51 @@ use mesh_tests::{Mesh, lines, require_2kib_params, verify_out_line, wait_for};
 async fn two_workers_seal_two_sectors_and_the_proofs_verify() {
     require_2kib_params();
     let mesh = Mesh::start().await;
-    let _w1 = mesh.worker("w1", &[]);
+    let mut w1 = mesh.worker("w1", &[]);
     let _w2 = mesh.worker("w2", &[]);
     let out = mesh.path("sealed.jsonl");
     let mut publisher = mesh.seal(
         "publisher",
         &["--count", "2", "--out", &out.display().to_string()],
     );
+
+    // Once both workers prove, SIGTERM w1: it finishes its Commit2 and exits 0; w2 does the rest.
+    let broker = mesh.broker().await;
+    let workers = broker.bucket(mesh::names::WORKERS_BUCKET).await.unwrap();
+    wait_for("both workers to run c2", Duration::from_secs(120), || {
+        let workers = workers.clone();
+        async move {
+            let mut proving = 0;
+            for id in ["w1", "w2"] {
+                let value = workers.get(id).await.ok().flatten()?;
+                let record: serde_json::Value = serde_json::from_slice(&value).ok()?;
+                if record["running"]
+                    .as_array()?
+                    .iter()
+                    .any(|t| t["phase"] == "Commit2")
+                {
+                    proving += 1;
+                }
+            }
+            (proving == 2).then_some(())
+        }
+    })
+    .await;
+    w1.signal(nix::sys::signal::Signal::SIGTERM);
+    let drained = w1.wait(Duration::from_secs(300)).await;
+    assert!(drained.success(), "{}", w1.tail(20));
+    assert!(w1.log_text().contains("draining"), "{}", w1.tail(20));
+
     let status = publisher.wait(Duration::from_secs(600)).await;
     assert!(
         status.success(),
         "publisher failed:\n{}",
         publisher.tail(40)
+    );
+    let text = publisher.log_text();
+    assert!(
+        text.contains("done=c2 worker=w1"),
+        "w1 finished its proof before leaving"
     );
 
     let lines = lines(&out);
@@ -30,7 +63,6 @@ async fn two_workers_seal_two_sectors_and_the_proofs_verify() {
     assert_eq!(sectors, [1, 2]);
 
     // Both workers took part, and each sector went through all six phases.
-    let text = publisher.log_text();
     for phase in ["ap", "pc1", "pc2", "c1", "c2", "fin"] {
         assert_eq!(
             text.matches(&format!("done={phase} ")).count(),
@@ -44,7 +76,6 @@ async fn two_workers_seal_two_sectors_and_the_proofs_verify() {
     );
 
     // Only the sealed replica and the trimmed cache are left in the store.
-    let broker = mesh.broker().await;
     let records = mesh::publisher::list_sectors(&broker, "f01000".parse().unwrap())
         .await
         .unwrap();
@@ -69,7 +100,7 @@ async fn two_workers_seal_two_sectors_and_the_proofs_verify() {
     assert_eq!(results.info().await.unwrap().state.messages, 12);
 
     // Scratch space is gone once the workers stop.
-    drop(_w1);
+    drop(w1);
     drop(_w2);
     let leftovers = walk(&mesh.scratch())
         .into_iter()
@@ -120,4 +151,42 @@ async fn workers_register_and_drain_on_sigterm() {
     let status = worker.wait(Duration::from_secs(30)).await;
     assert!(status.success(), "{}", worker.tail(20));
     assert!(bucket.get("reg1").await.unwrap().is_none());
+}
+
+/// A publisher killed in the middle of a run loses nothing: `seal --resume` picks the sector up
+/// from its stored state and the result that arrived while no publisher ran.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_publisher_resumes_from_stored_state() {
+    require_2kib_params();
+    let mesh = Mesh::start().await;
+    let _worker = mesh.worker("w1", &[]);
+    let mut first = mesh.seal("first", &["--count", "1"]);
+    let broker = mesh.broker().await;
+    let miner = "f01000".parse().unwrap();
+    wait_for("the sector to reach c2", Duration::from_secs(120), || {
+        let broker = broker.clone();
+        async move {
+            let records = mesh::publisher::list_sectors(&broker, miner).await.ok()?;
+            (records.first()?.state.label() == "c2").then_some(())
+        }
+    })
+    .await;
+    first.kill();
+
+    let out = mesh.path("sealed.jsonl");
+    let mut second = mesh.seal("second", &["--resume", "--out", &out.display().to_string()]);
+    let status = second.wait(Duration::from_secs(600)).await;
+    assert!(status.success(), "{}", second.tail(30));
+    let log = second.log_text();
+    assert!(log.contains("resuming sector sector=1 state=c2"), "{log}");
+    let lines = lines(&out);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(verify_out_line(&lines[0]), 1);
+    // Each phase ran once: nothing was published twice because of the restart.
+    let mut results = broker
+        .js()
+        .get_stream(mesh::names::RESULT_STREAM)
+        .await
+        .unwrap();
+    assert_eq!(results.info().await.unwrap().state.messages, 6);
 }

@@ -126,6 +126,21 @@ impl Driver {
         Ok(Some((record, entry.revision)))
     }
 
+    /// Compare-and-set of a sector record: `Ok(false)` when another writer got there first
+    /// (reload and decide again), `Err` when the write failed for another reason.
+    async fn store_record(&self, record: &SectorRecord, revision: u64) -> anyhow::Result<bool> {
+        let key = names::sector_key(record.miner, record.sector);
+        match self
+            .sectors
+            .update(&key, encode(record).into(), revision)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("store sector {key}"))),
+        }
+    }
+
     /// Every sector of this miner.
     pub async fn sectors(&self) -> anyhow::Result<Vec<SectorRecord>> {
         super::list_sectors(&self.broker, self.config.miner).await
@@ -271,16 +286,7 @@ impl Driver {
             let Some((mut current, revision)) = self.load(record.sector).await? else {
                 bail!("sector {}.{} vanished", record.miner, record.sector);
             };
-            if !current.mark_published(&task_id) {
-                return Ok(current);
-            }
-            let key = names::sector_key(current.miner, current.sector);
-            if self
-                .sectors
-                .update(&key, encode(&current).into(), revision)
-                .await
-                .is_ok()
-            {
+            if !current.mark_published(&task_id) || self.store_record(&current, revision).await? {
                 return Ok(current);
             }
         }
@@ -359,12 +365,7 @@ impl Driver {
                     now,
                 ),
             }
-            if self
-                .sectors
-                .update(&key, encode(&next).into(), revision)
-                .await
-                .is_ok()
-            {
+            if self.store_record(&next, revision).await? {
                 break next;
             }
         };

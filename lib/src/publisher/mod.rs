@@ -87,7 +87,8 @@ pub async fn seal(
     info!(sectors = targets.len(), "sealing");
     let mut reported = BTreeSet::new();
     let mut results = driver.results().await?;
-    let mut reload = tokio::time::interval(Duration::from_secs(2));
+    let mut reload = tokio::time::interval(Duration::from_secs(5));
+    let mut sweep = tokio::time::interval(Duration::from_secs(30));
     let mut status = tokio::time::interval(request.status_every);
     status.tick().await;
     loop {
@@ -113,11 +114,16 @@ pub async fn seal(
                 None => results = driver.results().await?,
             },
             _ = reload.tick() => {
-                // Another publisher of this miner may have moved a sector; and a task a
-                // crash left unpublished gets published.
+                // Another publisher of this miner may have moved a sector.
                 match reload_targets(driver, &targets).await {
                     Ok(records) => states.extend(records),
                     Err(e) => warn!(error = %format!("{e:#}"), "could not reload sectors"),
+                }
+            }
+            _ = sweep.tick() => {
+                // A task that a failure left unpublished gets published.
+                if let Err(e) = driver.resume().await {
+                    warn!(error = %format!("{e:#}"), "could not resume sectors");
                 }
             }
             _ = status.tick() => print_status(&states, started),
@@ -151,7 +157,6 @@ async fn reload_targets(
     driver: &Driver,
     targets: &BTreeSet<SectorNum>,
 ) -> anyhow::Result<Vec<(SectorNum, SectorRecord)>> {
-    driver.resume().await?;
     let mut out = Vec::new();
     for sector in targets {
         if let Some((record, _)) = driver.load(*sector).await? {
