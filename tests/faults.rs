@@ -87,10 +87,11 @@ async fn a_worker_killed_during_commit2_loses_nothing() {
     })
     .await;
     let child_marker = format!("{}/victim/", mesh.scratch().display());
-    assert!(
-        !processes_with(&child_marker).is_empty(),
-        "the proof child runs"
-    );
+    wait_for("the proof child to run", Duration::from_secs(30), || {
+        let marker = child_marker.clone();
+        async move { (!processes_with(&marker).is_empty()).then_some(()) }
+    })
+    .await;
     victim.kill();
     let killed = Instant::now();
 
