@@ -70,17 +70,13 @@ impl Topology {
         Ok(())
     }
 
-    pub fn task_stream(&self, phase: Phase, size: SectorSize) -> StreamConfig {
+    /// What every stream of the mesh has in common: file storage, the configured replicas, the
+    /// duplicate window, the message size limit and no count or byte limits.
+    fn stream(&self, name: String, description: String, subject: String) -> StreamConfig {
         StreamConfig {
-            name: names::task_stream(phase, size),
-            description: Some(format!(
-                "mesh {} tasks for {size} sectors",
-                phase_title(phase)
-            )),
-            subjects: vec![names::task_stream_subjects(phase, size)],
-            retention: RetentionPolicy::WorkQueue,
-            // Never drop a queued task to make room: refuse the publish instead.
-            discard: DiscardPolicy::New,
+            name,
+            description: Some(description),
+            subjects: vec![subject],
             storage: StorageType::File,
             num_replicas: self.replicas,
             duplicate_window: self.duplicate_window,
@@ -90,6 +86,19 @@ impl Topology {
             max_consumers: -1,
             max_messages_per_subject: -1,
             ..Default::default()
+        }
+    }
+
+    pub fn task_stream(&self, phase: Phase, size: SectorSize) -> StreamConfig {
+        StreamConfig {
+            retention: RetentionPolicy::WorkQueue,
+            // Never drop a queued task to make room: refuse the publish instead.
+            discard: DiscardPolicy::New,
+            ..self.stream(
+                names::task_stream(phase, size),
+                format!("mesh {} tasks for {size} sectors", phase_title(phase)),
+                names::task_stream_subjects(phase, size),
+            )
         }
     }
 
@@ -113,21 +122,14 @@ impl Topology {
 
     pub fn result_stream(&self) -> StreamConfig {
         StreamConfig {
-            name: names::RESULT_STREAM.to_string(),
-            description: Some("mesh task results, read by each miner's publisher".into()),
-            subjects: vec![names::RESULT_SUBJECTS.to_string()],
             retention: RetentionPolicy::Limits,
             discard: DiscardPolicy::Old,
-            storage: StorageType::File,
-            num_replicas: self.replicas,
-            duplicate_window: self.duplicate_window,
             max_age: self.result_max_age,
-            max_message_size: MAX_MESSAGE_BYTES as i32,
-            max_messages: -1,
-            max_bytes: -1,
-            max_consumers: -1,
-            max_messages_per_subject: -1,
-            ..Default::default()
+            ..self.stream(
+                names::RESULT_STREAM.to_string(),
+                "mesh task results, read by each miner's publisher".into(),
+                names::RESULT_SUBJECTS.to_string(),
+            )
         }
     }
 
@@ -149,21 +151,16 @@ impl Topology {
 
     pub fn dlq_stream(&self) -> StreamConfig {
         StreamConfig {
-            name: names::DLQ_STREAM.to_string(),
-            description: Some("mesh tasks that failed for good, with their reason".into()),
-            subjects: vec![names::DLQ_SUBJECTS.to_string()],
             retention: RetentionPolicy::Limits,
             discard: DiscardPolicy::Old,
-            storage: StorageType::File,
-            num_replicas: self.replicas,
-            duplicate_window: self.duplicate_window,
             max_age: self.dlq_max_age,
+            // A dead letter carries the whole task plus its reason headers.
             max_message_size: MAX_MESSAGE_BYTES as i32 * 2,
-            max_messages: -1,
-            max_bytes: -1,
-            max_consumers: -1,
-            max_messages_per_subject: -1,
-            ..Default::default()
+            ..self.stream(
+                names::DLQ_STREAM.to_string(),
+                "mesh tasks that failed for good, with their reason".into(),
+                names::DLQ_SUBJECTS.to_string(),
+            )
         }
     }
 
@@ -176,26 +173,21 @@ impl Topology {
         max_age: Duration,
     ) -> StreamConfig {
         StreamConfig {
-            name: format!("KV_{name}"),
-            description: Some(description.to_string()),
-            subjects: vec![format!("$KV.{name}.>")],
             retention: RetentionPolicy::Limits,
             discard: DiscardPolicy::New,
-            storage: StorageType::File,
-            num_replicas: self.replicas,
             max_messages_per_subject: history,
             max_age,
-            max_message_size: MAX_MESSAGE_BYTES as i32,
-            max_messages: -1,
-            max_bytes: -1,
-            max_consumers: -1,
             allow_rollup: true,
             deny_delete: true,
             allow_direct: true,
             duplicate_window: max_age
                 .min(Duration::from_secs(120))
                 .max(Duration::from_secs(1)),
-            ..Default::default()
+            ..self.stream(
+                format!("KV_{name}"),
+                description.to_string(),
+                format!("$KV.{name}.>"),
+            )
         }
     }
 
