@@ -183,12 +183,18 @@ async fn a_corrupt_input_object_fails_once_onto_the_dlq() {
     );
     assert_eq!(stream_messages(broker.js(), &stream).await, 0);
 
-    let records = mesh::publisher::list_sectors(&broker, "f01000".parse().unwrap())
-        .await
+    // The operator sees the failure and its reason.
+    let listed = std::process::Command::new(mesh_tests::bin("mesh-publisher"))
+        .args(["sectors", "--nats", &mesh.nats.url(), "--miner", "f01000"])
+        .output()
         .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    let line = listed.lines().next().unwrap_or_default();
     assert!(
-        matches!(&records[0].state, mesh::model::SectorState::Failed { reason, .. } if reason.contains("corrupt"))
+        line.starts_with("f01000.1 ") && line.contains("failed"),
+        "{listed}"
     );
+    assert!(line.contains("is corrupt"), "{listed}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
