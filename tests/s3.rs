@@ -115,20 +115,11 @@ async fn a_sector_seals_through_s3_with_parameters_pulled_from_it() {
     assert_eq!(lines.len(), 1);
     assert_eq!(verify_out_line(&lines[0]), 1);
 
+    let files =
+        mesh::proofs::params::param_files(mesh::proofs::seal_proof(mesh::model::SectorSize::KiB2))
+            .unwrap();
     assert!(
-        mesh::proofs::params::missing(
-            &mesh.path("worker-params"),
-            {
-                let files = mesh::proofs::params::param_files(mesh::proofs::seal_proof(
-                    mesh::model::SectorSize::KiB2,
-                ))
-                .unwrap();
-                files.all().map(str::to_string)
-            }
-            .iter()
-            .map(String::as_str)
-        )
-        .is_empty(),
+        mesh::proofs::params::missing(&mesh.path("worker-params"), files.all()).is_empty(),
         "the worker pulled the parameters"
     );
     // A sector with a deal keeps its unsealed copy; the bucket holds exactly what the record

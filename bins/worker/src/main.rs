@@ -141,14 +141,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 let store = store.open()?;
                 let mut files = Vec::new();
                 for size in sizes {
-                    let names = params::param_files(seal_proof(size))?;
-                    let present: Vec<String> = names
-                        .all()
-                        .iter()
-                        .filter(|n| params.param_cache.join(n).is_file())
-                        .map(|n| n.to_string())
-                        .collect();
-                    files.extend(present);
+                    let names = params::param_files(seal_proof(size))?.names();
+                    files.extend(
+                        names
+                            .into_iter()
+                            .filter(|n| params.param_cache.join(n).is_file()),
+                    );
                 }
                 if files.is_empty() {
                     anyhow::bail!(
@@ -173,8 +171,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             } => {
                 let store = store.open()?;
                 for size in sizes {
-                    let names = params::param_files(seal_proof(size))?;
-                    let wanted: Vec<String> = names.all().iter().map(|s| s.to_string()).collect();
+                    let wanted = params::param_files(seal_proof(size))?.names();
                     let pulled = params::pull(&store, &params.param_cache, &wanted, size)
                         .await
                         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -472,6 +472,19 @@ mod tests {
         }
     }
 
+    fn ap_done(rec: &SectorRecord) -> TaskResult {
+        done(
+            rec,
+            vec![object("unsealed", "ap")],
+            PhaseOutput::AddPiece {
+                piece_infos: vec![PieceInfo {
+                    comm_p: [1; 32],
+                    size: 2032,
+                }],
+            },
+        )
+    }
+
     fn drive_to_sealed(rec: &mut SectorRecord) {
         let steps: Vec<(Vec<ObjectRef>, PhaseOutput)> = vec![
             (
@@ -538,16 +551,7 @@ mod tests {
     #[test]
     fn tasks_carry_each_phase_inputs() {
         let mut rec = record();
-        let ap = done(
-            &rec,
-            vec![object("unsealed", "ap")],
-            PhaseOutput::AddPiece {
-                piece_infos: vec![PieceInfo {
-                    comm_p: [1; 32],
-                    size: 2032,
-                }],
-            },
-        );
+        let ap = ap_done(&rec);
         rec.apply(&ap, || [0; 32], 1);
         let pc1 = rec.task(5, 0).unwrap().unwrap();
         assert_eq!(pc1.phase, Phase::PreCommit1);
@@ -559,16 +563,7 @@ mod tests {
     #[test]
     fn a_redriven_phase_fences_out_the_old_generation() {
         let mut rec = record();
-        let old = done(
-            &rec,
-            vec![object("unsealed", "ap")],
-            PhaseOutput::AddPiece {
-                piece_infos: vec![PieceInfo {
-                    comm_p: [1; 32],
-                    size: 2032,
-                }],
-            },
-        );
+        let old = ap_done(&rec);
         assert_eq!(rec.redrive(10), Some(1));
         assert!(matches!(rec.fence(&old), Err(Stale::OtherTask { .. })));
         let task = rec.task(5, 0).unwrap().unwrap();
@@ -587,16 +582,7 @@ mod tests {
     #[test]
     fn stale_results_are_fenced() {
         let mut rec = record();
-        let ap = done(
-            &rec,
-            vec![object("unsealed", "ap")],
-            PhaseOutput::AddPiece {
-                piece_infos: vec![PieceInfo {
-                    comm_p: [1; 32],
-                    size: 2032,
-                }],
-            },
-        );
+        let ap = ap_done(&rec);
         rec.apply(&ap, || [0; 32], 1);
         // The same AddPiece result arriving again (a late attempt) is dropped.
         let err = rec.fence(&ap).unwrap_err();

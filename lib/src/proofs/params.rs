@@ -39,6 +39,10 @@ impl ParamFiles {
     pub fn all(&self) -> [&str; 2] {
         [&self.params, &self.vk]
     }
+
+    pub fn names(&self) -> Vec<String> {
+        vec![self.params.clone(), self.vk.clone()]
+    }
 }
 
 /// The parameter files of a seal proof type. Cheap: derives names from the circuit identifier.
@@ -91,7 +95,7 @@ pub fn generate(proof: RegisteredSealProof) -> anyhow::Result<Vec<String>> {
     )
     .with_context(|| format!("generate parameters for {proof:?}"))?;
     let files = param_files(proof)?;
-    Ok(files.all().iter().map(|s| s.to_string()).collect())
+    Ok(files.names())
 }
 
 fn generate_shape<Tree: 'static + MerkleTreeTrait>(

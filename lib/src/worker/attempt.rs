@@ -282,13 +282,17 @@ async fn execute_in(
         let files = params::param_files(task.proof)
             .map_err(|e| Failure::Permanent(format!("parameter names: {e:#}")))?;
         let size = crate::proofs::proof_size(task.proof).unwrap_or(SectorSize::KiB2);
-        let wanted: Vec<String> = files.all().iter().map(|s| s.to_string()).collect();
-        params::pull(&ctx.store, &ctx.config.runner.param_cache, &wanted, size)
-            .await
-            .map_err(|e| match e {
-                params::PullError::Unavailable(u) => Failure::Permanent(u.to_string()),
-                params::PullError::Other(e) => Failure::Retry(format!("pull parameters: {e:#}")),
-            })?;
+        params::pull(
+            &ctx.store,
+            &ctx.config.runner.param_cache,
+            &files.names(),
+            size,
+        )
+        .await
+        .map_err(|e| match e {
+            params::PullError::Unavailable(u) => Failure::Permanent(u.to_string()),
+            params::PullError::Other(e) => Failure::Retry(format!("pull parameters: {e:#}")),
+        })?;
     }
     let download_ms = started.elapsed().as_millis() as u64;
 
