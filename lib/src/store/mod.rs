@@ -18,8 +18,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::model::ObjectRef;
 
-/// Files up to this size are uploaded in one request; larger ones in parts.
-const SINGLE_PUT_LIMIT: u64 = 8 << 20;
+/// Files up to this size are uploaded in one request (held in memory); larger ones stream in
+/// parts, so no sector file of 8MiB or more is ever read whole into memory.
+const SINGLE_PUT_LIMIT: u64 = 4 << 20;
 const PART_SIZE: usize = 8 << 20;
 const READ_CHUNK: usize = 256 << 10;
 
