@@ -49,6 +49,24 @@ fn unreachable_broker() {
         &["init", "--nats", &url],
         &["cannot reach NATS at", "nats-server -js"],
     );
+    error_line(
+        "mesh-publisher",
+        &["init", "--nats", "nats://127.0.0.1:notaport"],
+        &["cannot reach NATS at nats://127.0.0.1:notaport"],
+    );
+}
+
+/// A cluster URL list works when one of its servers is down.
+#[test]
+fn a_list_of_servers_is_a_cluster() {
+    let nats = NatsServer::start();
+    let down = format!("nats://127.0.0.1:{}", free_port());
+    let urls = format!("{down},{}", nats.url());
+    let (ok, stderr) = run(
+        "mesh-publisher",
+        &["init", "--nats", &urls, "--sizes", "2KiB"],
+    );
+    assert!(ok, "{stderr}");
 }
 
 #[test]

@@ -46,8 +46,9 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Connects (failing fast when nothing answers) and checks that JetStream is enabled. Once
-    /// connected, the client reconnects by itself for as long as the process lives.
+    /// Connects to `url` (one server, or several of a cluster separated by commas), failing fast
+    /// when nothing answers, and checks that JetStream is enabled. Once connected, the client
+    /// reconnects by itself (to any of the servers) for as long as the process lives.
     pub async fn connect(url: &str, name: &str) -> Result<Self, BrokerError> {
         let event_url = url.to_string();
         let options = async_nats::ConnectOptions::new()
@@ -63,8 +64,14 @@ impl Broker {
                     }
                 }
             });
+        // Several servers of a cluster may be given, comma-separated.
+        let servers: Vec<&str> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
         let client = options
-            .connect(url)
+            .connect(servers)
             .await
             .map_err(|e| BrokerError::Unreachable {
                 url: url.to_string(),
