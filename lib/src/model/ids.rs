@@ -31,13 +31,6 @@ pub struct MinerId {
 }
 
 impl MinerId {
-    pub fn new(actor: u64) -> Self {
-        Self {
-            testnet: false,
-            actor,
-        }
-    }
-
     pub fn actor(self) -> u64 {
         self.actor
     }

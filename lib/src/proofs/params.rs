@@ -1,7 +1,7 @@
 //! Groth parameters: the files a proof type needs, generating insecure test parameters, and
 //! sharing them through the object store so that provers and verifiers use the same files.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use filecoin_proofs::{DefaultPieceHasher, MerkleTreeTrait, with_shape};
@@ -77,11 +77,6 @@ pub fn missing<'a>(dir: &Path, wanted: impl IntoIterator<Item = &'a str>) -> Vec
         .filter(|name| !dir.join(name).is_file())
         .map(str::to_string)
         .collect()
-}
-
-/// The path of a parameter file in a cache directory.
-pub fn local_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
 }
 
 /// Generates random (insecure, test-only) Groth parameters and verifying key for a proof type

@@ -2,7 +2,7 @@
 //! verifies proofs, and keeps every sector's state in the `mesh-sectors` bucket with
 //! compare-and-set, so that any number of publisher processes (and restarts) agree.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -43,7 +43,6 @@ pub struct PublisherConfig {
 pub struct Stats {
     pub accepted: AtomicU64,
     pub dropped_late: AtomicU64,
-    pub tasks_published: AtomicU64,
 }
 
 pub struct Driver {
@@ -279,7 +278,6 @@ impl Driver {
                 }
                 other => anyhow::Error::from(other),
             })?;
-        self.stats.tasks_published.fetch_add(1, Ordering::Relaxed);
         let task_id = task_id.clone();
         // Mark it, unless the sector moved on meanwhile (another publisher got there first).
         loop {
@@ -446,15 +444,6 @@ impl Driver {
     pub async fn check_size(&self, size: SectorSize) -> anyhow::Result<()> {
         crate::broker::topology::check(&self.broker, &crate::model::Phase::ALL, &[size]).await?;
         Ok(())
-    }
-
-    /// The store, for reading piece files.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    pub fn param_cache(&self) -> &Path {
-        &self.config.runner.param_cache
     }
 }
 
