@@ -116,6 +116,23 @@ impl ParamArgs {
     }
 }
 
+/// The hidden `exec` subcommand both binaries have: runs one proof job in this process, as the
+/// child of a worker or publisher (see `mesh::proofs::child`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExecArgs {
+    #[arg(long)]
+    pub job: PathBuf,
+    #[arg(long)]
+    pub outcome: PathBuf,
+}
+
+impl ExecArgs {
+    /// Runs the job, synchronously and without a runtime, and reports its exit code.
+    pub fn run(&self) -> ExitCode {
+        crate::proofs::exec::main(&self.job, &self.outcome)
+    }
+}
+
 /// Shutdown tokens: `drain` on the first SIGTERM/SIGINT, `abort` on the second.
 #[derive(Clone, Debug, Default)]
 pub struct Shutdown {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use mesh::broker::topology::Topology;
-use mesh::cli::{NatsArgs, ParamArgs, Shutdown, StoreArgs};
+use mesh::cli::{ExecArgs, NatsArgs, ParamArgs, Shutdown, StoreArgs};
 use mesh::model::{MinerId, SectorSize, SectorState};
 use mesh::publisher::randomness::OsRandomness;
 use mesh::publisher::{self, Driver, PublisherConfig, SealRequest};
@@ -44,12 +44,7 @@ enum Command {
     },
     /// Run one proof job (proof verification; not for people).
     #[command(hide = true)]
-    Exec {
-        #[arg(long)]
-        job: PathBuf,
-        #[arg(long)]
-        outcome: PathBuf,
-    },
+    Exec(ExecArgs),
 }
 
 #[derive(clap::Args)]
@@ -118,15 +113,15 @@ struct SealArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Exec { job, outcome } = &cli.command {
-        return mesh::proofs::exec::main(job, outcome);
+    if let Command::Exec(exec) = &cli.command {
+        return exec.run();
     }
     mesh::cli::run_main(|| run(cli.command))
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Exec { .. } => unreachable!("handled before the runtime starts"),
+        Command::Exec(_) => unreachable!("handled before the runtime starts"),
         Command::Init(args) => init(args).await,
         Command::Seal(args) => seal(args).await,
         Command::Run(args) => {

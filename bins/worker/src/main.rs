@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mesh::cli::{NatsArgs, ParamArgs, Shutdown, StoreArgs};
+use mesh::cli::{ExecArgs, NatsArgs, ParamArgs, Shutdown, StoreArgs};
 use mesh::model::{Phase, SectorSize, WorkerId};
 use mesh::proofs::{params, seal_proof};
 use mesh::worker::{self, WorkerConfig};
@@ -34,12 +34,7 @@ enum Command {
     },
     /// Run one proof job (the worker's own child processes; not for people).
     #[command(hide = true)]
-    Exec {
-        #[arg(long)]
-        job: PathBuf,
-        #[arg(long)]
-        outcome: PathBuf,
-    },
+    Exec(ExecArgs),
 }
 
 #[derive(clap::Args)]
@@ -121,15 +116,15 @@ enum ParamsCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Exec { job, outcome } = &cli.command {
-        return mesh::proofs::exec::main(job, outcome);
+    if let Command::Exec(exec) = &cli.command {
+        return exec.run();
     }
     mesh::cli::run_main(|| run(cli.command))
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Exec { .. } => unreachable!("handled before the runtime starts"),
+        Command::Exec(_) => unreachable!("handled before the runtime starts"),
         Command::Run(args) => run_worker(args).await,
         Command::Params { command } => match command {
             ParamsCommand::Generate { size, params } => generate(size, &params).await,
