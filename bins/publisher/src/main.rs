@@ -10,7 +10,7 @@ use mesh::broker::topology::Topology;
 use mesh::cli::{ExecArgs, NatsArgs, ParamArgs, Shutdown, StoreArgs};
 use mesh::model::{MinerId, SectorSize, SectorState};
 use mesh::publisher::randomness::OsRandomness;
-use mesh::publisher::{self, Driver, PublisherConfig, SealRequest};
+use mesh::publisher::{self, Driver, PublisherConfig, SealRequest, dlq};
 
 #[derive(Parser)]
 #[command(
@@ -35,16 +35,90 @@ enum Command {
     Sectors {
         #[command(flatten)]
         nats: NatsArgs,
-        /// Miner actor id, e.g. f01000.
-        #[arg(long, env = "MESH_MINER")]
-        miner: MinerId,
+        /// Miner actor id, e.g. f01000 (with --failed, every miner when left out).
+        #[arg(long, env = "MESH_MINER", required_unless_present = "failed")]
+        miner: Option<MinerId>,
+        /// Only failed sectors, with the phase that failed and the whole reason.
+        #[arg(long)]
+        failed: bool,
         /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
     },
+    /// Sectors of every miner by state, tasks waiting and running per stream, dead letters.
+    Status {
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// Print one JSON document instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dead letters (tasks that failed for good): list, retry after fixing the cause, drop.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Run one proof job (proof verification; not for people).
     #[command(hide = true)]
     Exec(ExecArgs),
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List every dead letter: its id, time, phase, size, miner, sector, attempts and reason.
+    List {
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// Print one JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the failed phase of the letters' sectors again, then remove the letters. Fix the
+    /// cause first (the reason says what failed).
+    Retry {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        which: Letters,
+    },
+    /// Remove dead letters without retrying them.
+    Drop {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        which: Letters,
+    },
+}
+
+/// Which dead letters: some ids, or `--all`.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct Letters {
+    /// Dead letter ids: the first column of `mesh-publisher dlq list`.
+    #[arg(value_name = "ID", value_parser = parse_letter_id)]
+    ids: Vec<u64>,
+    /// Every dead letter.
+    #[arg(long)]
+    all: bool,
+}
+
+fn parse_letter_id(s: &str) -> Result<u64, String> {
+    s.parse().map_err(|_| {
+        format!(
+            "'{s}' is not a dead letter id: ids are the numbers in the first column of \
+             `mesh-publisher dlq list`"
+        )
+    })
+}
+
+impl Letters {
+    fn selection(self) -> dlq::Selection {
+        if self.all {
+            dlq::Selection::All
+        } else {
+            dlq::Selection::Ids(self.ids)
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -129,7 +203,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let driver = driver(&args).await?;
             publisher::run(&driver, &shutdown.drain).await
         }
-        Command::Sectors { nats, miner, json } => sectors(nats, miner, json).await,
+        Command::Sectors {
+            nats,
+            miner,
+            failed,
+            json,
+        } => sectors(nats, miner, failed, json).await,
+        Command::Status { nats, json } => status(nats, json).await,
+        Command::Dlq(command) => dlq_command(command).await,
     }
 }
 
@@ -220,13 +301,26 @@ async fn seal(args: SealArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn sectors(nats: NatsArgs, miner: MinerId, json: bool) -> anyhow::Result<()> {
+async fn sectors(
+    nats: NatsArgs,
+    miner: Option<MinerId>,
+    failed: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     let broker = nats.connect("mesh-publisher sectors").await?;
-    let records = publisher::list_sectors(&broker, miner).await?;
+    let mut records = publisher::status::sectors(&broker, miner).await?;
+    if failed {
+        records.retain(|r| matches!(r.state, SectorState::Failed { .. }));
+        if !json {
+            print!("{}", publisher::status::render_failed(&records));
+            return Ok(());
+        }
+    }
     for rec in records {
-        let reason = match &rec.state {
-            SectorState::Failed { reason, .. } => reason.clone(),
-            _ => String::new(),
+        let (phase, reason) = match &rec.state {
+            SectorState::Active { phase, .. } => (Some(phase.to_string()), String::new()),
+            SectorState::Failed { phase, reason, .. } => (Some(phase.to_string()), reason.clone()),
+            SectorState::Sealed { .. } => (None, String::new()),
         };
         if json {
             let line = serde_json::json!({
@@ -234,6 +328,7 @@ async fn sectors(nats: NatsArgs, miner: MinerId, json: bool) -> anyhow::Result<(
                 "sector": rec.sector.0,
                 "size": rec.size.label(),
                 "state": rec.state.label(),
+                "phase": phase,
                 "reason": reason,
                 "phases_done": rec.history.len(),
             });
@@ -250,6 +345,82 @@ async fn sectors(nats: NatsArgs, miner: MinerId, json: bool) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+async fn status(nats: NatsArgs, json: bool) -> anyhow::Result<()> {
+    let broker = nats.connect("mesh-publisher status").await?;
+    let status = publisher::status::status(&broker).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", publisher::status::render(&status));
+    }
+    Ok(())
+}
+
+async fn dlq_command(command: DlqCommand) -> anyhow::Result<()> {
+    match command {
+        DlqCommand::List { nats, json } => {
+            let broker = nats.connect("mesh-publisher dlq list").await?;
+            let letters = dlq::list(&broker).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&letters)?);
+            } else {
+                print!("{}", dlq::render(&letters));
+            }
+            Ok(())
+        }
+        DlqCommand::Retry { nats, store, which } => {
+            let broker = nats.connect("mesh-publisher dlq retry").await?;
+            let store = store.open()?;
+            // Retrying only publishes tasks; this runner (for proof verification) never runs.
+            let runner = ParamArgs {
+                param_cache: mesh::proofs::params::DEFAULT_CACHE.into(),
+                parent_cache: mesh::proofs::child::DEFAULT_PARENT_CACHE.into(),
+            }
+            .runner()?;
+            let done = dlq::retry(&broker, &store, &runner, &which.selection()).await?;
+            let mut miners = std::collections::BTreeSet::new();
+            let mut refused = 0;
+            for (id, outcome) in &done {
+                println!("{}", outcome.describe(*id));
+                match outcome {
+                    dlq::Retry::Retried { miner, .. } => {
+                        miners.insert(*miner);
+                    }
+                    dlq::Retry::Refused(_) => refused += 1,
+                    dlq::Retry::Skipped(_) => {}
+                }
+            }
+            for miner in miners {
+                println!(
+                    "a running `mesh-publisher seal` or `run` for {miner} drives its retried \
+                     sectors on; if none runs, start `mesh-publisher run --miner {miner}`"
+                );
+            }
+            if done.is_empty() {
+                println!("no dead letters to retry");
+            }
+            if refused > 0 {
+                anyhow::bail!(
+                    "{refused} of {} dead letters could not be retried (see above)",
+                    done.len()
+                );
+            }
+            Ok(())
+        }
+        DlqCommand::Drop { nats, which } => {
+            let broker = nats.connect("mesh-publisher dlq drop").await?;
+            let removed = dlq::drop_letters(&broker, &which.selection()).await?;
+            for id in &removed {
+                println!("dead letter {id} removed");
+            }
+            if removed.is_empty() {
+                println!("no dead letters to remove");
+            }
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]

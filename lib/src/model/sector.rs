@@ -248,6 +248,28 @@ impl SectorRecord {
         Some(generation)
     }
 
+    /// Runs a failed phase again, as task generation `generation` (one the sector never used, so
+    /// that the task's message id is not deduplicated away), once an operator fixed the cause.
+    /// Refuses, saying why, unless the sector failed at `phase`.
+    pub fn retry(&mut self, phase: Phase, generation: u32, now_ms: u64) -> Result<(), String> {
+        match &self.state {
+            SectorState::Failed { phase: failed, .. } if *failed == phase => {}
+            SectorState::Failed { phase: failed, .. } => {
+                return Err(format!("sector failed at {failed}, not at {phase}"));
+            }
+            other => return Err(format!("sector is {}, not failed", other.label())),
+        }
+        self.state = SectorState::Active {
+            phase,
+            task: TaskId::new(self.miner, self.sector, phase, generation),
+            generation,
+            published: false,
+            since_ms: now_ms,
+        };
+        self.updated_ms = now_ms;
+        Ok(())
+    }
+
     /// Notes that `task` is safely in its stream; false if the sector has moved on since.
     pub fn mark_published(&mut self, task: &TaskId) -> bool {
         match &mut self.state {
@@ -577,6 +599,60 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_failed_phase_is_retried_as_a_new_generation_and_nothing_else_is() {
+        let mut rec = record();
+        let ap = ap_done(&rec);
+        rec.apply(&ap, || [0; 32], 1);
+        assert_eq!(
+            rec.retry(Phase::PreCommit1, 1, 2),
+            Err("sector is pc1, not failed".into())
+        );
+        let old = rec.task(5, 0).unwrap().unwrap();
+        rec.fail(Phase::PreCommit1, "corrupt unsealed".into(), 3);
+        assert_eq!(
+            rec.retry(Phase::AddPiece, 1, 4),
+            Err("sector failed at pc1, not at ap".into())
+        );
+
+        rec.retry(Phase::PreCommit1, 1, 5).unwrap();
+        assert_eq!(
+            rec.state,
+            SectorState::Active {
+                phase: Phase::PreCommit1,
+                task: TaskId("f01000.3.pc1.1".into()),
+                generation: 1,
+                published: false,
+                since_ms: 5,
+            }
+        );
+        assert_eq!(rec.updated_ms, 5);
+        let task = rec.task(5, 0).unwrap().unwrap();
+        assert_eq!(task.inputs, old.inputs, "the phase keeps its inputs");
+        // A late result of the failed generation is fenced out.
+        let late = done(
+            &rec,
+            vec![],
+            PhaseOutput::PreCommit1 {
+                pc1_output: ByteBuf::from(vec![1]),
+            },
+        );
+        let late = TaskResult {
+            task: old.id.clone(),
+            ..late
+        };
+        assert!(matches!(rec.fence(&late), Err(Stale::OtherTask { .. })));
+        // Retrying again is refused: the sector is active now.
+        assert!(rec.retry(Phase::PreCommit1, 2, 6).is_err());
+
+        let mut sealed = record();
+        drive_to_sealed(&mut sealed);
+        assert_eq!(
+            sealed.retry(Phase::Finalize, 1, 7),
+            Err("sector is sealed, not failed".into())
+        );
     }
 
     #[test]

@@ -127,7 +127,11 @@ impl Driver {
 
     /// Compare-and-set of a sector record: `Ok(false)` when another writer got there first
     /// (reload and decide again), `Err` when the write failed for another reason.
-    async fn store_record(&self, record: &SectorRecord, revision: u64) -> anyhow::Result<bool> {
+    pub(crate) async fn store_record(
+        &self,
+        record: &SectorRecord,
+        revision: u64,
+    ) -> anyhow::Result<bool> {
         let key = names::sector_key(record.miner, record.sector);
         match self
             .sectors
@@ -251,7 +255,10 @@ impl Driver {
 
     /// Publishes the record's current task if it is not marked published (its message id makes
     /// a repeat harmless), then marks it. Returns the record as stored.
-    async fn ensure_published(&self, record: SectorRecord) -> anyhow::Result<SectorRecord> {
+    pub(crate) async fn ensure_published(
+        &self,
+        record: SectorRecord,
+    ) -> anyhow::Result<SectorRecord> {
         let SectorState::Active {
             task: task_id,
             published: false,

@@ -1,9 +1,11 @@
 //! The miner side: creates sectors, drives each through every phase from durable results, and
 //! reports sealed sectors. `seal` waits for the sectors it is given; `run` drives forever.
 
+pub mod dlq;
 mod driver;
 pub mod output;
 pub mod randomness;
+pub mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -237,22 +239,5 @@ pub async fn list_sectors(
     broker: &crate::broker::Broker,
     miner: crate::model::MinerId,
 ) -> anyhow::Result<Vec<SectorRecord>> {
-    use futures::TryStreamExt;
-    let bucket = broker.bucket(crate::names::SECTORS_BUCKET).await?;
-    let prefix = format!("{miner}.");
-    let keys: Vec<String> = bucket.keys().await?.try_collect().await?;
-    let mut out = Vec::new();
-    for key in keys {
-        if key
-            .strip_prefix(&prefix)
-            .is_none_or(|n| n.parse::<u64>().is_err())
-        {
-            continue;
-        }
-        if let Some(value) = bucket.get(&key).await? {
-            out.push(crate::model::decode::<SectorRecord>(&value)?);
-        }
-    }
-    out.sort_by_key(|r| r.sector);
-    Ok(out)
+    status::sectors(broker, Some(miner)).await
 }

@@ -1,0 +1,462 @@
+//! What an operator asks first (`mesh-publisher status`): how many sectors of each miner are in
+//! each phase, sealed or failed, and how much work waits, runs and is dead-lettered per stream.
+//! Read-only: it reads the sectors bucket and stream and consumer info, and changes nothing.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use async_nats::jetstream;
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::broker::{Broker, BrokerError};
+use crate::model::{MinerId, Phase, SectorNum, SectorRecord, SectorSize, SectorState, decode};
+use crate::names;
+
+/// One miner's sectors by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MinerSectors {
+    pub miner: String,
+    pub ap: u64,
+    pub pc1: u64,
+    pub pc2: u64,
+    pub c1: u64,
+    pub c2: u64,
+    pub fin: u64,
+    pub sealed: u64,
+    pub failed: u64,
+    pub total: u64,
+}
+
+/// The work on one task stream, as its `workers` consumer sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StreamBacklog {
+    pub stream: String,
+    pub phase: String,
+    pub size: String,
+    /// Tasks no worker has taken yet.
+    pub waiting: u64,
+    /// Tasks delivered to a worker and not yet acknowledged.
+    pub running: u64,
+    /// Of the running ones, those delivered more than once (a worker died or failed them).
+    pub redelivered: u64,
+}
+
+/// The whole `status` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub sectors: Vec<MinerSectors>,
+    pub streams: Vec<StreamBacklog>,
+    pub dead_letters: u64,
+}
+
+/// Gathers the status: every sector record, every task stream that exists, the dead letters.
+pub async fn status(broker: &Broker) -> anyhow::Result<Status> {
+    let records = sectors(broker, None).await?;
+    let mut streams = Vec::new();
+    for size in SectorSize::ALL {
+        for phase in Phase::ALL {
+            if let Some(backlog) = backlog(broker, phase, size).await? {
+                streams.push(backlog);
+            }
+        }
+    }
+    let dead_letters = existing_stream(broker, names::DLQ_STREAM)
+        .await?
+        .cached_info()
+        .state
+        .messages;
+    Ok(Status {
+        sectors: count(&records),
+        streams,
+        dead_letters,
+    })
+}
+
+/// Counts sectors per miner and state, in miner order.
+pub fn count(records: &[SectorRecord]) -> Vec<MinerSectors> {
+    let mut by_miner: BTreeMap<MinerId, MinerSectors> = BTreeMap::new();
+    for record in records {
+        let row = by_miner
+            .entry(record.miner)
+            .or_insert_with(|| MinerSectors {
+                miner: record.miner.to_string(),
+                ..MinerSectors::default()
+            });
+        let cell = match &record.state {
+            SectorState::Active { phase, .. } => match phase {
+                Phase::AddPiece => &mut row.ap,
+                Phase::PreCommit1 => &mut row.pc1,
+                Phase::PreCommit2 => &mut row.pc2,
+                Phase::Commit1 => &mut row.c1,
+                Phase::Commit2 => &mut row.c2,
+                Phase::Finalize => &mut row.fin,
+            },
+            SectorState::Sealed { .. } => &mut row.sealed,
+            SectorState::Failed { .. } => &mut row.failed,
+        };
+        *cell += 1;
+        row.total += 1;
+    }
+    by_miner.into_values().collect()
+}
+
+/// The status as plain aligned tables.
+pub fn render(status: &Status) -> String {
+    let mut out = String::new();
+    if status.sectors.is_empty() {
+        out.push_str("no sectors yet\n");
+    } else {
+        let mut rows = vec![
+            [
+                "miner", "ap", "pc1", "pc2", "c1", "c2", "fin", "sealed", "failed", "total",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for m in &status.sectors {
+            rows.push(vec![
+                m.miner.clone(),
+                m.ap.to_string(),
+                m.pc1.to_string(),
+                m.pc2.to_string(),
+                m.c1.to_string(),
+                m.c2.to_string(),
+                m.fin.to_string(),
+                m.sealed.to_string(),
+                m.failed.to_string(),
+                m.total.to_string(),
+            ]);
+        }
+        out.push_str(&table(&rows));
+    }
+    out.push('\n');
+    if status.streams.is_empty() {
+        out.push_str("no task streams: run `mesh-publisher init`\n");
+    } else {
+        let mut rows = vec![
+            ["stream", "waiting", "running", "redelivered"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for s in &status.streams {
+            rows.push(vec![
+                s.stream.clone(),
+                s.waiting.to_string(),
+                s.running.to_string(),
+                s.redelivered.to_string(),
+            ]);
+        }
+        out.push_str(&table(&rows));
+    }
+    out.push('\n');
+    out.push_str(&format!(
+        "dead letters: {}{}\n",
+        status.dead_letters,
+        if status.dead_letters > 0 {
+            " (see `mesh-publisher dlq list`)"
+        } else {
+            ""
+        }
+    ));
+    out
+}
+
+/// Failed sectors as a table: where each failed, when, and the whole reason.
+pub fn render_failed(records: &[SectorRecord]) -> String {
+    let mut rows = vec![
+        ["sector", "size", "phase", "failed at", "reason"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for record in records {
+        if let SectorState::Failed {
+            phase,
+            reason,
+            at_ms,
+        } = &record.state
+        {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(*at_ms);
+            rows.push(vec![
+                names::sector_key(record.miner, record.sector),
+                record.size.label().to_string(),
+                phase.to_string(),
+                humantime::format_rfc3339_seconds(at).to_string(),
+                reason.clone(),
+            ]);
+        }
+    }
+    if rows.len() == 1 {
+        return "no failed sectors\n".into();
+    }
+    table(&rows)
+}
+
+/// Left-aligned columns two spaces apart; the last column is not padded.
+pub(crate) fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[c]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Every sector record in the bucket, of one miner or of all, in miner and sector order.
+/// Keys that are not `<miner>.<sector>` (the `<miner>.next` counters) are skipped.
+pub async fn sectors(broker: &Broker, miner: Option<MinerId>) -> anyhow::Result<Vec<SectorRecord>> {
+    let bucket = broker.bucket(names::SECTORS_BUCKET).await?;
+    let keys: Vec<String> = bucket
+        .keys()
+        .await
+        .context("list the sectors bucket")?
+        .try_collect()
+        .await
+        .context("list the sectors bucket")?;
+    let keys = keys
+        .into_iter()
+        .filter(|key| sector_key(key).is_some_and(|(m, _)| miner.is_none_or(|wanted| wanted == m)));
+    // A farm has thousands of sectors: fetch several at a time.
+    let mut out: Vec<SectorRecord> = futures::stream::iter(keys)
+        .map(|key| {
+            let bucket = bucket.clone();
+            async move {
+                let value = bucket
+                    .get(&key)
+                    .await
+                    .with_context(|| format!("read sector {key}"))?;
+                value
+                    .map(|v| {
+                        decode::<SectorRecord>(&v).with_context(|| format!("decode sector {key}"))
+                    })
+                    .transpose()
+            }
+        })
+        .buffer_unordered(32)
+        .try_filter_map(|record| async move { Ok(record) })
+        .try_collect()
+        .await?;
+    out.sort_by_key(|r| (r.miner, r.sector));
+    Ok(out)
+}
+
+/// `f01000.12` → (f01000, 12); `None` for other keys such as `f01000.next`.
+fn sector_key(key: &str) -> Option<(MinerId, SectorNum)> {
+    let (miner, sector) = key.split_once('.')?;
+    Some((miner.parse().ok()?, SectorNum(sector.parse().ok()?)))
+}
+
+/// A stream, or `None` when it does not exist.
+pub(crate) async fn stream(
+    broker: &Broker,
+    name: &str,
+) -> Result<Option<jetstream::stream::Stream>, BrokerError> {
+    match broker.js().get_stream(name).await {
+        Ok(stream) => Ok(Some(stream)),
+        Err(e) => match e.kind() {
+            jetstream::context::GetStreamErrorKind::JetStream(j)
+                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                Ok(None)
+            }
+            _ => Err(BrokerError::api(format!("open stream {name}"), e)),
+        },
+    }
+}
+
+/// A stream `init` makes; its absence is an error that says to run `init`.
+pub(crate) async fn existing_stream(
+    broker: &Broker,
+    name: &str,
+) -> Result<jetstream::stream::Stream, BrokerError> {
+    stream(broker, name)
+        .await?
+        .ok_or_else(|| BrokerError::Missing {
+            what: format!("stream {name}"),
+        })
+}
+
+/// The backlog of one task stream, or `None` when `init` did not make it (size not served).
+async fn backlog(
+    broker: &Broker,
+    phase: Phase,
+    size: SectorSize,
+) -> anyhow::Result<Option<StreamBacklog>> {
+    let name = names::task_stream(phase, size);
+    let Some(stream) = stream(broker, &name).await? else {
+        return Ok(None);
+    };
+    let info = stream
+        .consumer_info(names::TASK_CONSUMER)
+        .await
+        .map_err(|e| match e.kind() {
+            jetstream::context::ConsumerInfoErrorKind::NotFound => BrokerError::Missing {
+                what: format!("consumer {} on stream {name}", names::TASK_CONSUMER),
+            },
+            _ => BrokerError::api(
+                format!("read consumer {} on {name}", names::TASK_CONSUMER),
+                e,
+            ),
+        })?;
+    Ok(Some(StreamBacklog {
+        stream: name,
+        phase: phase.to_string(),
+        size: size.label().to_string(),
+        waiting: info.num_pending,
+        running: info.num_ack_pending as u64,
+        redelivered: info.num_redelivered as u64,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proofs::seal_proof;
+
+    fn record(miner: &str, sector: u64, state: SectorState) -> SectorRecord {
+        let mut rec = SectorRecord::new(
+            miner.parse().unwrap(),
+            SectorNum(sector),
+            SectorSize::KiB2,
+            seal_proof(SectorSize::KiB2),
+            Vec::new(),
+            Vec::new(),
+            [0; 32],
+            0,
+        );
+        rec.state = state;
+        rec
+    }
+
+    #[test]
+    fn sectors_are_counted_per_miner_and_state() {
+        let active = |phase| SectorState::Active {
+            phase,
+            task: crate::model::TaskId("x".into()),
+            generation: 0,
+            published: true,
+            since_ms: 0,
+        };
+        let failed = SectorState::Failed {
+            phase: Phase::AddPiece,
+            reason: "corrupt".into(),
+            at_ms: 0,
+        };
+        let records = [
+            record("f01001", 1, active(Phase::Commit2)),
+            record("f01000", 1, active(Phase::PreCommit1)),
+            record("f01000", 2, active(Phase::PreCommit1)),
+            record("f01000", 3, SectorState::Sealed { at_ms: 0 }),
+            record("f01000", 4, failed),
+        ];
+        let counts = count(&records);
+        assert_eq!(
+            counts,
+            [
+                MinerSectors {
+                    miner: "f01000".into(),
+                    pc1: 2,
+                    sealed: 1,
+                    failed: 1,
+                    total: 4,
+                    ..MinerSectors::default()
+                },
+                MinerSectors {
+                    miner: "f01001".into(),
+                    c2: 1,
+                    total: 1,
+                    ..MinerSectors::default()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_status_renders_as_aligned_tables() {
+        let status = Status {
+            sectors: vec![MinerSectors {
+                miner: "f01000".into(),
+                pc1: 12,
+                failed: 1,
+                total: 13,
+                ..MinerSectors::default()
+            }],
+            streams: vec![StreamBacklog {
+                stream: "MESH_TASK_PC1_2KIB".into(),
+                phase: "pc1".into(),
+                size: "2KiB".into(),
+                waiting: 10,
+                running: 2,
+                redelivered: 1,
+            }],
+            dead_letters: 1,
+        };
+        assert_eq!(
+            render(&status),
+            "\
+miner   ap  pc1  pc2  c1  c2  fin  sealed  failed  total
+f01000  0   12   0    0   0   0    0       1       13
+
+stream              waiting  running  redelivered
+MESH_TASK_PC1_2KIB  10       2        1
+
+dead letters: 1 (see `mesh-publisher dlq list`)
+"
+        );
+    }
+
+    #[test]
+    fn failed_sectors_show_their_phase_time_and_whole_reason() {
+        let reason = "input piece-0: object f01000/2/piece-0 is corrupt: expected 1016 bytes";
+        let records = [
+            record("f01000", 1, SectorState::Sealed { at_ms: 0 }),
+            record(
+                "f01000",
+                2,
+                SectorState::Failed {
+                    phase: Phase::AddPiece,
+                    reason: reason.into(),
+                    at_ms: 1_700_000_000_000,
+                },
+            ),
+        ];
+        assert_eq!(
+            render_failed(&records),
+            format!(
+                "\
+sector    size  phase  failed at             reason
+f01000.2  2KiB  ap     2023-11-14T22:13:20Z  {reason}
+"
+            )
+        );
+        assert_eq!(render_failed(&records[..1]), "no failed sectors\n");
+    }
+
+    #[test]
+    fn only_sector_keys_name_sectors() {
+        assert_eq!(
+            sector_key("f01000.12"),
+            Some(("f01000".parse().unwrap(), SectorNum(12)))
+        );
+        assert_eq!(sector_key("f01000.next"), None);
+        assert_eq!(sector_key("garbage"), None);
+    }
+}

@@ -1,0 +1,344 @@
+//! The operator tools of `mesh-publisher` against real processes: `status`, `dlq list`,
+//! `dlq retry`, `dlq drop` and `sectors --failed`, around a dead letter made by a corrupt piece.
+
+use std::process::Command;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use mesh::model::{Phase, SectorSize};
+use mesh::names;
+use mesh_tests::{Mesh, NatsServer, Proc, bin, wait_for};
+use serde_json::Value;
+
+/// What one `mesh-publisher` command printed.
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        assert!(self.ok, "{}", self.stderr);
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {}", self.stdout))
+    }
+
+    /// The single `error:` line of a failed run.
+    fn error_line(&self) -> &str {
+        assert!(!self.ok, "succeeded:\n{}", self.stdout);
+        let errors: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{}", self.stderr);
+        errors[0]
+    }
+}
+
+/// Runs `mesh-publisher <args> --nats <url>` to completion.
+fn publisher(url: &str, args: &[&str]) -> Run {
+    let out = Command::new(bin("mesh-publisher"))
+        .args(args)
+        .args(["--nats", url])
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run mesh-publisher");
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The `sectors --json` line of sector `n` of f01000.
+fn sector(url: &str, n: u64) -> Option<Value> {
+    let run = publisher(url, &["sectors", "--miner", "f01000", "--json"]);
+    assert!(run.ok, "{}", run.stderr);
+    run.stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("sectors --json line"))
+        .find(|v| v["sector"] == n)
+}
+
+/// The `status --json` entry of a task stream.
+fn stream_status(status: &Value, stream: &str) -> Value {
+    status["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .find(|s| s["stream"] == stream)
+        .unwrap_or_else(|| panic!("{stream} not in {status}"))
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_is_shown_then_retried_once_its_cause_is_fixed() {
+    let mesh = Mesh::start().await;
+    let url = mesh.broker().await.url().to_string();
+    let store = mesh.store_dir().display().to_string();
+    let piece = mesh.path("piece.bin");
+    std::fs::write(&piece, vec![42u8; 600]).unwrap();
+    let mut seal = mesh.seal(
+        "publisher",
+        &["--count", "1", "--piece", &piece.display().to_string()],
+    );
+
+    // No worker yet: `status` shows the AddPiece task waiting while its piece is corrupted.
+    let ap_stream = names::task_stream(Phase::AddPiece, SectorSize::KiB2);
+    wait_for("the AddPiece task to wait", Duration::from_secs(30), || {
+        let status = publisher(&url, &["status", "--json"]).json();
+        let waiting = stream_status(&status, &ap_stream)["waiting"].as_u64();
+        async move { (waiting == Some(1)).then_some(()) }
+    })
+    .await;
+    let object = mesh.store_dir().join("f01000/1/piece-0");
+    let good = std::fs::read(&object).unwrap();
+    let mut bad = good.clone();
+    bad[10] ^= 0xff;
+    std::fs::write(&object, bad).unwrap();
+    let _worker = mesh.worker("w1", &[]);
+    assert!(!seal.wait(Duration::from_secs(60)).await.success());
+
+    // dlq list: the letter with its reason.
+    let letters = publisher(&url, &["dlq", "list", "--json"]).json();
+    let letters = letters.as_array().expect("a JSON array");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    let id = letter["id"].as_u64().expect("id");
+    let reason = letter["reason"].as_str().expect("reason").to_string();
+    assert!(
+        reason.contains("piece-0") && reason.contains("is corrupt"),
+        "{reason}"
+    );
+    assert_eq!(letter["phase"], "ap");
+    assert_eq!(letter["size"], "2KiB");
+    assert_eq!(letter["miner"], "f01000");
+    assert_eq!(letter["sector"], 1);
+    assert_eq!(letter["task"], "f01000.1.ap.0");
+    assert_eq!(letter["attempts"], 1);
+    assert_eq!(letter["stream"], ap_stream.as_str());
+    let table = publisher(&url, &["dlq", "list"]);
+    println!("$ mesh-publisher dlq list\n{}", table.stdout);
+    assert!(table.ok, "{}", table.stderr);
+    assert!(
+        table.stdout.starts_with("id  time"),
+        "a table:\n{}",
+        table.stdout
+    );
+    let row = table.stdout.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.starts_with(&format!("{id} ")) && row.ends_with(&reason),
+        "{row}"
+    );
+
+    // sectors --failed: the sector, the phase that failed and the whole reason.
+    let failed = publisher(&url, &["sectors", "--failed"]);
+    println!("$ mesh-publisher sectors --failed\n{}", failed.stdout);
+    assert!(failed.ok, "{}", failed.stderr);
+    let lines: Vec<&str> = failed.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", failed.stdout);
+    assert!(
+        lines[1].starts_with("f01000.1  2KiB  ap  ") && lines[1].ends_with(&reason),
+        "{}",
+        failed.stdout
+    );
+
+    // status: one failed sector and one dead letter.
+    let status = publisher(&url, &["status", "--json"]).json();
+    assert_eq!(status["dead_letters"], 1, "{status}");
+    let miners = status["sectors"].as_array().expect("sectors");
+    assert_eq!(miners.len(), 1, "{status}");
+    assert_eq!(miners[0]["miner"], "f01000");
+    assert_eq!(miners[0]["failed"], 1);
+    assert_eq!(miners[0]["total"], 1);
+    assert_eq!(stream_status(&status, &ap_stream)["waiting"], 0);
+    let table = publisher(&url, &["status"]);
+    println!("$ mesh-publisher status\n{}", table.stdout);
+    assert!(
+        table
+            .stdout
+            .contains("dead letters: 1 (see `mesh-publisher dlq list`)"),
+        "{}",
+        table.stdout
+    );
+
+    // Keep a copy of the letter to make a stale one later.
+    let broker = mesh.broker().await;
+    let dlq = broker.js().get_stream(names::DLQ_STREAM).await.unwrap();
+    let raw = dlq.get_raw_message(id).await.unwrap();
+
+    // Fix the cause, retry: the sector runs AddPiece again as a new task, the letter goes.
+    std::fs::write(&object, &good).unwrap();
+    let retry = publisher(&url, &["dlq", "retry", "--all", "--store", &store]);
+    println!("$ mesh-publisher dlq retry --all\n{}", retry.stdout);
+    assert!(retry.ok, "{}{}", retry.stdout, retry.stderr);
+    assert!(
+        retry.stdout.contains(&format!(
+            "dead letter {id}: sector f01000.1 retried as task f01000.1.ap.1; letter removed"
+        )),
+        "{}",
+        retry.stdout
+    );
+    assert!(
+        retry
+            .stdout
+            .contains("start `mesh-publisher run --miner f01000`"),
+        "{}",
+        retry.stdout
+    );
+    let letters = publisher(&url, &["dlq", "list", "--json"]).json();
+    assert_eq!(letters, Value::Array(vec![]));
+    let failed = publisher(&url, &["sectors", "--failed", "--json"]);
+    assert!(failed.ok && failed.stdout.is_empty(), "{}", failed.stdout);
+
+    // A publisher drives the sector on, past the phase that failed.
+    let _run = Proc::spawn(
+        &bin("mesh-publisher"),
+        &[
+            "run", "--nats", &url, "--store", &store, "--miner", "f01000",
+        ],
+        &[],
+        &mesh.log("run"),
+    );
+    let record = wait_for("the sector to pass pc1", Duration::from_secs(60), || {
+        let record = sector(&url, 1).expect("sector 1 is listed");
+        assert_ne!(record["state"], "failed", "{record}");
+        async move { (record["phases_done"].as_u64() >= Some(2)).then_some(record) }
+    })
+    .await;
+    println!("after the retry: {record}");
+
+    // A stale copy of the letter (the sector is no longer failed) is left alone.
+    let mut headers = HeaderMap::new();
+    for name in [
+        names::REASON_HEADER,
+        names::ATTEMPTS_HEADER,
+        names::SOURCE_STREAM_HEADER,
+    ] {
+        headers.insert(
+            name,
+            raw.headers.get(name).expect("header").to_string().as_str(),
+        );
+    }
+    let stale = broker
+        .js()
+        .publish_with_headers(raw.subject.clone(), headers, raw.payload.clone())
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    let retry = publisher(
+        &url,
+        &["dlq", "retry", &stale.to_string(), "--store", &store],
+    );
+    assert!(retry.ok, "{}", retry.stderr);
+    assert!(
+        retry
+            .stdout
+            .starts_with(&format!("dead letter {stale}: skipped: f01000.1: sector ")),
+        "{}",
+        retry.stdout
+    );
+    assert!(retry.stdout.contains("letter kept"), "{}", retry.stdout);
+    let letters = publisher(&url, &["dlq", "list", "--json"]).json();
+    assert_eq!(letters[0]["id"], stale, "{letters}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_ids_undecodable_letters_and_a_missing_topology_get_clear_answers() {
+    let mesh = Mesh::start().await;
+    let url = mesh.broker().await.url().to_string();
+    let store = mesh.store_dir().display().to_string();
+    let _worker = mesh.worker("w1", &[]);
+    let broker = mesh.broker().await;
+    broker
+        .js()
+        .publish("mesh.task.pc1.2kib.f01000", "not a task".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let letters = wait_for("the dead letter", Duration::from_secs(30), || {
+        let letters = publisher(&url, &["dlq", "list", "--json"]).json();
+        async move { (letters.as_array()?.len() == 1).then_some(letters) }
+    })
+    .await;
+    let id = letters[0]["id"].as_u64().expect("id");
+    assert_eq!(letters[0]["sector"], Value::Null);
+    assert_eq!(letters[0]["miner"], Value::Null);
+    assert_eq!(letters[0]["phase"], "pc1");
+    let table = publisher(&url, &["dlq", "list"]).stdout;
+    assert!(table.contains(" undecodable "), "{table}");
+
+    // An undecodable letter cannot be retried; the answer says how to get rid of it.
+    let retry = publisher(&url, &["dlq", "retry", &id.to_string(), "--store", &store]);
+    assert!(
+        retry.stdout.contains(&format!(
+            "dead letter {id}: not retried: its body is not a task this version can decode; \
+             remove it with `mesh-publisher dlq drop {id}`"
+        )),
+        "{}",
+        retry.stdout
+    );
+    assert!(
+        retry
+            .error_line()
+            .contains("1 of 1 dead letters could not be retried")
+    );
+
+    // Unknown ids are refused before anything is done.
+    for command in [
+        vec!["dlq", "retry", "999", &id.to_string(), "--store", &store],
+        vec!["dlq", "drop", &id.to_string(), "999"],
+    ] {
+        let run = publisher(&url, &command);
+        let line = run.error_line();
+        assert!(
+            line.contains("no dead letter with id 999 in MESH_DLQ")
+                && line.contains("mesh-publisher dlq list"),
+            "{line}"
+        );
+    }
+    let run = publisher(&url, &["dlq", "drop"]);
+    assert!(
+        !run.ok && run.stderr.contains("<ID|--all>"),
+        "{}",
+        run.stderr
+    );
+    let run = publisher(&url, &["dlq", "drop", "x"]);
+    assert!(
+        !run.ok && run.stderr.contains("'x' is not a dead letter id"),
+        "{}",
+        run.stderr
+    );
+
+    // drop removes the letter.
+    let dropped = publisher(&url, &["dlq", "drop", &id.to_string()]);
+    assert!(dropped.ok, "{}", dropped.stderr);
+    assert_eq!(dropped.stdout, format!("dead letter {id} removed\n"));
+    let letters = publisher(&url, &["dlq", "list", "--json"]).json();
+    assert_eq!(letters, Value::Array(vec![]));
+    let status = publisher(&url, &["status", "--json"]).json();
+    assert_eq!(status["dead_letters"], 0, "{status}");
+    assert_eq!(status["sectors"], Value::Array(vec![]), "{status}");
+    // init made the 2KiB streams only: the others are not listed.
+    assert_eq!(status["streams"].as_array().map(Vec::len), Some(6));
+
+    // Without `init`, every tool says to run it.
+    let bare = NatsServer::start();
+    for command in [
+        vec!["status"],
+        vec!["dlq", "list"],
+        vec!["dlq", "drop", "--all"],
+        vec!["sectors", "--failed"],
+    ] {
+        let run = publisher(&bare.url(), &command);
+        let line = run.error_line();
+        assert!(
+            line.contains("does not exist on the server") && line.contains("mesh-publisher init"),
+            "{command:?}: {line}"
+        );
+    }
+}
