@@ -174,7 +174,7 @@ fn bad_numbers_and_pieces() {
 async fn pieces_that_do_not_fit_or_do_not_exist() {
     let mesh = Mesh::start().await;
     let store = mesh.store_dir().display().to_string();
-    let url = mesh.nats.url();
+    let url = mesh.url();
     let big = mesh.path("big.bin");
     std::fs::write(&big, vec![1u8; 3000]).unwrap();
     let base = [

@@ -185,7 +185,7 @@ async fn a_corrupt_input_object_fails_once_onto_the_dlq() {
 
     // The operator sees the failure and its reason.
     let listed = std::process::Command::new(mesh_tests::bin("mesh-publisher"))
-        .args(["sectors", "--nats", &mesh.nats.url(), "--miner", "f01000"])
+        .args(["sectors", "--nats", &mesh.url(), "--miner", "f01000"])
         .output()
         .unwrap();
     let listed = String::from_utf8_lossy(&listed.stdout);

@@ -65,7 +65,7 @@ async fn a_sector_seals_through_s3_with_parameters_pulled_from_it() {
     // The worker starts with an empty parameter cache: it must pull them for Commit2.
     let worker_cache = mesh.path("worker-params").display().to_string();
     let scratch = mesh.scratch().display().to_string();
-    let nats = mesh.nats.url();
+    let nats = mesh.url();
     let _worker = Proc::spawn(
         &bin("mesh-worker"),
         &[

@@ -131,27 +131,75 @@ pub fn verify_out_line(line: &str) -> u64 {
     sector
 }
 
-/// A whole local mesh for one test: a nats-server with the topology, a file store, scratch.
+/// A whole local mesh for one test: a nats-server (or a 3-node cluster) with the topology, a
+/// store (a directory unless the test points `store` elsewhere), scratch.
 pub struct Mesh {
-    pub nats: NatsServer,
+    /// The server, or the cluster's nodes.
+    pub servers: Vec<NatsServer>,
     pub dir: tempfile::TempDir,
+    /// The store URL the mesh's processes get.
+    pub store: String,
+    /// Extra environment for the mesh's processes (e.g. S3 credentials).
+    pub env: Vec<(String, String)>,
 }
 
 impl Mesh {
     /// Starts a server and runs `mesh-publisher init` against it.
     pub async fn start() -> Mesh {
-        let nats = NatsServer::start();
+        Self::init(vec![NatsServer::start()], 1).await
+    }
+
+    /// Starts the 3-node cluster of `nats/cluster/` and runs `init --replicas 3`.
+    pub async fn start_cluster() -> Mesh {
+        Self::init(NatsServer::cluster(), 3).await
+    }
+
+    async fn init(servers: Vec<NatsServer>, replicas: usize) -> Mesh {
         let dir = tempfile::tempdir().expect("temp dir");
-        let init = std::process::Command::new(bin("mesh-publisher"))
-            .args(["init", "--nats", &nats.url(), "--sizes", "2KiB"])
-            .output()
-            .expect("run mesh-publisher init");
-        assert!(
-            init.status.success(),
-            "init failed: {}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-        Mesh { nats, dir }
+        let store = dir.path().join("store").display().to_string();
+        let mesh = Mesh {
+            servers,
+            dir,
+            store,
+            env: Vec::new(),
+        };
+        // A new cluster needs a moment to elect its metadata leader: init until it works.
+        let url = mesh.url();
+        let replicas = replicas.to_string();
+        let started = Instant::now();
+        loop {
+            let init = std::process::Command::new(bin("mesh-publisher"))
+                .args([
+                    "init",
+                    "--nats",
+                    &url,
+                    "--sizes",
+                    "2KiB",
+                    "--replicas",
+                    &replicas,
+                ])
+                .output()
+                .expect("run mesh-publisher init");
+            if init.status.success() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "init failed: {}",
+                String::from_utf8_lossy(&init.stderr)
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        mesh
+    }
+
+    /// The servers' URLs, comma-separated, as `--nats` takes them.
+    pub fn url(&self) -> String {
+        self.servers
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub fn store_dir(&self) -> PathBuf {
@@ -168,43 +216,74 @@ impl Mesh {
 
     /// Starts a `mesh-worker run` with id `id` against the file store, plus `extra` flags.
     pub fn worker(&self, id: &str, extra: &[&str]) -> Proc {
-        let store = self.store_dir().display().to_string();
         let scratch = self.scratch().display().to_string();
-        let url = self.nats.url();
+        let url = self.url();
         let mut args = vec![
             "run",
             "--nats",
             &url,
             "--store",
-            &store,
+            &self.store,
             "--scratch",
             &scratch,
             "--id",
             id,
         ];
         args.extend_from_slice(extra);
-        Proc::spawn(&bin("mesh-worker"), &args, &[], &self.log(id))
+        Proc::spawn(&bin("mesh-worker"), &args, &self.env_refs(), &self.log(id))
     }
 
     /// Starts `mesh-publisher seal` for miner f01000 against the file store, plus `extra`.
     pub fn seal(&self, name: &str, extra: &[&str]) -> Proc {
-        let store = self.store_dir().display().to_string();
-        let url = self.nats.url();
+        self.seal_for("f01000", name, extra)
+    }
+
+    /// Starts `mesh-publisher seal` for `miner`, plus `extra`.
+    pub fn seal_for(&self, miner: &str, name: &str, extra: &[&str]) -> Proc {
+        let url = self.url();
         let mut args = vec![
             "seal",
             "--nats",
             &url,
             "--store",
-            &store,
+            &self.store,
             "--miner",
-            "f01000",
+            miner,
             "--size",
             "2KiB",
             "--status-every",
             "5s",
         ];
         args.extend_from_slice(extra);
-        Proc::spawn(&bin("mesh-publisher"), &args, &[], &self.log(name))
+        Proc::spawn(
+            &bin("mesh-publisher"),
+            &args,
+            &self.env_refs(),
+            &self.log(name),
+        )
+    }
+
+    /// Runs a `mesh-publisher` command to its end (e.g. `sectors`), returning its stdout.
+    pub fn publisher(&self, args: &[&str]) -> String {
+        let url = self.url();
+        let out = std::process::Command::new(bin("mesh-publisher"))
+            .args(args)
+            .args(["--nats", &url])
+            .output()
+            .expect("run mesh-publisher");
+        assert!(
+            out.status.success(),
+            "mesh-publisher {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn env_refs(&self) -> Vec<(&str, &str)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
     }
 
     pub fn log(&self, name: &str) -> PathBuf {
@@ -212,7 +291,7 @@ impl Mesh {
     }
 
     pub async fn broker(&self) -> mesh::broker::Broker {
-        mesh::broker::Broker::connect(&self.nats.url(), "test")
+        mesh::broker::Broker::connect(&self.url(), "test")
             .await
             .expect("connect to the test server")
     }

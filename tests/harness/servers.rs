@@ -39,38 +39,103 @@ fn wait_listening(port: u16, child: &mut Child, what: &str, log: &std::path::Pat
     }
 }
 
-/// A single nats-server with JetStream (file storage) in a temporary directory.
+/// A nats-server with JetStream (file storage) in a temporary directory; it can be killed and
+/// started again on the same port with the same data.
 pub struct NatsServer {
-    child: Child,
+    child: Option<Child>,
     port: u16,
+    /// The server's name (`server_name`): cluster leaders are reported by it.
+    pub name: String,
+    args: Vec<String>,
     pub dir: tempfile::TempDir,
 }
 
 impl NatsServer {
+    /// A single server, configured by flags.
     pub fn start() -> NatsServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = crate::free_port();
-        let child = Self::spawn(port, &dir);
-        NatsServer { child, port, dir }
+        let store = dir.path().join("js").display().to_string();
+        let args = [
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-sd",
+            &store,
+        ]
+        .map(String::from)
+        .to_vec();
+        Self::launch(port, "single".into(), args, dir)
     }
 
-    fn spawn(port: u16, dir: &tempfile::TempDir) -> Child {
-        let log = dir.path().join("nats.log");
+    /// The 3-node cluster of `nats/cluster/n{1,2,3}.conf`, each file run as it is but for its
+    /// ports and store directory, which move to free ports and temporary directories.
+    pub fn cluster() -> Vec<NatsServer> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../nats/cluster");
+        let mut ports = std::collections::BTreeMap::new();
+        for base in [4222u16, 8222, 6222] {
+            for i in 0..3 {
+                ports.insert(base + i, crate::free_port());
+            }
+        }
+        (1..=3)
+            .map(|i| {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let mut conf = std::fs::read_to_string(root.join(format!("n{i}.conf")))
+                    .expect("read nats/cluster config");
+                for (from, to) in &ports {
+                    conf = conf.replace(&format!("127.0.0.1:{from}"), &format!("127.0.0.1:{to}"));
+                }
+                let store = dir.path().join("js").display().to_string();
+                conf = conf.replace(&format!("/var/tmp/mesh-nats-n{i}"), &store);
+                let path = dir.path().join("node.conf");
+                std::fs::write(&path, conf).expect("write node config");
+                let args = vec!["-c".to_string(), path.display().to_string()];
+                Self::launch(ports[&(4221 + i)], format!("n{i}"), args, dir)
+            })
+            .collect()
+    }
+
+    fn launch(port: u16, name: String, args: Vec<String>, dir: tempfile::TempDir) -> NatsServer {
+        let mut server = NatsServer {
+            child: None,
+            port,
+            name,
+            args,
+            dir,
+        };
+        server.restart();
+        server
+    }
+
+    /// Starts the server again (after [`NatsServer::kill`]) on its port, with its data.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "{} is running", self.name);
+        let log = self.dir.path().join("nats.log");
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .expect("nats log");
         let mut child = Command::new(find("nats-server", "MESH_NATS_SERVER"))
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir.path().join("js"))
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log"))
             .stderr(out)
             .spawn()
             .expect("start nats-server");
-        wait_listening(port, &mut child, "nats-server", &log);
-        child
+        wait_listening(self.port, &mut child, "nats-server", &log);
+        self.child = Some(child);
+    }
+
+    /// SIGKILLs the server (no clean shutdown: what a crash or power cut does to the process).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     pub fn url(&self) -> String {
@@ -78,20 +143,21 @@ impl NatsServer {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().map_or(0, Child::id)
     }
 }
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
-/// SeaweedFS `weed mini`: an S3 server with one bucket and one access key.
+/// SeaweedFS `weed mini`: an S3 server with one bucket and one access key; it can be killed
+/// and started again with the same ports and data.
 pub struct Seaweed {
-    child: Child,
+    child: Option<Child>,
+    command: Vec<String>,
     pub s3_port: u16,
     pub bucket: String,
     pub access_key: String,
@@ -112,8 +178,6 @@ impl Seaweed {
         )
         .expect("write s3 config");
         std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
-        let log = dir.path().join("weed.log");
-        let out = std::fs::File::create(&log).expect("weed log");
         let s3_port = crate::free_port();
         let bucket = "mesh".to_string();
         let mut command = Command::new(find("weed", "MESH_WEED"));
@@ -147,21 +211,49 @@ impl Seaweed {
         ] {
             command.arg(format!("-{flag}={}", crate::free_port()));
         }
-        let mut child = command
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log"))
-            .stderr(out)
-            .spawn()
-            .expect("start weed mini");
-        wait_listening(s3_port, &mut child, "weed mini", &log);
-        Seaweed {
-            child,
+        let command = std::iter::once(command.get_program())
+            .chain(command.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let mut server = Seaweed {
+            child: None,
+            command,
             s3_port,
             bucket,
             access_key,
             secret_key,
             _dir: dir,
+        };
+        server.restart();
+        server
+    }
+
+    /// Starts the server again after [`Seaweed::kill`].
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "weed is running");
+        let log = self._dir.path().join("weed.log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("weed log");
+        let mut child = Command::new(&self.command[0])
+            .args(&self.command[1..])
+            .current_dir(self._dir.path())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("start weed mini");
+        wait_listening(self.s3_port, &mut child, "weed mini", &log);
+        self.child = Some(child);
+    }
+
+    /// SIGKILLs the server.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
@@ -182,7 +274,6 @@ impl Seaweed {
 
 impl Drop for Seaweed {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }

@@ -174,6 +174,10 @@ struct SealArgs {
     /// committed-capacity (zeros).
     #[arg(long = "piece")]
     pieces: Vec<PathBuf>,
+    /// SIMULATION: create synthetic sectors, run only by workers started with `--executor
+    /// synthetic`; their proofs are fake and not verified. For chaos and load runs.
+    #[arg(long)]
+    synthetic: bool,
     /// Also continue every unfinished sector of the miner.
     #[arg(long)]
     resume: bool,
@@ -276,6 +280,7 @@ async fn seal(args: SealArgs) -> anyhow::Result<()> {
         size: args.size,
         count: args.count,
         pieces: args.pieces,
+        synthetic: args.synthetic,
         resume: args.resume,
         out: args.out,
         status_every: args.status_every,

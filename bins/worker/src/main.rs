@@ -8,8 +8,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mesh::cli::{ExecArgs, NatsArgs, ParamArgs, Shutdown, StoreArgs};
 use mesh::model::{Phase, SectorSize, WorkerId};
+use mesh::proofs::synthetic::Synthetic;
 use mesh::proofs::{params, seal_proof};
-use mesh::worker::{self, WorkerConfig};
+use mesh::worker::{self, Executor, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -76,6 +77,30 @@ struct RunArgs {
     /// First delay before a failed task is retried; it doubles per attempt up to 5 minutes.
     #[arg(long, env = "MESH_RETRY_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
     retry_delay: Duration,
+    /// What runs tasks: `proofs` (real sealing) or `synthetic`, a SIMULATION that sleeps per
+    /// phase and writes fake outputs of the right shape; it runs only sectors made with
+    /// `mesh-publisher seal --synthetic`. For chaos, load and scheduling runs.
+    #[arg(long, env = "MESH_EXECUTOR", value_enum, default_value = "proofs")]
+    executor: ExecutorKind,
+    /// Phase durations of the synthetic executor, e.g. `pc1=3s,c2=500ms` (the rest keep the
+    /// lotus 32GiB times scaled an hour to a second: ap=170ms,pc1=3.5s,pc2=500ms,c1=20ms,
+    /// c2=500ms,fin=80ms).
+    #[arg(long, env = "MESH_SYNTHETIC_DURATIONS", value_parser = Synthetic::parse)]
+    synthetic_durations: Option<Synthetic>,
+    /// Scratch bytes this worker may fill, e.g. 2TiB; it takes a task only while the task's
+    /// need fits beside those running (default: the free space under --scratch at start).
+    #[arg(long, env = "MESH_SCRATCH_LIMIT", value_parser = mesh::cli::parse_bytes)]
+    scratch_limit: Option<u64>,
+    /// How long a running task waits for an unreachable object store before it is handed back
+    /// (which costs one attempt).
+    #[arg(long, env = "MESH_STORE_PATIENCE", default_value = "30m", value_parser = humantime::parse_duration)]
+    store_patience: Duration,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExecutorKind {
+    Proofs,
+    Synthetic,
 }
 
 #[derive(Subcommand)]
@@ -184,12 +209,25 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 async fn run_worker(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::install();
-    let mut config = WorkerConfig::new(args.params.runner()?, args.scratch);
+    let executor = match (args.executor, args.synthetic_durations) {
+        (ExecutorKind::Proofs, None) => Executor::Proofs(args.params.runner()?),
+        (ExecutorKind::Proofs, Some(_)) => anyhow::bail!(
+            "--synthetic-durations is set but --executor is proofs: add --executor synthetic \
+             (a simulation) or drop the durations"
+        ),
+        (ExecutorKind::Synthetic, durations) => Executor::Synthetic(durations.unwrap_or_default()),
+    };
+    let mut config = WorkerConfig::new(executor, args.scratch);
     config.phases = args.phases;
     config.sizes = args.sizes;
     config.slots = args.slots;
     config.poll_interval = args.poll_interval;
     config.retry_base = args.retry_delay;
+    config.store_patience = args.store_patience;
+    config.scratch_limit = args
+        .scratch_limit
+        .or_else(|| mesh::worker::scratch::free_space(&config.scratch))
+        .unwrap_or(u64::MAX);
     if let Some(id) = args.id {
         config.id = WorkerId(mesh::resources::safe_name(&id));
     }

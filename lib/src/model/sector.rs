@@ -108,6 +108,9 @@ pub struct SectorRecord {
     pub comm_d: Option<[u8; 32]>,
     pub proof_bytes: Option<ByteBuf>,
     pub history: Vec<PhaseRun>,
+    /// Sealed by the synthetic executor (a simulation): its proof is not a proof.
+    #[serde(default)]
+    pub synthetic: bool,
     pub created_ms: u64,
     pub updated_ms: u64,
 }
@@ -152,6 +155,7 @@ impl SectorRecord {
             comm_d: None,
             proof_bytes: None,
             history: Vec::new(),
+            synthetic: false,
             created_ms: now_ms,
             updated_ms: now_ms,
         }
@@ -439,6 +443,7 @@ impl SectorRecord {
             inputs,
             params,
             holder: None,
+            synthetic: self.synthetic,
             created_ms: now_ms,
         })
     }

@@ -95,6 +95,10 @@ pub struct Task {
     /// The worker that holds this task's inputs locally, when locality matters (32GiB PC1→C1);
     /// any worker may run it once that worker is gone.
     pub holder: Option<WorkerId>,
+    /// A simulation sector's task: only workers with the synthetic executor run it, and only
+    /// they run it (see `proofs::synthetic`).
+    #[serde(default)]
+    pub synthetic: bool,
     pub created_ms: u64,
 }
 
@@ -300,6 +304,7 @@ mod tests {
                 }],
             },
             holder: None,
+            synthetic: false,
             created_ms: 1,
         }
     }

@@ -5,6 +5,7 @@ pub mod child;
 pub mod exec;
 pub mod job;
 pub mod params;
+pub mod synthetic;
 
 pub use filecoin_proofs_api::RegisteredSealProof;
 

@@ -28,6 +28,8 @@ pub struct SealRequest {
     pub size: SectorSize,
     pub count: u64,
     pub pieces: Vec<PathBuf>,
+    /// Create simulation sectors, for workers with the synthetic executor.
+    pub synthetic: bool,
     /// Also wait for every unfinished sector of the miner.
     pub resume: bool,
     /// Appends one JSON line per sealed sector.
@@ -73,7 +75,12 @@ pub async fn seal(
     }
     if request.count > 0 {
         for sector in driver
-            .create_sectors(request.size, request.count, &request.pieces)
+            .create_sectors(
+                request.size,
+                request.count,
+                &request.pieces,
+                request.synthetic,
+            )
             .await?
         {
             if let Some((record, _)) = driver.load(sector).await? {

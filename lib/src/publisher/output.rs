@@ -17,6 +17,9 @@ pub struct SealedSector {
     pub comm_r: String,
     pub comm_d: String,
     pub proof: String,
+    /// Present (true) only for sectors of the synthetic executor, whose proof is not real.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub synthetic: bool,
 }
 
 impl SealedSector {
@@ -32,6 +35,7 @@ impl SealedSector {
             comm_r: hex::encode(rec.comm_r?),
             comm_d: hex::encode(rec.comm_d?),
             proof: hex::encode(rec.proof_bytes.as_ref()?),
+            synthetic: rec.synthetic,
         })
     }
 

@@ -19,6 +19,7 @@ use crate::model::{
 use crate::names;
 use crate::proofs::job::FailureKind;
 use crate::proofs::params;
+use crate::store::StoreError;
 
 enum Failure {
     /// Another attempt may succeed.
@@ -71,6 +72,19 @@ pub(super) async fn run(
                 task.phase
             );
             fail_permanently(&ctx, &msg, phase, size, Some(&task), delivered, &reason).await;
+            return;
+        }
+        if task.synthetic != ctx.config.executor.is_synthetic() {
+            // Never dead-lettered for this: a worker of the other kind will take it.
+            let delay = ctx.config.retry_delay(delivered);
+            warn!(
+                task_is = if task.synthetic { "synthetic" } else { "real" },
+                executor = ctx.config.executor.name(),
+                retry_in = ?delay,
+                "task is not for this worker's executor; handing it back (do not mix synthetic \
+                 and real workers on one mesh)"
+            );
+            let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
             return;
         }
         if delivered > task.max_attempts {
@@ -266,33 +280,22 @@ async fn execute_in(
 ) -> Result<TaskResult, Failure> {
     let started = Instant::now();
     for input in &task.inputs {
-        ctx.store
-            .get_object(input, &dir.join(&input.name))
-            .await
-            .map_err(|e| {
-                let msg = format!("input {}: {e}", input.name);
-                if e.is_permanent() {
-                    Failure::Permanent(msg)
-                } else {
-                    Failure::Retry(msg)
-                }
-            })?;
+        let path = dir.join(&input.name);
+        with_store(ctx, &format!("input {}", input.name), abort, || {
+            ctx.store.get_object(input, &path)
+        })
+        .await?;
     }
-    if task.phase == Phase::Commit2 {
+    if let (Phase::Commit2, super::Executor::Proofs(runner)) = (task.phase, &ctx.config.executor) {
         let files = params::param_files(task.proof)
             .map_err(|e| Failure::Permanent(format!("parameter names: {e:#}")))?;
         let size = crate::proofs::proof_size(task.proof).unwrap_or(SectorSize::KiB2);
-        params::pull(
-            &ctx.store,
-            &ctx.config.runner.param_cache,
-            &files.names(),
-            size,
-        )
-        .await
-        .map_err(|e| match e {
-            params::PullError::Unavailable(u) => Failure::Permanent(u.to_string()),
-            params::PullError::Other(e) => Failure::Retry(format!("pull parameters: {e:#}")),
-        })?;
+        params::pull(&ctx.store, &runner.param_cache, &files.names(), size)
+            .await
+            .map_err(|e| match e {
+                params::PullError::Unavailable(u) => Failure::Permanent(u.to_string()),
+                params::PullError::Other(e) => Failure::Retry(format!("pull parameters: {e:#}")),
+            })?;
     }
     let download_ms = started.elapsed().as_millis() as u64;
 
@@ -304,16 +307,16 @@ async fn execute_in(
         .map_err(|e| Failure::Retry(format!("create {}: {e}", exec_dir.display())))?;
     let output = ctx
         .config
-        .runner
+        .executor
         .run(&job, &exec_dir, abort)
         .await
         .map_err(|f| match f.kind {
             FailureKind::Retryable => Failure::Retry(f.message),
             FailureKind::Permanent => Failure::Permanent(f.message),
             FailureKind::MissingParams => Failure::Permanent(format!(
-                "{}; the parameter cache {} lacks them: run `mesh-worker params pull --store URL`",
+                "{}; the worker's parameter cache lacks them: run `mesh-worker params pull \
+                 --store URL`",
                 f.message,
-                ctx.config.runner.param_cache.display()
             )),
         })?;
     let run_ms = ran.elapsed().as_millis() as u64;
@@ -330,11 +333,10 @@ async fn execute_in(
     );
     for (name, path) in files {
         let key = format!("{prefix}/{name}");
-        let object = ctx
-            .store
-            .put_file(&name, &key, &path)
-            .await
-            .map_err(|e| Failure::Retry(format!("upload {name}: {e}")))?;
+        let object = with_store(ctx, &format!("upload {name}"), abort, || {
+            ctx.store.put_file(&name, &key, &path)
+        })
+        .await?;
         outputs.push(object);
     }
     let upload_ms = uploaded.elapsed().as_millis() as u64;
@@ -355,6 +357,41 @@ async fn execute_in(
         },
         finished_ms: crate::now_ms(),
     })
+}
+
+/// Runs a store operation and waits out a store outage: an unreachable store is tried again
+/// with backoff (1 s doubling to 30 s) for up to `store_patience`, while progress acks keep the
+/// task with this worker, so an outage costs no attempt. Missing or corrupt objects fail for
+/// good; local disk errors give the task back for another attempt.
+async fn with_store<T, F, Fut>(
+    ctx: &Ctx,
+    what: &str,
+    abort: &CancellationToken,
+    mut op: F,
+) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let started = Instant::now();
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match op().await {
+            Ok(value) => return Ok(value),
+            Err(e) if e.is_permanent() => return Err(Failure::Permanent(format!("{what}: {e}"))),
+            Err(e @ StoreError::Unavailable { .. })
+                if started.elapsed() < ctx.config.store_patience =>
+            {
+                warn!(error = %e, retry_in = ?backoff, "store unavailable; waiting for it");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = abort.cancelled() => return Err(Failure::Aborted),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(Failure::Retry(format!("{what}: {e}"))),
+        }
+    }
 }
 
 /// Sends `+WPI` every `every` until dropped, so a short ack wait never expires under a task

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use futures::{FutureExt, StreamExt};
-use tokio::sync::Semaphore;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -22,10 +23,41 @@ use crate::broker::{Broker, topology};
 use crate::model::{Phase, SectorSize, WorkerId};
 use crate::names;
 use crate::proofs::child::ChildRunner;
+use crate::proofs::job::{Job, JobOutcome};
+use crate::proofs::synthetic::Synthetic;
 use crate::resources::{self, Resources};
 use crate::store::Store;
 use registry::{Registry, WorkerRecord};
 use scratch::ScratchRoot;
+
+/// What runs a task's proof job.
+#[derive(Debug, Clone)]
+pub enum Executor {
+    /// Real proofs, each in a child process (the default).
+    Proofs(ChildRunner),
+    /// SIMULATION: sleeps and fake outputs of the right shape; runs only synthetic sectors.
+    Synthetic(Synthetic),
+}
+
+impl Executor {
+    pub fn is_synthetic(&self) -> bool {
+        matches!(self, Executor::Synthetic(_))
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Executor::Proofs(_) => "proofs",
+            Executor::Synthetic(_) => "synthetic",
+        }
+    }
+
+    async fn run(&self, job: &Job, dir: &std::path::Path, abort: &CancellationToken) -> JobOutcome {
+        match self {
+            Executor::Proofs(runner) => runner.run(job, dir, abort).await,
+            Executor::Synthetic(synthetic) => synthetic.run(job, abort).await,
+        }
+    }
+}
 
 /// Everything a worker needs besides its connections.
 #[derive(Debug, Clone)]
@@ -37,7 +69,7 @@ pub struct WorkerConfig {
     pub slots: usize,
     /// Base directory for scratch space.
     pub scratch: PathBuf,
-    pub runner: ChildRunner,
+    pub executor: Executor,
     /// How often an idle worker looks for tasks when no publish woke it (redeliveries and
     /// delayed naks do not ring the doorbell).
     pub poll_interval: Duration,
@@ -48,11 +80,16 @@ pub struct WorkerConfig {
     pub publish_attempts: u32,
     pub heartbeat: Duration,
     pub resources: Resources,
+    /// How long a running task waits out an unreachable store before giving the task back.
+    pub store_patience: Duration,
+    /// Scratch bytes this worker may fill; tasks are pulled only while their need fits in
+    /// what running tasks leave (see [`scratch::need`]).
+    pub scratch_limit: u64,
 }
 
 impl WorkerConfig {
     /// A config with the defaults for everything but identity and what to serve.
-    pub fn new(runner: ChildRunner, scratch: PathBuf) -> Self {
+    pub fn new(executor: Executor, scratch: PathBuf) -> Self {
         let resources = resources::detect();
         let id = WorkerId(format!(
             "{}-{}",
@@ -65,13 +102,15 @@ impl WorkerConfig {
             sizes: vec![SectorSize::KiB2],
             slots: 1,
             scratch,
-            runner,
+            executor,
             poll_interval: Duration::from_secs(2),
             retry_base: Duration::from_secs(5),
             retry_max: Duration::from_secs(300),
             publish_attempts: 20,
             heartbeat: Duration::from_secs(5),
             resources,
+            store_patience: Duration::from_secs(30 * 60),
+            scratch_limit: u64::MAX,
         }
     }
 
@@ -114,6 +153,8 @@ struct Source {
     phase: Phase,
     size: SectorSize,
     consumer: PullConsumer,
+    /// Scratch bytes its tasks may need.
+    need: u64,
 }
 
 /// Runs the worker until `drain` is cancelled (stop pulling, finish running tasks, return) or
@@ -137,6 +178,17 @@ pub async fn run(
             continue;
         }
         for &size in &config.sizes {
+            let need = scratch::need(phase, size);
+            if need > config.scratch_limit {
+                warn!(
+                    %phase,
+                    %size,
+                    need = %bytes(need),
+                    limit = %bytes(config.scratch_limit),
+                    "scratch limit is below what these tasks need: this worker will not take them"
+                );
+                continue;
+            }
             let mut consumer = broker
                 .consumer(&names::task_stream(phase, size), names::TASK_CONSUMER)
                 .await?;
@@ -146,8 +198,25 @@ pub async fn run(
                 phase,
                 size,
                 consumer,
+                need,
             });
         }
+    }
+    if sources.is_empty() {
+        anyhow::bail!(
+            "the scratch limit ({}) fits no task this worker serves: the smallest need is {}; \
+             give it more scratch space (--scratch-limit, or free space under {})",
+            bytes(config.scratch_limit),
+            bytes(
+                config
+                    .phases
+                    .iter()
+                    .flat_map(|&p| config.sizes.iter().map(move |&s| scratch::need(p, s)))
+                    .min()
+                    .unwrap_or(0)
+            ),
+            config.scratch.display()
+        );
     }
     let progress_every = (ack_wait / 4).max(Duration::from_millis(250));
 
@@ -169,6 +238,7 @@ pub async fn run(
         phases: config.phases.clone(),
         sizes: config.sizes.clone(),
         slots: config.slots,
+        executor: config.executor.name().to_string(),
         running: Vec::new(),
         draining: false,
         started_ms: crate::now_ms(),
@@ -186,11 +256,20 @@ pub async fn run(
         phases = ?config.phases.iter().map(|p| p.token()).collect::<Vec<_>>(),
         sizes = ?config.sizes.iter().map(|s| s.label()).collect::<Vec<_>>(),
         slots = config.slots,
+        scratch_limit = %bytes(config.scratch_limit),
+        executor = %match &config.executor {
+            Executor::Proofs(_) => "proofs".to_string(),
+            Executor::Synthetic(s) => format!("SYNTHETIC (simulation: {})", s.describe()),
+        },
         store = %store.name(),
         ?ack_wait,
         "worker started"
     );
     let slots = Arc::new(Semaphore::new(config.slots));
+    // Scratch bytes promised to running tasks, and a bell for when some are given back.
+    let reserved = Arc::new(AtomicU64::new(0));
+    let room = Arc::new(Notify::new());
+    let limit = config.scratch_limit;
     let ctx = Arc::new(Ctx {
         broker,
         store,
@@ -209,7 +288,8 @@ pub async fn run(
         let (msg, phase, size) = loop {
             // Bells rung before this sweep are answered by it.
             while let Some(Some(_)) = doorbell.next().now_or_never() {}
-            if let Some(found) = sweep(&sources).await {
+            let free = limit.saturating_sub(reserved.load(Ordering::SeqCst));
+            if let Some(found) = sweep(&sources, free).await {
                 break found;
             }
             tokio::select! {
@@ -218,7 +298,8 @@ pub async fn run(
                     let mut found = None;
                     for delay_ms in [0, 10, 40, 150] {
                         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                        found = sweep(&sources).await;
+                        let free = limit.saturating_sub(reserved.load(Ordering::SeqCst));
+                        found = sweep(&sources, free).await;
                         if found.is_some() {
                             break;
                         }
@@ -227,14 +308,20 @@ pub async fn run(
                         break found;
                     }
                 }
+                () = room.notified() => {}
                 () = tokio::time::sleep(ctx.config.poll_interval) => {}
                 () = drain.cancelled() => break 'pull,
             }
         };
         let ctx = ctx.clone();
         let abort = abort.clone();
+        let need = scratch::need(phase, size);
+        reserved.fetch_add(need, Ordering::SeqCst);
+        let (reserved, room) = (reserved.clone(), room.clone());
         tracker.spawn(async move {
             attempt::run(ctx, msg, phase, size, abort).await;
+            reserved.fetch_sub(need, Ordering::SeqCst);
+            room.notify_one();
             drop(permit);
         });
     }
@@ -256,9 +343,13 @@ pub async fn run(
     Ok(())
 }
 
-/// Asks each source in priority order for one task, without waiting.
-async fn sweep(sources: &[Source]) -> Option<(async_nats::jetstream::Message, Phase, SectorSize)> {
-    for source in sources {
+/// Asks each source whose tasks fit in `free` scratch bytes, in priority order, for one task,
+/// without waiting.
+async fn sweep(
+    sources: &[Source],
+    free: u64,
+) -> Option<(async_nats::jetstream::Message, Phase, SectorSize)> {
+    for source in sources.iter().filter(|s| s.need <= free) {
         let stream = names::task_stream(source.phase, source.size);
         let mut batch = match source.consumer.fetch().max_messages(1).messages().await {
             Ok(batch) => batch,
@@ -274,4 +365,23 @@ async fn sweep(sources: &[Source]) -> Option<(async_nats::jetstream::Message, Ph
         }
     }
     None
+}
+
+/// Bytes for people: `64.0 KiB`, `448.0 GiB`, `unlimited`.
+fn bytes(n: u64) -> String {
+    if n == u64::MAX {
+        return "unlimited".into();
+    }
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", units[unit])
+    }
 }

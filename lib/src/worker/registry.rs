@@ -33,6 +33,9 @@ pub struct WorkerRecord {
     pub phases: Vec<Phase>,
     pub sizes: Vec<SectorSize>,
     pub slots: usize,
+    /// `proofs`, or `synthetic` for a simulation worker.
+    #[serde(default)]
+    pub executor: String,
     pub running: Vec<RunningTask>,
     pub draining: bool,
     pub started_ms: u64,

@@ -6,7 +6,47 @@ use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
+use crate::model::{Phase, SectorSize};
+
 const OWNER_FILE: &str = "owner";
+
+/// Job files, logs and slack every attempt needs besides its data.
+const ATTEMPT_OVERHEAD: u64 = 64 * 1024;
+
+/// Scratch bytes a task may fill at most with real proofs, in sector sizes: AddPiece holds the
+/// pieces and the unsealed file; PC1 the unsealed file, the SDR layers (2 below 32GiB, 11 from
+/// it) and tree D (2×); PC2 adds the sealed replica and trees C and R; C1 and Finalize read the
+/// sealed replica and the cache; C2 only the C1 output (under 1/64 of the sector).
+pub fn need(phase: Phase, size: SectorSize) -> u64 {
+    let sector = size.bytes();
+    let layers = match size {
+        SectorSize::KiB2 | SectorSize::MiB8 | SectorSize::MiB512 => 2,
+        SectorSize::GiB32 | SectorSize::GiB64 => 11,
+    };
+    let data = match phase {
+        Phase::AddPiece => 2 * sector,
+        Phase::PreCommit1 => (3 + layers) * sector,
+        Phase::PreCommit2 => (5 + layers) * sector,
+        Phase::Commit1 | Phase::Finalize => (4 + layers) * sector,
+        Phase::Commit2 => sector / 64,
+    };
+    data + ATTEMPT_OVERHEAD
+}
+
+/// Bytes free on the filesystem holding `dir` (or its nearest existing ancestor's), if known.
+pub fn free_space(dir: &Path) -> Option<u64> {
+    let mut probe = dir.to_path_buf();
+    while !probe.exists() {
+        probe = probe.parent()?.to_path_buf();
+    }
+    let probe = probe.canonicalize().ok()?;
+    let disks = sysinfo::Disks::new_with_refreshed_list().ok()?;
+    disks
+        .iter()
+        .filter(|d| probe.starts_with(d.mount_point()))
+        .max_by_key(|d| d.mount_point().as_os_str().len())
+        .map(|d| d.available_space())
+}
 
 /// The scratch root of this worker process: `<base>/<worker-id>/`.
 #[derive(Debug, Clone)]
@@ -100,6 +140,18 @@ impl Drop for AttemptDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn needs_grow_with_size_and_follow_the_phases() {
+        let kib2 = |p| need(p, SectorSize::KiB2);
+        assert!(kib2(Phase::AddPiece) < kib2(Phase::PreCommit1));
+        assert!(kib2(Phase::PreCommit1) < kib2(Phase::PreCommit2));
+        assert!(kib2(Phase::Commit2) < kib2(Phase::AddPiece));
+        // A 32GiB PC1 needs about 14 sectors' worth: 448 GiB.
+        let pc1 = need(Phase::PreCommit1, SectorSize::GiB32);
+        assert_eq!(pc1 >> 30, 448);
+        assert!(free_space(Path::new("/tmp/surely/not/there")).is_some());
+    }
 
     #[test]
     fn attempts_are_removed_and_dead_roots_swept() {
