@@ -10,5 +10,5 @@ pub use piece::{PieceInfo, PiecesDoNotFit, fillers, piece_size_for};
 pub use sector::{SectorRecord, SectorState, Stale};
 pub use task::{
     DecodeError, InvalidTask, MAX_MESSAGE_BYTES, MESSAGE_VERSION, ObjectRef, Outcome, PhaseOutput,
-    PhaseParams, PieceSpec, Task, TaskResult, Timings, check_object, decode, encode,
+    PhaseParams, PieceSpec, Task, TaskHead, TaskResult, Timings, check_object, decode, encode,
 };

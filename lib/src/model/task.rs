@@ -102,6 +102,28 @@ pub struct Task {
     pub created_ms: u64,
 }
 
+/// The fields that say whose task a body is, read on their own from a body that does not decode
+/// as a whole (say, an unknown proof type), so that its sector can still be failed with the
+/// reason instead of waiting forever.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TaskHead {
+    pub id: TaskId,
+    pub miner: MinerId,
+    pub sector: SectorNum,
+    pub phase: Phase,
+}
+
+impl Task {
+    pub fn head(&self) -> TaskHead {
+        TaskHead {
+            id: self.id.clone(),
+            miner: self.miner,
+            sector: self.sector,
+            phase: self.phase,
+        }
+    }
+}
+
 /// A task message that cannot be run as it is: it fails for good, whoever runs it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

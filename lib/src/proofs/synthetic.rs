@@ -12,7 +12,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use super::job::{Job, JobFailure, JobOutcome, JobOutput};
+use super::job::{Job, JobFailure, JobOutcome, JobOutput, PieceSource};
 use super::{RegisteredSealProof, proof_size};
 use crate::model::{Phase, PieceInfo};
 
@@ -172,8 +172,15 @@ fn simulate(job: &Job) -> JobOutcome {
             pieces,
             unsealed,
         } => {
-            let mut piece_infos = Vec::with_capacity(pieces.len());
-            for piece in pieces {
+            let size = proof_size(*proof).ok_or_else(|| {
+                JobFailure::permanent(format!("proof type {proof:?} has no size the mesh serves"))
+            })?;
+            let sizes: Vec<u64> = pieces.iter().map(|p| p.size).collect();
+            let fillers = crate::model::fillers(size, &sizes)
+                .map_err(|e| JobFailure::permanent(e.to_string()))?;
+            let zero_pieces = fillers.iter().map(|&size| PieceSource { path: None, size });
+            let mut piece_infos = Vec::with_capacity(pieces.len() + fillers.len());
+            for piece in pieces.iter().cloned().chain(zero_pieces) {
                 let comm_p = match &piece.path {
                     Some(path) => hash(&[b"piece", &read_input(path)?]),
                     None => hash(&[b"zeros", &piece.size.to_le_bytes()]),
@@ -283,7 +290,7 @@ fn encode(piece_infos: &[PieceInfo]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proofs::job::{PieceSource, SectorIdentity};
+    use crate::proofs::job::SectorIdentity;
 
     #[test]
     fn durations_parse_with_defaults_for_the_rest() {
@@ -339,10 +346,7 @@ mod tests {
 
         let ap = Job::AddPiece {
             proof,
-            pieces: vec![PieceSource {
-                path: None,
-                size: 2032,
-            }],
+            pieces: vec![],
             unsealed: unsealed.clone(),
         };
         let Ok(JobOutput::AddPiece { piece_infos }) = fast.run(&ap, &never).await else {

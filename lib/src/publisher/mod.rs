@@ -120,7 +120,7 @@ pub async fn seal(
                     Err(e) => warn!(error = %format!("{e:#}"), "result not handled; will retry"),
                 },
                 Some(Err(e)) => warn!(error = %e, "reading results"),
-                None => results = driver.results().await?,
+                None => results = reopen(driver, cancel).await?,
             },
             _ = reload.tick() => {
                 // Another publisher of this miner may have moved a sector.
@@ -162,6 +162,27 @@ pub async fn seal(
     Ok(summary)
 }
 
+/// Opens the results stream again after it ended, waiting out a broker that is down.
+async fn reopen(
+    driver: &Driver,
+    cancel: &CancellationToken,
+) -> anyhow::Result<async_nats::jetstream::consumer::pull::Stream> {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match driver.results().await {
+            Ok(results) => return Ok(results),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), retry_in = ?delay, "cannot read results; retrying")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = cancel.cancelled() => anyhow::bail!("interrupted while waiting for the broker"),
+        }
+        delay = (delay * 2).min(Duration::from_secs(15));
+    }
+}
+
 async fn reload_targets(
     driver: &Driver,
     targets: &BTreeSet<SectorNum>,
@@ -181,11 +202,16 @@ fn report_sealed(record: &SectorRecord, out: Option<&mut std::fs::File>) -> anyh
         return Ok(());
     };
     println!(
-        "sealed {}.{}: comm_r {} proof {}… (verified)",
+        "sealed {}.{}: comm_r {} proof {}… ({})",
         line.miner,
         line.sector,
         line.comm_r,
-        &line.proof[..16.min(line.proof.len())]
+        &line.proof[..16.min(line.proof.len())],
+        if line.synthetic {
+            "SYNTHETIC: a simulation, not a proof"
+        } else {
+            "verified"
+        }
     );
     if let Some(out) = out {
         out.write_all(line.to_line().as_bytes())
@@ -226,7 +252,7 @@ pub async fn run(driver: &Driver, cancel: &CancellationToken) -> anyhow::Result<
                     }
                 }
                 Some(Err(e)) => warn!(error = %e, "reading results"),
-                None => results = driver.results().await?,
+                None => results = reopen(driver, cancel).await?,
             },
             _ = sweep.tick() => {
                 if let Err(e) = driver.resume().await {

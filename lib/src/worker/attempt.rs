@@ -13,8 +13,8 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use super::registry::RunningTask;
 use super::{Ctx, phases};
 use crate::model::{
-    MESSAGE_VERSION, MinerId, ObjectRef, Outcome, Phase, SectorSize, Task, TaskResult, Timings,
-    decode, encode,
+    MESSAGE_VERSION, MinerId, ObjectRef, Outcome, Phase, SectorSize, Task, TaskHead, TaskResult,
+    Timings, decode, encode,
 };
 use crate::names;
 use crate::proofs::job::FailureKind;
@@ -46,8 +46,10 @@ pub(super) async fn run(
         Ok(task) => task,
         Err(e) => {
             let reason = format!("undecodable task on {}: {e}", msg.subject);
-            error!(subject = %msg.subject, %reason, "dead-lettering task");
-            fail_permanently(&ctx, &msg, phase, size, None, delivered, &reason).await;
+            // If the body still says whose task it is, that sector fails with the reason.
+            let head = decode::<TaskHead>(&msg.payload).ok();
+            error!(subject = %msg.subject, %reason, task = ?head.as_ref().map(|h| &h.id), "dead-lettering task");
+            fail_permanently(&ctx, &msg, phase, size, head.as_ref(), delivered, &reason).await;
             return;
         }
     };
@@ -63,7 +65,16 @@ pub(super) async fn run(
         if let Err(e) = task.validate(size) {
             let reason = format!("invalid task: {e}");
             error!(%reason, "dead-lettering task");
-            fail_permanently(&ctx, &msg, phase, size, Some(&task), delivered, &reason).await;
+            fail_permanently(
+                &ctx,
+                &msg,
+                phase,
+                size,
+                Some(&task.head()),
+                delivered,
+                &reason,
+            )
+            .await;
             return;
         }
         if task.phase != phase {
@@ -71,7 +82,16 @@ pub(super) async fn run(
                 "task for phase {} arrived on the {phase} stream",
                 task.phase
             );
-            fail_permanently(&ctx, &msg, phase, size, Some(&task), delivered, &reason).await;
+            fail_permanently(
+                &ctx,
+                &msg,
+                phase,
+                size,
+                Some(&task.head()),
+                delivered,
+                &reason,
+            )
+            .await;
             return;
         }
         if task.synthetic != ctx.config.executor.is_synthetic() {
@@ -94,7 +114,16 @@ pub(super) async fn run(
                 task.max_attempts
             );
             error!(%reason, "dead-lettering task");
-            fail_permanently(&ctx, &msg, phase, size, Some(&task), delivered, &reason).await;
+            fail_permanently(
+                &ctx,
+                &msg,
+                phase,
+                size,
+                Some(&task.head()),
+                delivered,
+                &reason,
+            )
+            .await;
             return;
         }
         info!("task started");
@@ -117,7 +146,16 @@ pub(super) async fn run(
             Err(Failure::Retry(reason)) if delivered >= task.max_attempts => {
                 let reason = format!("gave up after {delivered} attempts; last error: {reason}");
                 error!(%reason, "dead-lettering task");
-                fail_permanently(&ctx, &msg, phase, size, Some(&task), delivered, &reason).await;
+                fail_permanently(
+                    &ctx,
+                    &msg,
+                    phase,
+                    size,
+                    Some(&task.head()),
+                    delivered,
+                    &reason,
+                )
+                .await;
             }
             Err(Failure::Retry(reason)) => {
                 let delay = ctx.config.retry_delay(delivered);
@@ -128,7 +166,16 @@ pub(super) async fn run(
             }
             Err(Failure::Permanent(reason)) => {
                 error!(%reason, "task failed for good; dead-lettering");
-                fail_permanently(&ctx, &msg, phase, size, Some(&task), delivered, &reason).await;
+                fail_permanently(
+                    &ctx,
+                    &msg,
+                    phase,
+                    size,
+                    Some(&task.head()),
+                    delivered,
+                    &reason,
+                )
+                .await;
             }
         }
     }
@@ -173,7 +220,7 @@ async fn fail_permanently(
     msg: &jetstream::Message,
     phase: Phase,
     size: SectorSize,
-    task: Option<&Task>,
+    task: Option<&TaskHead>,
     delivered: u32,
     reason: &str,
 ) {
