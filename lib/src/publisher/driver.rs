@@ -483,7 +483,12 @@ fn log_transition(result: &TaskResult, next: &SectorRecord) {
             "phase done"
         ),
         SectorState::Sealed { .. } => {
-            info!(%sector, done = %result.phase, worker = %result.worker, "sector sealed and proof verified")
+            let proof = if next.synthetic {
+                "synthetic, not verified"
+            } else {
+                "verified"
+            };
+            info!(%sector, done = %result.phase, worker = %result.worker, proof, "sector sealed")
         }
         SectorState::Failed { phase, reason, .. } => {
             error!(%sector, %phase, %reason, "sector failed")

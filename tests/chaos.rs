@@ -1,0 +1,163 @@
+//! The chaos soak: 300 synthetic sectors of 3 miners on 6 workers while a random worker is
+//! SIGKILLed (and replaced) every few seconds and the nats-server is killed and restarted once.
+//! At the end every sector is sealed exactly once. Prints sectors, kills, redeliveries, dropped
+//! late results and wall time.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mesh::names;
+use mesh_tests::{Mesh, Proc, lines};
+
+const MINERS: [&str; 3] = ["f01000", "f01001", "f01002"];
+const SECTORS_PER_MINER: usize = 100;
+const WORKERS: usize = 6;
+const WORKER: [&str; 6] = [
+    "--executor",
+    "synthetic",
+    "--slots",
+    "4",
+    "--synthetic-durations",
+    "ap=200ms,pc1=3s,pc2=700ms,c1=100ms,c2=700ms,fin=200ms",
+];
+
+/// xorshift64: enough randomness to pick victims, reproducible from the printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_hundred_sectors_seal_exactly_once_through_kills_and_a_broker_restart() {
+    let seed = std::env::var("MESH_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    println!("chaos seed {seed} (set MESH_CHAOS_SEED to repeat the victims)");
+    let mut rng = Rng(seed);
+    let mut mesh = Mesh::start().await;
+    let started = Instant::now();
+    let mut generation = 0;
+    let mut spawn = |mesh: &Mesh, slot: usize| {
+        generation += 1;
+        mesh.worker(&format!("w{slot}-{generation}"), &WORKER)
+    };
+    let mut workers: Vec<Proc> = (0..WORKERS).map(|slot| spawn(&mesh, slot)).collect();
+    let mut retired: Vec<Proc> = Vec::new();
+    let count = SECTORS_PER_MINER.to_string();
+    let mut publishers: Vec<Proc> = MINERS
+        .iter()
+        .map(|miner| {
+            let out = mesh.path(&format!("{miner}.jsonl")).display().to_string();
+            mesh.seal_for(
+                miner,
+                miner,
+                &["--count", &count, "--synthetic", "--out", &out],
+            )
+        })
+        .collect();
+
+    let mut kills = 0;
+    let mut broker_restarted = false;
+    let deadline = Duration::from_secs(900);
+    loop {
+        let done = publishers.iter_mut().all(|p| p.try_status().is_some());
+        if done {
+            break;
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "the soak did not finish in {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(3000 + 100 * rng.below(30) as u64)).await;
+        if !broker_restarted && started.elapsed() > Duration::from_secs(20) {
+            mesh.servers[0].kill();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            mesh.servers[0].restart();
+            broker_restarted = true;
+            println!(
+                "chaos: nats-server killed and restarted at {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+            continue;
+        }
+        let slot = rng.below(WORKERS);
+        let mut victim = std::mem::replace(&mut workers[slot], spawn(&mesh, slot));
+        victim.kill();
+        retired.push(victim);
+        kills += 1;
+    }
+    let wall = started.elapsed();
+    assert!(broker_restarted, "the run ended before the broker restart");
+
+    let mut dropped = 0;
+    for (miner, publisher) in MINERS.iter().zip(publishers.iter_mut()) {
+        let status = publisher.try_status().unwrap();
+        assert!(status.success(), "{miner}: {}", publisher.tail(30));
+        // Every sector once in the output, once in the log, sealed in the bucket.
+        let out = lines(&mesh.path(&format!("{miner}.jsonl")));
+        let mut numbers: Vec<u64> = out
+            .iter()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["sector"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        numbers.sort();
+        numbers.dedup();
+        assert_eq!(out.len(), SECTORS_PER_MINER, "{miner}: one line per sector");
+        assert_eq!(numbers.len(), SECTORS_PER_MINER, "{miner}: no sector twice");
+        let log = publisher.log_text();
+        assert_eq!(log.matches("sector sealed").count(), SECTORS_PER_MINER);
+        let listed = mesh.publisher(&["sectors", "--miner", miner, "--json"]);
+        assert_eq!(
+            listed.lines().filter(|l| l.contains("\"sealed\"")).count(),
+            SECTORS_PER_MINER
+        );
+        dropped += log.matches("dropping late result").count();
+    }
+    let broker = mesh.broker().await;
+    let mut dlq = broker.js().get_stream(names::DLQ_STREAM).await.unwrap();
+    assert_eq!(
+        dlq.info().await.unwrap().state.messages,
+        0,
+        "no dead letters"
+    );
+
+    let all: Vec<&Proc> = workers.iter().chain(&retired).collect();
+    let started_lines: usize = all
+        .iter()
+        .map(|w| w.log_text().matches("task started").count())
+        .sum();
+    let redeliveries: usize = all
+        .iter()
+        .map(|w| {
+            w.log_text()
+                .lines()
+                .filter(|l| l.contains("task started") && !l.contains("attempt=1}"))
+                .count()
+        })
+        .sum();
+    let sectors = MINERS.len() * SECTORS_PER_MINER;
+    println!(
+        "FIGURE chaos soak: {sectors} sectors of {} miners on {WORKERS} workers (4 slots each): \
+         all sealed exactly once in {:.0} s; {kills} worker SIGKILLs, 1 broker restart; \
+         {started_lines} task starts for {} tasks, {redeliveries} redeliveries, {dropped} late \
+         results dropped, 0 dead letters",
+        MINERS.len(),
+        wall.as_secs_f64(),
+        sectors * 6
+    );
+}
