@@ -234,3 +234,76 @@ async fn a_garbage_task_body_is_terminated_with_its_reason() {
     worker.signal(Signal::SIGTERM);
     assert!(worker.wait(Duration::from_secs(30)).await.success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn poison_tasks_fail_their_sector_with_the_reason_on_the_first_delivery() {
+    use mesh::model::{Task, decode, encode};
+    let mesh = Mesh::start().await;
+    let mut publisher = mesh.seal("publisher", &["--count", "2", "--synthetic"]);
+    // No worker yet: both AddPiece tasks wait, and are swapped for poisoned copies.
+    let broker = mesh.broker().await;
+    let js = broker.js().clone();
+    let stream_name = names::task_stream(Phase::AddPiece, SectorSize::KiB2);
+    wait_for("both AddPiece tasks", Duration::from_secs(30), || {
+        let js = js.clone();
+        let stream = stream_name.clone();
+        async move { (stream_messages(&js, &stream).await == 2).then_some(()) }
+    })
+    .await;
+    let stream = js.get_stream(&stream_name).await.unwrap();
+    for seq in [1, 2] {
+        let msg = stream.get_raw_message(seq).await.unwrap();
+        let mut task: Task = decode(&msg.payload).unwrap();
+        let body = if task.sector.0 == 1 {
+            // A proof type of another sector size on the 2KiB stream.
+            task.proof = mesh::proofs::seal_proof(SectorSize::GiB32);
+            encode(&task)
+        } else {
+            // A proof type (sector size) no one knows: the body no longer decodes as a task.
+            let mut body = msg.payload.to_vec();
+            let (from, to) = (b"StackedDrg2KiBV1_1", b"StackedDrg2KiBV9_9");
+            let at = body
+                .windows(from.len())
+                .position(|w| w == from)
+                .expect("the proof type is in the body");
+            body[at..at + to.len()].copy_from_slice(to);
+            body
+        };
+        stream.delete_message(seq).await.unwrap();
+        js.publish(msg.subject.clone(), body.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    let _worker = mesh.worker("w1", &["--executor", "synthetic"]);
+    let status = publisher.wait(Duration::from_secs(60)).await;
+    assert!(!status.success(), "{}", publisher.tail(20));
+    let mut dead = dead_letters(&js).await;
+    dead.sort();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for (subject, _, attempts) in &dead {
+        assert_eq!(subject, "mesh.dlq.ap.2kib.f01000");
+        assert_eq!(attempts, "1", "dead on the first delivery");
+    }
+    let reasons: Vec<&str> = dead.iter().map(|(_, r, _)| r.as_str()).collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("is for 32GiB sectors but the task is on the 2KiB stream")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("undecodable task") && r.contains("StackedDrg2KiBV9_9")),
+        "{reasons:?}"
+    );
+    let failed = mesh.publisher(&["sectors", "--miner", "f01000", "--failed"]);
+    assert!(failed.contains("32GiB sectors"), "{failed}");
+    assert!(failed.contains("StackedDrg2KiBV9_9"), "{failed}");
+    println!(
+        "FIGURE poison: 2 poisoned tasks dead-lettered on their first delivery; sectors failed:\n{failed}"
+    );
+}
