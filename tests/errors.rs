@@ -7,8 +7,14 @@ use mesh_tests::{Mesh, NatsServer, bin, free_port};
 
 /// Runs a binary to completion; returns (success, stderr).
 fn run(name: &str, args: &[&str]) -> (bool, String) {
+    run_env(name, &[], args)
+}
+
+/// Runs a binary to completion with extra environment variables; returns (success, stderr).
+fn run_env(name: &str, env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
     let out = Command::new(bin(name))
         .args(args)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "error")
         .output()
         .expect("run binary");
@@ -20,7 +26,12 @@ fn run(name: &str, args: &[&str]) -> (bool, String) {
 
 /// The `error:` line of a failed run, checked to be one line holding every needle.
 fn error_line(name: &str, args: &[&str], needles: &[&str]) -> String {
-    let (ok, stderr) = run(name, args);
+    env_error_line(name, &[], args, needles)
+}
+
+/// [`error_line`] with extra environment variables.
+fn env_error_line(name: &str, env: &[(&str, &str)], args: &[&str], needles: &[&str]) -> String {
+    let (ok, stderr) = run_env(name, env, args);
     assert!(!ok, "{name} {args:?} succeeded:\n{stderr}");
     let line = stderr
         .lines()
@@ -30,7 +41,8 @@ fn error_line(name: &str, args: &[&str], needles: &[&str]) -> String {
     for needle in needles {
         assert!(line.contains(needle), "{needle:?} not in: {line}");
     }
-    println!("{name} {}\n    -> {line}", args.join(" "));
+    let env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+    println!("{}{name} {}\n    -> {line}", env.concat(), args.join(" "));
     line
 }
 
@@ -49,10 +61,40 @@ fn unreachable_broker() {
         &["init", "--nats", &url],
         &["cannot reach NATS at", "nats-server -js"],
     );
+}
+
+/// A `--nats` value that is no NATS URL is refused before anything connects.
+#[test]
+fn bad_nats_urls() {
+    for (url, needle) in [
+        ("nats://127.0.0.1:notaport", "invalid port number"),
+        ("http://127.0.0.1:4222", "invalid scheme"),
+        ("garbage url", "is not a NATS server URL"),
+        ("nats://", "names no host"),
+        ("", "no server URL given"),
+    ] {
+        error_line(
+            "mesh-publisher",
+            &["init", "--nats", url],
+            &["--nats", needle, "write nats://host:4222"],
+        );
+    }
     error_line(
+        "mesh-worker",
+        &[
+            "run",
+            "--store",
+            "/tmp/x",
+            "--nats",
+            "nats://a:4222,ftp://b",
+        ],
+        &["'ftp://b' is not a NATS server URL", "comma-separated"],
+    );
+    env_error_line(
         "mesh-publisher",
-        &["init", "--nats", "nats://127.0.0.1:notaport"],
-        &["cannot reach NATS at nats://127.0.0.1:notaport"],
+        &[("MESH_NATS", "nats://a b")],
+        &["status"],
+        &["--nats", "'nats://a b'"],
     );
 }
 
@@ -168,6 +210,238 @@ fn bad_numbers_and_pieces() {
         &["seal", "--store", "/tmp/x", "--miner", "f01000"],
         &["nothing to do", "--count"],
     );
+    let seal = ["seal", "--store", "/tmp/x", "--miner", "f01000"];
+    for (extra, needles) in [
+        (
+            &["--count", "99999999"][..],
+            &["--count 99999999", "0 to 10000"][..],
+        ),
+        (&["--count", "many"], &["--count", "'many'", "0 to 10000"]),
+        (
+            &["--count", "1", "--max-attempts", "0"],
+            &["--max-attempts 0", "1 to 100"],
+        ),
+        (
+            &["--count", "1", "--max-attempts", "x"],
+            &["--max-attempts", "'x'", "1 to 100"],
+        ),
+    ] {
+        let mut args = seal.to_vec();
+        args.extend(extra);
+        error_line("mesh-publisher", &args, needles);
+    }
+    error_line(
+        "mesh-publisher",
+        &["init", "--replicas", "three", "--export", "/tmp/unused"],
+        &["--replicas", "'three'", "1, 3 or 5"],
+    );
+    error_line(
+        "mesh-worker",
+        &["run", "--store", "/tmp/x", "--slots", "lots"],
+        &["--slots", "'lots'", "1 to 1024"],
+    );
+    env_error_line(
+        "mesh-worker",
+        &[("MESH_SLOTS", "0")],
+        &["run", "--store", "/tmp/x"],
+        &["--slots 0", "1 to 1024"],
+    );
+}
+
+/// Replicas a lone server cannot hold are refused with what to do instead.
+#[test]
+fn replicas_without_a_cluster() {
+    let nats = NatsServer::start();
+    error_line(
+        "mesh-publisher",
+        &[
+            "init",
+            "--nats",
+            &nats.url(),
+            "--replicas",
+            "3",
+            "--sizes",
+            "2KiB",
+        ],
+        &[
+            "--replicas 3",
+            "not part of a JetStream cluster",
+            "--replicas 1",
+            "nats/cluster/",
+        ],
+    );
+}
+
+/// Durations outside what makes sense: a zero interval, a retry delay longer than the cap.
+#[test]
+fn bad_durations() {
+    let export = ["init", "--export", "/tmp/unused"];
+    for (value, needles) in [
+        ("0s", &["--ack-wait 0s", "at least 2s"][..]),
+        ("100y", &["--ack-wait 100years", "at most 1h"]),
+        ("soon", &["--ack-wait", "'soon'"]),
+    ] {
+        let mut args = export.to_vec();
+        args.extend(["--ack-wait", value]);
+        error_line("mesh-publisher", &args, needles);
+    }
+    error_line(
+        "mesh-publisher",
+        &[
+            "seal",
+            "--store",
+            "/tmp/x",
+            "--miner",
+            "f01000",
+            "--count",
+            "1",
+            "--status-every",
+            "0s",
+        ],
+        &["--status-every 0s", "1s or more"],
+    );
+    for (flag, value, allowed) in [
+        ("--poll-interval", "0s", "100ms to 1m"),
+        ("--poll-interval", "10h", "100ms to 1m"),
+        ("--retry-delay", "0s", "100ms to 5m"),
+        ("--retry-delay", "1h", "100ms to 5m"),
+        ("--store-patience", "2days", "0s to 1day"),
+    ] {
+        error_line(
+            "mesh-worker",
+            &["run", "--store", "/tmp/x", flag, value],
+            &[&format!("{flag} {value} is out of range"), allowed],
+        );
+    }
+    env_error_line(
+        "mesh-worker",
+        &[("MESH_RETRY_DELAY", "0s")],
+        &["run", "--store", "/tmp/x"],
+        &["--retry-delay 0s", "100ms to 5m"],
+    );
+}
+
+/// Lists that are empty or name something twice, and worker ids that are no key.
+#[test]
+fn bad_lists_and_ids() {
+    let run = ["run", "--store", "/tmp/x"];
+    for (flag, value, needles) in [
+        ("--phases", "", &["--phases", "bad phase ''", "ap, pc1"][..]),
+        ("--phases", "ap,pc1,ap", &["--phases names ap twice"]),
+        ("--sizes", "2KiB,2KiB", &["--sizes names 2KiB twice"]),
+        (
+            "--id",
+            "a b/c",
+            &["--id", "'a b/c' is not a worker id", "'-' or '_'"],
+        ),
+        ("--id", "", &["--id", "'' is not a worker id"]),
+    ] {
+        let mut args = run.to_vec();
+        args.extend([flag, value]);
+        error_line("mesh-worker", &args, needles);
+    }
+    env_error_line(
+        "mesh-worker",
+        &[("MESH_WORKER_ID", "w.1")],
+        &run,
+        &["--id", "'w.1' is not a worker id"],
+    );
+    error_line(
+        "mesh-publisher",
+        &["init", "--sizes", "", "--export", "/tmp/unused"],
+        &["--sizes", "bad sector size ''", "2KiB, 8MiB"],
+    );
+}
+
+/// Store options that are not KEY=VALUE and S3 endpoints that are no URL.
+#[test]
+fn bad_store_options() {
+    let run = ["run", "--store", "s3://bucket"];
+    for (flag, value, needles) in [
+        (
+            "--store-option",
+            "region",
+            &["--store-option", "'region' is not KEY=VALUE"][..],
+        ),
+        (
+            "--store-option",
+            "=x",
+            &["--store-option", "'=x' has no KEY"],
+        ),
+        (
+            "--s3-endpoint",
+            "localhost 8333",
+            &["--s3-endpoint", "http://host:port"],
+        ),
+        (
+            "--s3-endpoint",
+            "ftp://x",
+            &["--s3-endpoint", "'ftp://x' is not an endpoint URL"],
+        ),
+    ] {
+        let mut args = run.to_vec();
+        args.extend([flag, value]);
+        error_line("mesh-worker", &args, needles);
+    }
+    error_line(
+        "mesh-worker",
+        &["run", "--store", "s3://b", "--store-option", "aws_regoin=x"],
+        &["unknown store option 'aws_regoin'", "AmazonS3ConfigKey"],
+    );
+    error_line(
+        "mesh-worker",
+        &["run", "--store", "/tmp/x", "--store-option", "aws_region=x"],
+        &["a file store takes no options, got 'aws_region'"],
+    );
+}
+
+/// The executor, its simulated durations, and the scratch space it may use.
+#[test]
+fn bad_executor_and_scratch() {
+    let run = ["run", "--store", "/tmp/x"];
+    for (extra, needles) in [
+        (
+            &["--executor", "fast"][..],
+            &[
+                "--executor",
+                "'fast'",
+                "use proofs (real sealing) or synthetic",
+            ][..],
+        ),
+        (
+            &["--executor", "synthetic", "--synthetic-durations", "pc1:3s"],
+            &["--synthetic-durations", "not PHASE=DURATION", "pc1=3s"],
+        ),
+        (
+            &[
+                "--executor",
+                "synthetic",
+                "--synthetic-durations",
+                "pc1=2days",
+            ],
+            &["--synthetic-durations", "at most 24h"],
+        ),
+        (
+            &["--synthetic-durations", "pc1=1s"],
+            &["--synthetic-durations is set but --executor is proofs"],
+        ),
+        (
+            &["--scratch-limit", "0"],
+            &["scratch limit (0 B) fits no task", "--scratch-limit"],
+        ),
+        (
+            &["--scratch-limit", "lots"],
+            &["--scratch-limit", "unknown unit", "500GiB"],
+        ),
+        (
+            &["--scratch", "/proc/no-such-dir"],
+            &["--scratch /proc/no-such-dir: cannot create it"],
+        ),
+    ] {
+        let mut args = run.to_vec();
+        args.extend(extra);
+        error_line("mesh-worker", &args, needles);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

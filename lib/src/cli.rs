@@ -19,9 +19,33 @@ pub struct NatsArgs {
     #[arg(
         long = "nats",
         env = "MESH_NATS",
-        default_value = "nats://127.0.0.1:4222"
+        default_value = "nats://127.0.0.1:4222",
+        value_parser = parse_nats_urls
     )]
     pub nats: String,
+}
+
+/// Checks a `--nats` value: one or more comma-separated server URLs that the client accepts.
+fn parse_nats_urls(s: &str) -> Result<String, String> {
+    const ALLOWED: &str =
+        "write nats://host:4222 (or tls://…), several comma-separated for a cluster";
+    let servers: Vec<&str> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    if servers.is_empty() {
+        return Err(format!("no server URL given: {ALLOWED}"));
+    }
+    for server in servers {
+        let addr: async_nats::ServerAddr = server
+            .parse()
+            .map_err(|e| format!("'{server}' is not a NATS server URL ({e}): {ALLOWED}"))?;
+        if addr.host().is_empty() {
+            return Err(format!("'{server}' names no host: {ALLOWED}"));
+        }
+    }
+    Ok(s.to_string())
 }
 
 impl NatsArgs {
@@ -37,7 +61,7 @@ pub struct StoreArgs {
     #[arg(long = "store", env = "MESH_STORE")]
     pub store: String,
     /// S3 endpoint for S3-compatible servers (MinIO, SeaweedFS, Ceph), e.g. http://127.0.0.1:8333.
-    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    #[arg(long, env = "AWS_ENDPOINT_URL", value_parser = parse_endpoint)]
     pub s3_endpoint: Option<String>,
     /// S3 region.
     #[arg(long, env = "AWS_REGION")]
@@ -57,7 +81,23 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| format!("'{s}' is not KEY=VALUE"))?;
+    if k.trim().is_empty() {
+        return Err(format!(
+            "'{s}' has no KEY: write KEY=VALUE, e.g. aws_session_token=…"
+        ));
+    }
     Ok((k.trim().to_string(), v.to_string()))
+}
+
+fn parse_endpoint(s: &str) -> Result<String, String> {
+    match url::Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            Ok(s.to_string())
+        }
+        _ => Err(format!(
+            "'{s}' is not an endpoint URL: write http://host:port or https://host"
+        )),
+    }
 }
 
 impl StoreArgs {
@@ -189,6 +229,18 @@ where
     }
 }
 
+/// A value parser for a whole-number flag whose error says what is allowed; the range itself is
+/// checked where the setting is validated.
+pub fn whole_number<T: std::str::FromStr>(
+    allowed: &'static str,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        s.trim()
+            .parse()
+            .map_err(|_| format!("'{s}' is not a whole number: use {allowed}"))
+    }
+}
+
 /// Parses a byte count for flags: `1048576`, `64KiB`, `500GiB`, `2TB` (binary units; `KB`,
 /// `MB`… are read as their binary twins, as lotus does).
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -238,5 +290,34 @@ mod bytes_tests {
                 .unwrap_err()
                 .contains("not a byte count")
         );
+    }
+}
+
+#[cfg(test)]
+mod flag_tests {
+    use super::{parse_endpoint, parse_nats_urls};
+
+    #[test]
+    fn nats_urls_accept_what_the_client_accepts() {
+        for ok in [
+            "nats://127.0.0.1:4222",
+            "127.0.0.1:4222",
+            "tls://nats1:4222, nats://nats2:4222,",
+            "nats://user:pass@[::1]:4222",
+        ] {
+            assert_eq!(parse_nats_urls(ok).as_deref(), Ok(ok));
+        }
+        for bad in ["", " , ", "http://h:4222", "nats://", "nats://h:port"] {
+            let e = parse_nats_urls(bad).unwrap_err();
+            assert!(e.contains("nats://host:4222"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn endpoints_are_http_urls() {
+        assert!(parse_endpoint("http://127.0.0.1:8333").is_ok());
+        assert!(parse_endpoint("https://s3.example.com").is_ok());
+        assert!(parse_endpoint("127.0.0.1:8333").is_err());
+        assert!(parse_endpoint("s3://bucket").is_err());
     }
 }

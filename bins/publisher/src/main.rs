@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use mesh::broker::topology::Topology;
-use mesh::cli::{ExecArgs, NatsArgs, ParamArgs, Shutdown, StoreArgs};
+use mesh::cli::{ExecArgs, NatsArgs, ParamArgs, Shutdown, StoreArgs, whole_number};
 use mesh::model::{MinerId, SectorSize, SectorState};
 use mesh::publisher::randomness::OsRandomness;
 use mesh::publisher::{self, Driver, PublisherConfig, SealRequest, dlq};
@@ -126,7 +126,7 @@ struct InitArgs {
     #[command(flatten)]
     nats: NatsArgs,
     /// Stream replicas: 1 on a single server, 3 or 5 in a cluster.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = whole_number::<usize>("1, 3 or 5"))]
     replicas: usize,
     /// Sector sizes to create task streams for.
     #[arg(
@@ -156,7 +156,7 @@ struct MinerArgs {
     #[arg(long, env = "MESH_MINER")]
     miner: MinerId,
     /// Deliveries after which a failing task is dead-lettered and its sector failed.
-    #[arg(long, env = "MESH_MAX_ATTEMPTS", default_value_t = 5)]
+    #[arg(long, env = "MESH_MAX_ATTEMPTS", default_value_t = 5, value_parser = whole_number::<u32>("1 to 100"))]
     max_attempts: u32,
 }
 
@@ -167,8 +167,8 @@ struct SealArgs {
     /// Sector size: 2KiB, 8MiB, 512MiB, 32GiB or 64GiB.
     #[arg(long, default_value = "2KiB")]
     size: SectorSize,
-    /// How many new sectors to create.
-    #[arg(long, default_value_t = 0)]
+    /// How many new sectors to create (at most 10000 per run).
+    #[arg(long, default_value_t = 0, value_parser = whole_number::<u64>("0 to 10000"))]
     count: u64,
     /// A piece file to put in every new sector (repeatable); without any, sectors are
     /// committed-capacity (zeros).
@@ -273,6 +273,18 @@ async fn seal(args: SealArgs) -> anyhow::Result<()> {
     }
     if !args.pieces.is_empty() && args.count == 0 {
         anyhow::bail!("--piece needs --count: pieces go into newly created sectors");
+    }
+    if args.count > 10_000 {
+        anyhow::bail!(
+            "--count {} is out of range: use 0 to 10000 per run",
+            args.count
+        );
+    }
+    if args.status_every < Duration::from_secs(1) {
+        anyhow::bail!(
+            "--status-every {} is too short: use 1s or more",
+            humantime::format_duration(args.status_every)
+        );
     }
     let shutdown = Shutdown::install();
     let driver = driver(&args.miner).await?;

@@ -63,14 +63,14 @@ struct RunArgs {
     )]
     sizes: Vec<SectorSize>,
     /// Tasks to run at once.
-    #[arg(long, env = "MESH_SLOTS", default_value_t = 1)]
+    #[arg(long, env = "MESH_SLOTS", default_value_t = 1, value_parser = mesh::cli::whole_number::<usize>("1 to 1024"))]
     slots: usize,
     /// Base directory for scratch space (one subdirectory per worker, one per attempt).
     #[arg(long, env = "MESH_SCRATCH", default_value = "/var/tmp/mesh-scratch")]
     scratch: PathBuf,
-    /// Worker id in the registry (default: <host>-<pid>).
-    #[arg(long, env = "MESH_WORKER_ID")]
-    id: Option<String>,
+    /// Worker id in the registry (default: <host>-<pid>): letters, digits, '-' and '_'.
+    #[arg(long, env = "MESH_WORKER_ID", value_parser = parse_worker_id)]
+    id: Option<WorkerId>,
     /// How often an idle worker looks for redelivered or delayed tasks.
     #[arg(long, env = "MESH_POLL_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     poll_interval: Duration,
@@ -80,7 +80,7 @@ struct RunArgs {
     /// What runs tasks: `proofs` (real sealing) or `synthetic`, a SIMULATION that sleeps per
     /// phase and writes fake outputs of the right shape; it runs only sectors made with
     /// `mesh-publisher seal --synthetic`. For chaos, load and scheduling runs.
-    #[arg(long, env = "MESH_EXECUTOR", value_enum, default_value = "proofs")]
+    #[arg(long, env = "MESH_EXECUTOR", default_value = "proofs", value_parser = parse_executor)]
     executor: ExecutorKind,
     /// Phase durations of the synthetic executor, e.g. `pc1=3s,c2=500ms` (the rest keep the
     /// lotus 32GiB times scaled an hour to a second: ap=170ms,pc1=3.5s,pc2=500ms,c1=20ms,
@@ -97,10 +97,31 @@ struct RunArgs {
     store_patience: Duration,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
+/// A worker id is a key in the `mesh-workers` bucket and a directory name under `--scratch`.
+fn parse_worker_id(s: &str) -> Result<WorkerId, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if s.is_empty() || s.len() > 64 || !s.chars().all(allowed) {
+        return Err(format!(
+            "'{s}' is not a worker id: use 1 to 64 letters, digits, '-' or '_'"
+        ));
+    }
+    Ok(WorkerId(s.to_string()))
+}
+
+#[derive(Clone, Copy)]
 enum ExecutorKind {
     Proofs,
     Synthetic,
+}
+
+fn parse_executor(s: &str) -> Result<ExecutorKind, String> {
+    match s {
+        "proofs" => Ok(ExecutorKind::Proofs),
+        "synthetic" => Ok(ExecutorKind::Synthetic),
+        _ => Err(format!(
+            "'{s}' is not an executor: use proofs (real sealing) or synthetic (a simulation)"
+        )),
+    }
 }
 
 #[derive(Subcommand)]
@@ -229,9 +250,11 @@ async fn run_worker(args: RunArgs) -> anyhow::Result<()> {
         .or_else(|| mesh::worker::scratch::free_space(&config.scratch))
         .unwrap_or(u64::MAX);
     if let Some(id) = args.id {
-        config.id = WorkerId(mesh::resources::safe_name(&id));
+        config.id = id;
     }
     config.validate().map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(&config.scratch)
+        .with_context(|| format!("--scratch {}: cannot create it", config.scratch.display()))?;
     let store = args.store.open()?;
     let broker = args
         .nats

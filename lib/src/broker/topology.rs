@@ -67,6 +67,13 @@ impl Topology {
                 humantime::format_duration(self.ack_wait)
             ));
         }
+        if self.ack_wait > Duration::from_secs(3600) {
+            return Err(format!(
+                "--ack-wait {} is too long: at most 1h (a dead worker's task waits that long \
+                 to be redelivered; progress acks keep long tasks alive anyway)",
+                humantime::format_duration(self.ack_wait)
+            ));
+        }
         Ok(())
     }
 
@@ -232,9 +239,22 @@ impl Topology {
         let mut made = Vec::new();
         for config in self.streams() {
             let name = config.name.clone();
-            js.create_or_update_stream(config)
-                .await
-                .map_err(|e| BrokerError::api(format!("create stream {name}"), e))?;
+            js.create_or_update_stream(config).await.map_err(|e| {
+                use async_nats::jetstream::ErrorCode;
+                use async_nats::jetstream::context::CreateStreamErrorKind;
+                match e.kind() {
+                    CreateStreamErrorKind::JetStream(err)
+                        if err.error_code() == ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED =>
+                    {
+                        BrokerError::api(
+                            format!("--replicas {}", self.replicas),
+                            "the server is not part of a JetStream cluster: use --replicas 1, \
+                             or run 3 or more clustered servers (see nats/cluster/)",
+                        )
+                    }
+                    _ => BrokerError::api(format!("create stream {name}"), e),
+                }
+            })?;
             made.push(format!("stream {name}"));
         }
         for &size in &self.sizes {

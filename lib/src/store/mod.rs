@@ -142,11 +142,24 @@ impl Store {
             retry_timeout: Duration::from_secs(30),
             ..RetryConfig::default()
         };
-        let unknown = |k: &str| bad(format!("unknown store option '{k}' for {}", url.scheme()));
+        let unknown = |k: &str| {
+            let (keys, example) = match url.scheme() {
+                "gs" => ("GoogleConfigKey", "google_service_account"),
+                "s3" | "s3a" => ("AmazonS3ConfigKey", "aws_session_token"),
+                _ => ("AzureConfigKey", "azure_storage_account_name"),
+            };
+            bad(format!(
+                "unknown store option '{k}' for {}: use a key that object_store's {keys} \
+                 accepts, e.g. {example}",
+                url.scheme()
+            ))
+        };
         let (inner, prefix): (Arc<dyn ObjectStore>, String) = match url.scheme() {
             "file" => {
-                if !config.options.is_empty() {
-                    return Err(bad("a file store takes no options".into()));
+                if let Some((k, _)) = config.options.first() {
+                    return Err(bad(format!(
+                        "a file store takes no options, got '{k}': drop --store-option"
+                    )));
                 }
                 let dir = url
                     .to_file_path()

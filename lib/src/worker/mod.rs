@@ -132,8 +132,51 @@ impl WorkerConfig {
                 self.slots
             ));
         }
-        if self.poll_interval < Duration::from_millis(100) {
-            return Err("--poll-interval is below 100ms: that floods the server".into());
+        fn first_repeat<T: PartialEq>(items: &[T]) -> Option<&T> {
+            (1..items.len())
+                .find(|&i| items[..i].contains(&items[i]))
+                .map(|i| &items[i])
+        }
+        if let Some(phase) = first_repeat(&self.phases) {
+            return Err(format!(
+                "--phases names {phase} twice: name each phase once"
+            ));
+        }
+        if let Some(size) = first_repeat(&self.sizes) {
+            return Err(format!("--sizes names {size} twice: name each size once"));
+        }
+        let range = |flag: &str, value: Duration, min: Duration, max: Duration| {
+            if (min..=max).contains(&value) {
+                return Ok(());
+            }
+            let f = humantime::format_duration;
+            Err(format!(
+                "{flag} {} is out of range: use {} to {}",
+                f(value),
+                f(min),
+                f(max)
+            ))
+        };
+        // Below 100ms idle workers flood the server; above a minute redeliveries wait too long.
+        let ms = Duration::from_millis;
+        range("--poll-interval", self.poll_interval, ms(100), ms(60_000))?;
+        range("--retry-delay", self.retry_base, ms(100), self.retry_max)?;
+        let day = Duration::from_secs(24 * 3600);
+        range("--store-patience", self.store_patience, Duration::ZERO, day)?;
+        let smallest_need = self
+            .phases
+            .iter()
+            .flat_map(|&p| self.sizes.iter().map(move |&s| scratch::need(p, s)))
+            .min()
+            .unwrap_or(0);
+        if smallest_need > self.scratch_limit {
+            return Err(format!(
+                "the scratch limit ({}) fits no task this worker serves: the smallest need is {}; \
+                 give it more scratch space (--scratch-limit, or free space under {})",
+                bytes(self.scratch_limit),
+                bytes(smallest_need),
+                self.scratch.display()
+            ));
         }
         Ok(())
     }
