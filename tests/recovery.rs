@@ -22,7 +22,7 @@ fn log_lines(proc: &Proc, needles: &[&str]) -> Vec<String> {
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let start = line.find(&format!("{key}="))? + key.len() + 1;
     line[start..]
-        .split(|c: char| c == ' ' || c == '}' || c == ':')
+        .split([' ', '}', ':'])
         .next()
 }
 

@@ -245,22 +245,6 @@ pub async fn run(
             });
         }
     }
-    if sources.is_empty() {
-        anyhow::bail!(
-            "the scratch limit ({}) fits no task this worker serves: the smallest need is {}; \
-             give it more scratch space (--scratch-limit, or free space under {})",
-            bytes(config.scratch_limit),
-            bytes(
-                config
-                    .phases
-                    .iter()
-                    .flat_map(|&p| config.sizes.iter().map(move |&s| scratch::need(p, s)))
-                    .min()
-                    .unwrap_or(0)
-            ),
-            config.scratch.display()
-        );
-    }
     let progress_every = (ack_wait / 4).max(Duration::from_millis(250));
 
     let mut doorbell = futures::stream::select_all(
