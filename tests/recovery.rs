@@ -21,9 +21,7 @@ fn log_lines(proc: &Proc, needles: &[&str]) -> Vec<String> {
 /// The value of `key=` in a log line.
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let start = line.find(&format!("{key}="))? + key.len() + 1;
-    line[start..]
-        .split([' ', '}', ':'])
-        .next()
+    line[start..].split([' ', '}', ':']).next()
 }
 
 /// How many times each task ran to completion, over all `workers`.
