@@ -6,8 +6,7 @@
 use std::time::{Duration, Instant};
 
 use mesh::names;
-use mesh::store::{Store, StoreConfig};
-use mesh_tests::{Mesh, Proc, Seaweed, wait_for};
+use mesh_tests::{Mesh, Proc, Seaweed, s3_store, wait_for};
 
 const WORKER: [&str; 6] = [
     "--executor",
@@ -182,40 +181,10 @@ async fn killing_stream_leaders_in_a_3_node_cluster_loses_nothing() {
     println!("FIGURE cluster R3: all {sectors} sectors sealed once, no dead letters");
 }
 
-fn s3_store(s3: &Seaweed) -> Store {
-    Store::open(&StoreConfig {
-        url: format!("s3://{}/outage", s3.bucket),
-        options: vec![
-            ("aws_endpoint".to_string(), s3.endpoint()),
-            ("allow_http".to_string(), "true".to_string()),
-            ("aws_region".to_string(), "us-east-1".to_string()),
-            ("aws_access_key_id".to_string(), s3.access_key.clone()),
-            ("aws_secret_access_key".to_string(), s3.secret_key.clone()),
-        ],
-    })
-    .unwrap()
-}
-
-async fn s3_ready(store: &Store) {
-    wait_for(
-        "the S3 bucket to accept writes",
-        Duration::from_secs(90),
-        || {
-            let store = store.clone();
-            async move {
-                store.put_bytes("probe", b"ok".to_vec()).await.ok()?;
-                (store.get_bytes("probe").await.ok()?.as_ref() == b"ok").then_some(())
-            }
-        },
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn tasks_wait_out_an_s3_outage_and_no_sector_fails() {
     let mut s3 = Seaweed::start();
-    let store = s3_store(&s3);
-    s3_ready(&store).await;
+    s3_store(&s3, "outage").await;
     let mut mesh = Mesh::start().await;
     mesh.store = format!("s3://{}/outage", s3.bucket);
     mesh.env = s3.env();
@@ -242,7 +211,7 @@ async fn tasks_wait_out_an_s3_outage_and_no_sector_fails() {
         tokio::time::sleep(rest).await;
     }
     s3.restart();
-    s3_ready(&store).await;
+    s3_store(&s3, "outage").await;
     let down = killed.elapsed();
     let back = Instant::now();
     all_sealed(&mesh, &mut publisher, &mut workers, sectors).await;

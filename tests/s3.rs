@@ -3,39 +3,14 @@
 
 use std::time::Duration;
 
-use mesh::store::{Store, StoreConfig};
-use mesh_tests::{Mesh, Proc, Seaweed, bin, lines, require_2kib_params, verify_out_line, wait_for};
+use mesh_tests::{Mesh, Proc, Seaweed, bin, lines, require_2kib_params, s3_store, verify_out_line};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sector_seals_through_s3_with_parameters_pulled_from_it() {
     let params = require_2kib_params();
     let s3 = Seaweed::start();
     let url = format!("s3://{}/mesh-test", s3.bucket);
-    let options = vec![
-        ("aws_endpoint".to_string(), s3.endpoint()),
-        ("allow_http".to_string(), "true".to_string()),
-        ("aws_region".to_string(), "us-east-1".to_string()),
-        ("aws_access_key_id".to_string(), s3.access_key.clone()),
-        ("aws_secret_access_key".to_string(), s3.secret_key.clone()),
-    ];
-    let store = Store::open(&StoreConfig {
-        url: url.clone(),
-        options,
-    })
-    .unwrap();
-    // The bucket answers once the filer is up.
-    wait_for(
-        "the S3 bucket to accept writes",
-        Duration::from_secs(60),
-        || {
-            let store = store.clone();
-            async move {
-                store.put_bytes("probe", b"ok".to_vec()).await.ok()?;
-                (store.get_bytes("probe").await.ok()?.as_ref() == b"ok").then_some(())
-            }
-        },
-    )
-    .await;
+    let store = s3_store(&s3, "mesh-test").await;
 
     let mesh = Mesh::start().await;
     let env: Vec<(String, String)> = s3.env();

@@ -297,6 +297,35 @@ impl Mesh {
     }
 }
 
+/// The store at `s3://<bucket>/<prefix>` on `s3`, once the bucket accepts writes (the filer
+/// takes a moment after the server listens, also after a restart).
+pub async fn s3_store(s3: &Seaweed, prefix: &str) -> mesh::store::Store {
+    let store = mesh::store::Store::open(&mesh::store::StoreConfig {
+        url: format!("s3://{}/{prefix}", s3.bucket),
+        options: vec![
+            ("aws_endpoint".to_string(), s3.endpoint()),
+            ("allow_http".to_string(), "true".to_string()),
+            ("aws_region".to_string(), "us-east-1".to_string()),
+            ("aws_access_key_id".to_string(), s3.access_key.clone()),
+            ("aws_secret_access_key".to_string(), s3.secret_key.clone()),
+        ],
+    })
+    .expect("open the S3 store");
+    wait_for(
+        "the S3 bucket to accept writes",
+        Duration::from_secs(90),
+        || {
+            let store = store.clone();
+            async move {
+                store.put_bytes("probe", b"ok".to_vec()).await.ok()?;
+                (store.get_bytes("probe").await.ok()?.as_ref() == b"ok").then_some(())
+            }
+        },
+    )
+    .await;
+    store
+}
+
 /// Lines of a file, or none if it does not exist yet.
 pub fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)

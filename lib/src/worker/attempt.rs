@@ -62,19 +62,14 @@ pub(super) async fn run(
         attempt = delivered
     );
     async move {
+        let head = task.head();
+        let dead_letter = async |reason: &str| {
+            fail_permanently(&ctx, &msg, phase, size, Some(&head), delivered, reason).await
+        };
         if let Err(e) = task.validate(size) {
             let reason = format!("invalid task: {e}");
             error!(%reason, "dead-lettering task");
-            fail_permanently(
-                &ctx,
-                &msg,
-                phase,
-                size,
-                Some(&task.head()),
-                delivered,
-                &reason,
-            )
-            .await;
+            dead_letter(&reason).await;
             return;
         }
         if task.phase != phase {
@@ -82,16 +77,7 @@ pub(super) async fn run(
                 "task for phase {} arrived on the {phase} stream",
                 task.phase
             );
-            fail_permanently(
-                &ctx,
-                &msg,
-                phase,
-                size,
-                Some(&task.head()),
-                delivered,
-                &reason,
-            )
-            .await;
+            dead_letter(&reason).await;
             return;
         }
         if task.synthetic != ctx.config.executor.is_synthetic() {
@@ -114,16 +100,7 @@ pub(super) async fn run(
                 task.max_attempts
             );
             error!(%reason, "dead-lettering task");
-            fail_permanently(
-                &ctx,
-                &msg,
-                phase,
-                size,
-                Some(&task.head()),
-                delivered,
-                &reason,
-            )
-            .await;
+            dead_letter(&reason).await;
             return;
         }
         info!("task started");
@@ -146,16 +123,7 @@ pub(super) async fn run(
             Err(Failure::Retry(reason)) if delivered >= task.max_attempts => {
                 let reason = format!("gave up after {delivered} attempts; last error: {reason}");
                 error!(%reason, "dead-lettering task");
-                fail_permanently(
-                    &ctx,
-                    &msg,
-                    phase,
-                    size,
-                    Some(&task.head()),
-                    delivered,
-                    &reason,
-                )
-                .await;
+                dead_letter(&reason).await;
             }
             Err(Failure::Retry(reason)) => {
                 let delay = ctx.config.retry_delay(delivered);
@@ -166,16 +134,7 @@ pub(super) async fn run(
             }
             Err(Failure::Permanent(reason)) => {
                 error!(%reason, "task failed for good; dead-lettering");
-                fail_permanently(
-                    &ctx,
-                    &msg,
-                    phase,
-                    size,
-                    Some(&task.head()),
-                    delivered,
-                    &reason,
-                )
-                .await;
+                dead_letter(&reason).await;
             }
         }
     }
