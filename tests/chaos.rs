@@ -81,7 +81,12 @@ async fn three_hundred_sectors_seal_exactly_once_through_kills_and_a_broker_rest
             "the soak did not finish in {deadline:?}"
         );
         tokio::time::sleep(Duration::from_millis(3000 + 100 * rng.below(30) as u64)).await;
-        if !broker_restarted && started.elapsed() > Duration::from_secs(20) {
+        // The broker restart comes once every publisher has created its sectors (creating them
+        // is the one step a publisher does not retry).
+        let created = publishers
+            .iter()
+            .all(|p| p.log_text().contains("INFO sealing"));
+        if !broker_restarted && created && started.elapsed() > Duration::from_secs(20) {
             mesh.servers[0].kill();
             tokio::time::sleep(Duration::from_secs(2)).await;
             mesh.servers[0].restart();

@@ -129,7 +129,9 @@ async fn a_stopped_worker_wakes_to_a_redelivered_task_and_its_late_result_is_dro
     let mesh = Mesh::start().await;
     let flags: Vec<&str> = SYNTHETIC
         .iter()
-        .chain(&["--synthetic-durations", "pc1=4s"])
+        // PC2 is slow so that the sleeper's late PC1 result reaches the publisher while the
+        // sector is still being sealed (a publisher that has exited drops nothing).
+        .chain(&["--synthetic-durations", "pc1=4s,pc2=3s"])
         .copied()
         .collect();
     let sleeper = mesh.worker("sleeper", &flags);
