@@ -1,0 +1,376 @@
+//! The ledger of what a worker's running tasks hold, and the one check that decides whether
+//! another task fits, as lotus's scheduler decides it (`CanHandleRequest`): minimum memory
+//! against RAM, peak memory against RAM and swap, threads against CPU threads, GPU use against
+//! GPUs, plus the per-kind `max_concurrent`, the worker's slot cap and its scratch space.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Machine, Need, human_bytes};
+use crate::model::{Phase, SectorSize};
+
+/// GPU shares are counted in thousandths so that sums are exact.
+const GPU_UNITS: f64 = 1000.0;
+
+/// What one task of a phase and size holds on this machine while it runs: its table entry
+/// resolved for the machine's threads and GPUs, and its scratch need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub threads: u32,
+    pub min_memory: u64,
+    pub max_memory: u64,
+    /// Counted on top of the memory checks but not held (shared by tasks of the kind).
+    pub base_memory: u64,
+    /// Thousandths of a GPU; 0 on a machine without GPUs.
+    pub gpu_milli: u32,
+    pub gpu_required: bool,
+    pub max_concurrent: u32,
+    pub scratch: u64,
+}
+
+impl Claim {
+    pub fn new(need: &Need, machine: &Machine, scratch: u64) -> Claim {
+        let gpus = machine.gpus.len();
+        Claim {
+            threads: need.threads(machine.cpu_threads, gpus),
+            min_memory: need.min_memory,
+            max_memory: need.max_memory,
+            base_memory: need.base_min_memory,
+            gpu_milli: if need.uses_gpu(gpus) {
+                (need.gpu_utilization * GPU_UNITS).round() as u32
+            } else {
+                0
+            },
+            gpu_required: need.gpu_required,
+            max_concurrent: need.max_concurrent,
+            scratch,
+        }
+    }
+}
+
+/// What running tasks hold, as the registry and `mesh-publisher workers` show it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub tasks: u32,
+    pub threads: u32,
+    pub min_memory: u64,
+    pub max_memory: u64,
+    /// GPUs in use (1.0 = one whole GPU).
+    pub gpu: f64,
+    pub scratch: u64,
+}
+
+/// Why a task does not fit now (or, on an empty ledger, ever).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    NoGpu,
+    Slots { slots: u32 },
+    MaxConcurrent { limit: u32 },
+    Threads { need: u32, free: u32 },
+    Memory { need: u64, free: u64 },
+    VirtualMemory { need: u64, free: u64 },
+    Gpu { need: u32, free: u32 },
+    Scratch { need: u64, free: u64 },
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = |n: &u64| human_bytes(*n);
+        match self {
+            Refusal::NoGpu => write!(f, "it requires a GPU and this worker has none"),
+            Refusal::Slots { slots } => write!(f, "all {slots} slots are taken"),
+            Refusal::MaxConcurrent { limit } => {
+                write!(f, "max_concurrent {limit} of its kind already run")
+            }
+            Refusal::Threads { need, free } => {
+                write!(f, "it needs {need} CPU threads, {free} are free")
+            }
+            Refusal::Memory { need, free } => write!(
+                f,
+                "it needs {} of memory (minimum + base), {} is free",
+                b(need),
+                b(free)
+            ),
+            Refusal::VirtualMemory { need, free } => write!(
+                f,
+                "it needs {} of memory and swap at its peak (maximum + base), {} is free",
+                b(need),
+                b(free)
+            ),
+            Refusal::Gpu { need, free } => write!(
+                f,
+                "it needs {:.2} GPU, {:.2} is free",
+                *need as f64 / GPU_UNITS,
+                *free as f64 / GPU_UNITS
+            ),
+            Refusal::Scratch { need, free } => write!(
+                f,
+                "it needs {} of scratch space, {} is free",
+                b(need),
+                b(free)
+            ),
+        }
+    }
+}
+
+type Kind = (Phase, SectorSize);
+
+/// The resources of one worker and what its running tasks hold.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    cpus: u32,
+    memory: u64,
+    swap: u64,
+    gpu_milli: u32,
+    slots: Option<u32>,
+    scratch_limit: u64,
+    used: Usage,
+    gpu_used_milli: u32,
+    per_kind: BTreeMap<Kind, u32>,
+}
+
+impl Ledger {
+    pub fn new(machine: &Machine, slots: Option<u32>, scratch_limit: u64) -> Ledger {
+        Ledger {
+            cpus: machine.cpu_threads,
+            memory: machine.memory_bytes,
+            swap: machine.swap_bytes,
+            gpu_milli: machine.gpus.len() as u32 * GPU_UNITS as u32,
+            slots,
+            scratch_limit,
+            used: Usage::default(),
+            gpu_used_milli: 0,
+            per_kind: BTreeMap::new(),
+        }
+    }
+
+    /// Whether one more task of `kind` fits beside those running.
+    pub fn check(&self, kind: Kind, claim: &Claim) -> Result<(), Refusal> {
+        if claim.gpu_required && self.gpu_milli == 0 {
+            return Err(Refusal::NoGpu);
+        }
+        if let Some(slots) = self.slots
+            && self.used.tasks >= slots
+        {
+            return Err(Refusal::Slots { slots });
+        }
+        let running = self.per_kind.get(&kind).copied().unwrap_or(0);
+        if claim.max_concurrent > 0 && running >= claim.max_concurrent {
+            return Err(Refusal::MaxConcurrent {
+                limit: claim.max_concurrent,
+            });
+        }
+        let need = claim.min_memory.saturating_add(claim.base_memory);
+        let free = self.memory.saturating_sub(self.used.min_memory);
+        if need > free {
+            return Err(Refusal::Memory { need, free });
+        }
+        let need = claim.max_memory.saturating_add(claim.base_memory);
+        let free = self
+            .memory
+            .saturating_add(self.swap)
+            .saturating_sub(self.used.max_memory);
+        if need > free {
+            return Err(Refusal::VirtualMemory { need, free });
+        }
+        let free = self.cpus.saturating_sub(self.used.threads);
+        if claim.threads > free {
+            return Err(Refusal::Threads {
+                need: claim.threads,
+                free,
+            });
+        }
+        let free = self.gpu_milli.saturating_sub(self.gpu_used_milli);
+        if claim.gpu_milli > free {
+            return Err(Refusal::Gpu {
+                need: claim.gpu_milli,
+                free,
+            });
+        }
+        let free = self.scratch_limit.saturating_sub(self.used.scratch);
+        if claim.scratch > free {
+            return Err(Refusal::Scratch {
+                need: claim.scratch,
+                free,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether a task of `kind` could ever run here (it fits an idle worker).
+    pub fn ever_fits(&self, kind: Kind, claim: &Claim) -> Result<(), Refusal> {
+        Ledger::new_like(self).check(kind, claim)
+    }
+
+    fn new_like(other: &Ledger) -> Ledger {
+        Ledger {
+            used: Usage::default(),
+            gpu_used_milli: 0,
+            per_kind: BTreeMap::new(),
+            ..other.clone()
+        }
+    }
+
+    /// Records a task as running. Call only after [`Ledger::check`] said it fits.
+    pub fn take(&mut self, kind: Kind, claim: &Claim) {
+        *self.per_kind.entry(kind).or_default() += 1;
+        self.used.tasks += 1;
+        self.used.threads += claim.threads;
+        self.used.min_memory += claim.min_memory;
+        self.used.max_memory += claim.max_memory;
+        self.gpu_used_milli += claim.gpu_milli;
+        self.used.gpu = self.gpu_used_milli as f64 / GPU_UNITS;
+        self.used.scratch += claim.scratch;
+    }
+
+    /// Gives back what [`Ledger::take`] recorded for a task that ended.
+    pub fn give_back(&mut self, kind: Kind, claim: &Claim) {
+        if let Some(n) = self.per_kind.get_mut(&kind) {
+            *n = n.saturating_sub(1);
+        }
+        self.used.tasks = self.used.tasks.saturating_sub(1);
+        self.used.threads = self.used.threads.saturating_sub(claim.threads);
+        self.used.min_memory = self.used.min_memory.saturating_sub(claim.min_memory);
+        self.used.max_memory = self.used.max_memory.saturating_sub(claim.max_memory);
+        self.gpu_used_milli = self.gpu_used_milli.saturating_sub(claim.gpu_milli);
+        self.used.gpu = self.gpu_used_milli as f64 / GPU_UNITS;
+        self.used.scratch = self.used.scratch.saturating_sub(claim.scratch);
+    }
+
+    pub fn usage(&self) -> Usage {
+        self.used
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::Table;
+    use proptest::prelude::*;
+
+    const G: u64 = 1 << 30;
+
+    fn machine(cpus: u32, memory: u64, gpus: usize) -> Machine {
+        Machine {
+            host: "test".into(),
+            cpu_threads: cpus,
+            memory_bytes: memory,
+            swap_bytes: 0,
+            gpus: (0..gpus).map(|i| format!("gpu{i}")).collect(),
+        }
+    }
+
+    #[test]
+    fn a_pc1_box_runs_as_many_pc1_as_its_memory_allows() {
+        let m = machine(64, 1024 * G, 0);
+        let table = Table::lotus();
+        let kind = (Phase::PreCommit1, SectorSize::GiB32);
+        let claim = Claim::new(&table.get(kind.0, kind.1), &m, 0);
+        let mut ledger = Ledger::new(&m, None, u64::MAX);
+        let mut n = 0;
+        while ledger.check(kind, &claim).is_ok() {
+            ledger.take(kind, &claim);
+            n += 1;
+        }
+        // 64 GiB peak each: 15 fit below 1 TiB with the 10 MiB base on top (lotus counts so).
+        assert_eq!(n, 15);
+        assert!(matches!(
+            ledger.check(kind, &claim),
+            Err(Refusal::VirtualMemory { .. })
+        ));
+    }
+
+    #[test]
+    fn gpu_phases_share_gpus_and_gpu_only_phases_need_one() {
+        let table = Table::lotus();
+        let kind = (Phase::Commit2, SectorSize::KiB2);
+        let mut need = table.get(kind.0, kind.1);
+        let gpu_box = machine(16, 64 * G, 1);
+        let claim = Claim::new(&need, &gpu_box, 0);
+        let mut ledger = Ledger::new(&gpu_box, None, u64::MAX);
+        ledger.take(kind, &claim);
+        assert!(matches!(
+            ledger.check(kind, &claim),
+            Err(Refusal::Gpu { .. })
+        ));
+        // Without a GPU lotus runs it on the CPU, unless it is marked GPU-only.
+        let cpu_box = machine(16, 64 * G, 0);
+        let ledger = Ledger::new(&cpu_box, None, u64::MAX);
+        assert!(ledger.check(kind, &Claim::new(&need, &cpu_box, 0)).is_ok());
+        need.gpu_required = true;
+        assert_eq!(
+            ledger.ever_fits(kind, &Claim::new(&need, &cpu_box, 0)),
+            Err(Refusal::NoGpu)
+        );
+    }
+
+    #[test]
+    fn max_concurrent_and_slots_cap_tasks() {
+        let m = machine(64, 1024 * G, 0);
+        let kind = (Phase::AddPiece, SectorSize::KiB2);
+        let mut need = Table::lotus().get(kind.0, kind.1);
+        need.max_concurrent = 2;
+        let claim = Claim::new(&need, &m, 0);
+        let mut ledger = Ledger::new(&m, Some(3), u64::MAX);
+        ledger.take(kind, &claim);
+        ledger.take(kind, &claim);
+        assert_eq!(
+            ledger.check(kind, &claim),
+            Err(Refusal::MaxConcurrent { limit: 2 })
+        );
+        let other = (Phase::Commit1, SectorSize::KiB2);
+        let c1 = Claim::new(&Table::lotus().get(other.0, other.1), &m, 0);
+        ledger.take(other, &c1);
+        assert_eq!(ledger.check(other, &c1), Err(Refusal::Slots { slots: 3 }));
+        ledger.give_back(kind, &claim);
+        assert!(ledger.check(kind, &claim).is_ok());
+    }
+
+    proptest! {
+        /// Whatever mix of tasks comes and goes, what the ledger lets run never exceeds the
+        /// machine.
+        #[test]
+        fn running_tasks_never_exceed_the_machine(
+            cpus in 1u32..128,
+            memory_gib in 1u64..2048,
+            gpus in 0usize..4,
+            ops in proptest::collection::vec((0usize..30, any::<bool>()), 1..200),
+        ) {
+            let m = machine(cpus, memory_gib * G, gpus);
+            let table = Table::lotus();
+            let kinds: Vec<Kind> = Phase::ALL
+                .iter()
+                .flat_map(|&p| SectorSize::ALL.iter().map(move |&s| (p, s)))
+                .collect();
+            let mut ledger = Ledger::new(&m, None, 10 * G);
+            let mut running: Vec<(Kind, Claim)> = Vec::new();
+            for (pick, start) in ops {
+                if start || running.is_empty() {
+                    let kind = kinds[pick % kinds.len()];
+                    let claim = Claim::new(&table.get(kind.0, kind.1), &m, (pick as u64) << 28);
+                    if ledger.check(kind, &claim).is_ok() {
+                        ledger.take(kind, &claim);
+                        running.push((kind, claim));
+                    }
+                } else {
+                    let (kind, claim) = running.remove(pick % running.len());
+                    ledger.give_back(kind, &claim);
+                }
+                let threads: u32 = running.iter().map(|(_, c)| c.threads).sum();
+                let min: u64 = running.iter().map(|(_, c)| c.min_memory).sum();
+                let max: u64 = running.iter().map(|(_, c)| c.max_memory).sum();
+                let gpu: u32 = running.iter().map(|(_, c)| c.gpu_milli).sum();
+                let scratch: u64 = running.iter().map(|(_, c)| c.scratch).sum();
+                prop_assert!(threads <= cpus);
+                prop_assert!(min <= m.memory_bytes);
+                prop_assert!(max <= m.memory_bytes + m.swap_bytes);
+                prop_assert!(gpu <= gpus as u32 * 1000);
+                prop_assert!(scratch <= 10 * G);
+                prop_assert_eq!(ledger.usage().threads, threads);
+                prop_assert_eq!(ledger.usage().tasks as usize, running.len());
+            }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! What a worker has and what its tasks need: the machine (CPU threads, memory, swap and NVIDIA
+//! GPUs, detected or declared), lotus's resource table per phase and size, and the ledger of
+//! what running tasks hold. No NVIDIA library means no GPUs, not an error.
+
+pub mod ledger;
+pub mod table;
+
+use serde::{Deserialize, Serialize};
+
+pub use ledger::{Claim, Ledger, Refusal, Usage};
+pub use table::{Need, NeedOverride, Table};
+
+/// A worker's machine as the resource checks see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    pub host: String,
+    pub cpu_threads: u32,
+    pub memory_bytes: u64,
+    #[serde(default)]
+    pub swap_bytes: u64,
+    /// GPU names, one per GPU.
+    pub gpus: Vec<String>,
+}
+
+/// What an operator declares instead of what is detected (a container whose limits the system
+/// tables do not show, a machine shared with something else, a simulation).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Declared {
+    pub cpus: Option<u32>,
+    #[serde(default, with = "table::opt_bytes")]
+    pub memory: Option<u64>,
+    #[serde(default, with = "table::opt_bytes")]
+    pub swap: Option<u64>,
+    /// A count of GPUs (named `declared GPU <n>`); 0 means use none even if some are present.
+    pub gpus: Option<u32>,
+}
+
+impl Declared {
+    /// Fills what `self` leaves open from `other` (used for flag > env > file precedence).
+    pub fn or(self, other: Declared) -> Declared {
+        Declared {
+            cpus: self.cpus.or(other.cpus),
+            memory: self.memory.or(other.memory),
+            swap: self.swap.or(other.swap),
+            gpus: self.gpus.or(other.gpus),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(cpus) = self.cpus
+            && !(1..=4096).contains(&cpus)
+        {
+            return Err(format!("--cpus {cpus} is out of range: use 1 to 4096"));
+        }
+        if self.memory == Some(0) {
+            return Err("--memory 0 leaves no memory for any task: declare e.g. 256GiB".into());
+        }
+        if let Some(gpus) = self.gpus
+            && gpus > 64
+        {
+            return Err(format!("--gpus {gpus} is out of range: use 0 to 64"));
+        }
+        Ok(())
+    }
+
+    /// The machine: detected, with what is declared put in its place.
+    pub fn apply(&self, mut machine: Machine) -> Machine {
+        if let Some(cpus) = self.cpus {
+            machine.cpu_threads = cpus;
+        }
+        if let Some(memory) = self.memory {
+            machine.memory_bytes = memory;
+        }
+        if let Some(swap) = self.swap {
+            machine.swap_bytes = swap;
+        }
+        if let Some(gpus) = self.gpus {
+            machine.gpus = (0..gpus).map(|i| format!("declared GPU {i}")).collect();
+        }
+        machine
+    }
+}
+
+/// Reads this machine's resources.
+pub fn detect() -> Machine {
+    let (memory_bytes, swap_bytes) = match sysinfo::System::new() {
+        Ok(mut system) => {
+            system.refresh_memory();
+            (system.total_memory(), system.total_swap())
+        }
+        Err(_) => (0, 0),
+    };
+    let cpu_threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    Machine {
+        host: sysinfo::System::host_name().unwrap_or_else(|_| "localhost".into()),
+        cpu_threads,
+        memory_bytes,
+        swap_bytes,
+        gpus: gpus(),
+    }
+}
+
+fn gpus() -> Vec<String> {
+    let Ok(nvml) = nvml_wrapper::Nvml::init() else {
+        return Vec::new();
+    };
+    let count = nvml.device_count().unwrap_or(0);
+    (0..count)
+        .filter_map(|i| nvml.device_by_index(i).ok()?.name().ok())
+        .collect()
+}
+
+/// A host name made safe for keys and subjects: letters, digits and `-`.
+pub fn safe_name(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let s = s.trim_matches('-');
+    if s.is_empty() {
+        "host".into()
+    } else {
+        s.to_string()
+    }
+}
+
+/// Bytes for people: `64.0 KiB`, `448.0 GiB`, `unlimited`.
+pub fn human_bytes(n: u64) -> String {
+    if n == u64::MAX {
+        return "unlimited".into();
+    }
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", units[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_this_machine() {
+        let r = detect();
+        assert!(r.cpu_threads >= 1);
+        assert!(r.memory_bytes > 0);
+        assert_eq!(safe_name("ip-10.0.0.1_x"), "ip-10-0-0-1-x");
+        assert_eq!(safe_name("..."), "host");
+    }
+
+    #[test]
+    fn declared_values_replace_detected_ones() {
+        let detected = Machine {
+            host: "h".into(),
+            cpu_threads: 2,
+            memory_bytes: 8 << 30,
+            swap_bytes: 0,
+            gpus: vec!["RTX".into()],
+        };
+        let declared = Declared {
+            cpus: Some(64),
+            gpus: Some(0),
+            ..Declared::default()
+        }
+        .or(Declared {
+            cpus: Some(8),
+            memory: Some(1 << 40),
+            ..Declared::default()
+        });
+        let m = declared.apply(detected);
+        assert_eq!((m.cpu_threads, m.memory_bytes), (64, 1 << 40));
+        assert!(m.gpus.is_empty());
+        assert!(
+            Declared {
+                cpus: Some(0),
+                ..Declared::default()
+            }
+            .validate()
+            .unwrap_err()
+            .contains("--cpus 0")
+        );
+        assert_eq!(human_bytes(448 << 30), "448.0 GiB");
+    }
+}
