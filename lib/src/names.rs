@@ -1,7 +1,7 @@
 //! Every subject, stream, consumer and bucket name of the mesh, built in this one place so that
 //! the code, the files in `nats/` and `nats stream report` always agree.
 
-use crate::model::{MinerId, Phase, SectorNum, SectorSize};
+use crate::model::{MinerId, Phase, SectorNum, SectorSize, TaskClass};
 
 /// Results of every task, for every miner: `mesh.result.<miner>.<sector>.<phase>`.
 pub const RESULT_STREAM: &str = "MESH_RESULT";
@@ -11,8 +11,8 @@ pub const DLQ_STREAM: &str = "MESH_DLQ";
 pub const SECTORS_BUCKET: &str = "mesh-sectors";
 /// Live workers per worker id, kept alive by heartbeats.
 pub const WORKERS_BUCKET: &str = "mesh-workers";
-/// The durable pull consumer every worker shares on a task stream.
-pub const TASK_CONSUMER: &str = "workers";
+/// Miners sharing the pool, with their weights, per miner id.
+pub const MINERS_BUCKET: &str = "mesh-miners";
 
 /// Header carrying the reason a task was dead-lettered.
 pub const REASON_HEADER: &str = "Mesh-Reason";
@@ -30,14 +30,36 @@ pub fn task_stream(phase: Phase, size: SectorSize) -> String {
     )
 }
 
-/// `mesh.task.pc1.2kib.>`: what a task stream holds.
+/// `mesh.task.pc1.2kib.*.*`: what a task stream holds (miner and class follow).
 pub fn task_stream_subjects(phase: Phase, size: SectorSize) -> String {
-    format!("mesh.task.{phase}.{}.>", size.token())
+    format!("mesh.task.{phase}.{}.*.*", size.token())
 }
 
-/// `mesh.task.pc1.2kib.f01000`: where one miner's tasks of a phase and size go.
-pub fn task_subject(phase: Phase, size: SectorSize, miner: MinerId) -> String {
-    format!("mesh.task.{phase}.{}.{miner}", size.token())
+/// `mesh.task.pc1.2kib.f01000.deals`: where one miner's tasks of a phase, size and class go.
+pub fn task_subject(phase: Phase, size: SectorSize, miner: MinerId, class: TaskClass) -> String {
+    format!("mesh.task.{phase}.{}.{miner}.{class}", size.token())
+}
+
+/// Reads a task subject back: phase, size, miner and class.
+pub fn parse_task_subject(subject: &str) -> Option<(Phase, SectorSize, MinerId, TaskClass)> {
+    let mut parts = subject.split('.');
+    if (parts.next()?, parts.next()?) != ("mesh", "task") {
+        return None;
+    }
+    let phase = parts.next()?.parse().ok()?;
+    let size = parts.next()?.parse().ok()?;
+    let miner = parts.next()?.parse().ok()?;
+    let class = parts.next()?.parse().ok()?;
+    parts
+        .next()
+        .is_none()
+        .then_some((phase, size, miner, class))
+}
+
+/// `workers-f01000-deals`: the durable pull consumer through which workers take one miner's
+/// tasks of one class from a task stream (each task stream has one per miner and class).
+pub fn task_consumer(miner: MinerId, class: TaskClass) -> String {
+    format!("workers-{miner}-{class}")
 }
 
 /// `mesh.result.f01000.12.pc1`
@@ -93,11 +115,18 @@ mod tests {
         let miner: MinerId = "f01000".parse().unwrap();
         let (phase, size) = (Phase::PreCommit1, SectorSize::KiB2);
         assert_eq!(task_stream(phase, size), "MESH_TASK_PC1_2KIB");
-        assert_eq!(task_stream_subjects(phase, size), "mesh.task.pc1.2kib.>");
+        assert_eq!(task_stream_subjects(phase, size), "mesh.task.pc1.2kib.*.*");
         assert_eq!(
-            task_subject(phase, size, miner),
-            "mesh.task.pc1.2kib.f01000"
+            task_subject(phase, size, miner, TaskClass::Deals),
+            "mesh.task.pc1.2kib.f01000.deals"
         );
+        assert_eq!(
+            parse_task_subject("mesh.task.pc1.2kib.f01000.cc"),
+            Some((phase, size, miner, TaskClass::Cc))
+        );
+        assert_eq!(parse_task_subject("mesh.task.pc1.2kib.f01000"), None);
+        assert_eq!(parse_task_subject("mesh.task.pc1.2kib.f01000.cc.x"), None);
+        assert_eq!(task_consumer(miner, TaskClass::Cc), "workers-f01000-cc");
         assert_eq!(
             result_subject(miner, SectorNum(12), Phase::Commit2),
             "mesh.result.f01000.12.c2"

@@ -1,6 +1,7 @@
 //! The broker wrapper: one NATS connection with its JetStream context, cheap to clone, plus the
 //! topology (streams, consumers, buckets) the mesh runs on.
 
+pub mod miners;
 pub mod topology;
 
 use std::time::Duration;
@@ -116,37 +117,18 @@ impl Broker {
             })
     }
 
-    /// Opens the pull consumer `consumer` on `stream`, both made by `init`.
-    pub async fn consumer(
-        &self,
-        stream: &str,
-        consumer: &str,
-    ) -> Result<jetstream::consumer::PullConsumer, BrokerError> {
-        let s = self
-            .js
-            .get_stream(stream)
-            .await
-            .map_err(|e| match e.kind() {
-                jetstream::context::GetStreamErrorKind::JetStream(j)
-                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
-                {
-                    BrokerError::Missing {
-                        what: format!("stream {stream}"),
-                    }
+    /// Opens a stream that `init` made.
+    pub async fn stream(&self, name: &str) -> Result<jetstream::stream::Stream, BrokerError> {
+        self.js.get_stream(name).await.map_err(|e| match e.kind() {
+            jetstream::context::GetStreamErrorKind::JetStream(j)
+                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                BrokerError::Missing {
+                    what: format!("stream {name}"),
                 }
-                _ => BrokerError::api(format!("open stream {stream}"), e),
-            })?;
-        s.consumer_info(consumer)
-            .await
-            .map_err(|e| match e.kind() {
-                jetstream::context::ConsumerInfoErrorKind::NotFound => BrokerError::Missing {
-                    what: format!("consumer {consumer} on stream {stream}"),
-                },
-                _ => BrokerError::api(format!("open consumer {consumer} on {stream}"), e),
-            })?;
-        s.get_consumer(consumer)
-            .await
-            .map_err(|e| BrokerError::api(format!("open consumer {consumer} on {stream}"), e))
+            }
+            _ => BrokerError::api(format!("open stream {name}"), e),
+        })
     }
 
     /// Publishes to a stream and waits for the server's ack, retrying with the same message id

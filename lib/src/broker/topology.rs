@@ -12,8 +12,16 @@ use async_nats::jetstream::stream::{
 use serde::Serialize;
 
 use super::{Broker, BrokerError};
-use crate::model::{MAX_MESSAGE_BYTES, MinerId, Phase, SectorSize};
+use crate::model::{MAX_MESSAGE_BYTES, MinerId, Phase, SectorSize, TaskClass};
 use crate::names;
+
+/// Task stream metadata key holding the `--ack-wait` of `init` in milliseconds, so that the
+/// per-miner consumers publishers create later get the same ack wait.
+pub const ACK_WAIT_KEY: &str = "mesh.ack_wait_ms";
+
+/// The consumer every worker shared before consumers were per miner; `init` removes it, as a
+/// work queue allows no unfiltered consumer beside filtered ones.
+const LEGACY_TASK_CONSUMER: &str = "workers";
 
 /// Settings an operator may change at `init`.
 #[derive(Debug, Clone)]
@@ -101,6 +109,11 @@ impl Topology {
             retention: RetentionPolicy::WorkQueue,
             // Never drop a queued task to make room: refuse the publish instead.
             discard: DiscardPolicy::New,
+            metadata: [(
+                ACK_WAIT_KEY.to_string(),
+                self.ack_wait.as_millis().to_string(),
+            )]
+            .into(),
             ..self.stream(
                 names::task_stream(phase, size),
                 format!("mesh {} tasks for {size} sectors", phase_title(phase)),
@@ -109,13 +122,24 @@ impl Topology {
         }
     }
 
-    /// The consumer every worker shares on a task stream. `max_deliver` is unlimited on purpose:
-    /// when the server exhausts `max_deliver` it leaves the message stuck in the stream, so the
-    /// worker that receives a delivery past the task's `max_attempts` dead-letters it instead.
-    pub fn task_consumer(&self) -> pull::Config {
+    /// The consumer through which every worker takes one miner's tasks of one class from a task
+    /// stream. Per miner, so that workers can share the pool between miners by weight; per class,
+    /// so that deal sectors go first. `max_deliver` is unlimited on purpose: when the server
+    /// exhausts `max_deliver` it leaves the message stuck in the stream, so the worker that
+    /// receives a delivery past the task's `max_attempts` dead-letters it instead.
+    pub fn task_consumer(
+        &self,
+        phase: Phase,
+        size: SectorSize,
+        miner: MinerId,
+        class: TaskClass,
+    ) -> pull::Config {
         pull::Config {
-            durable_name: Some(names::TASK_CONSUMER.to_string()),
-            description: Some("mesh workers pull tasks one at a time".into()),
+            durable_name: Some(names::task_consumer(miner, class)),
+            description: Some(format!(
+                "mesh workers pull {miner}'s {class} tasks one at a time"
+            )),
+            filter_subject: names::task_subject(phase, size, miner, class),
             ack_policy: AckPolicy::Explicit,
             ack_wait: self.ack_wait,
             deliver_policy: DeliverPolicy::All,
@@ -216,6 +240,15 @@ impl Topology {
         )
     }
 
+    pub fn miners_bucket(&self) -> StreamConfig {
+        self.bucket(
+            names::MINERS_BUCKET,
+            "mesh miners sharing the pool, with their weights",
+            1,
+            Duration::ZERO,
+        )
+    }
+
     /// Every stream of the topology.
     pub fn streams(&self) -> Vec<StreamConfig> {
         let mut out = Vec::new();
@@ -229,6 +262,7 @@ impl Topology {
             self.dlq_stream(),
             self.sectors_bucket(),
             self.workers_bucket(),
+            self.miners_bucket(),
         ]);
         out
     }
@@ -260,12 +294,16 @@ impl Topology {
         for &size in &self.sizes {
             for phase in Phase::ALL {
                 let stream = names::task_stream(phase, size);
-                js.create_consumer_on_stream(self.task_consumer(), stream.as_str())
+                if js
+                    .delete_consumer_from_stream(LEGACY_TASK_CONSUMER, stream.as_str())
                     .await
-                    .map_err(|e| {
-                        BrokerError::api(format!("create consumer workers on {stream}"), e)
-                    })?;
-                made.push(format!("consumer {stream}/{}", names::TASK_CONSUMER));
+                    .is_ok()
+                {
+                    made.push(format!(
+                        "removed the shared consumer {stream}/{LEGACY_TASK_CONSUMER} (consumers \
+                         are per miner now)"
+                    ));
+                }
             }
         }
         Ok(made)
@@ -284,8 +322,15 @@ impl Topology {
             write_json(&dir.join(&file), &config)?;
             written.push(file);
         }
-        let file = format!("consumers/{}.json", names::TASK_CONSUMER);
-        write_json(&dir.join(&file), &self.task_consumer())?;
+        // Publishers create these per miner and class on first use; one serves as the example.
+        let example = self.task_consumer(
+            Phase::PreCommit1,
+            SectorSize::KiB2,
+            "f01000".parse().expect("a miner id"),
+            TaskClass::Cc,
+        );
+        let file = "consumers/MESH_TASK_PC1_2KIB.workers-f01000-cc.json".to_string();
+        write_json(&dir.join(&file), &example)?;
         written.push(file);
         Ok(written)
     }
@@ -315,31 +360,65 @@ pub async fn check(
     phases: &[Phase],
     sizes: &[SectorSize],
 ) -> Result<(), BrokerError> {
-    for &size in sizes {
-        for &phase in phases {
-            broker
-                .consumer(&names::task_stream(phase, size), names::TASK_CONSUMER)
-                .await?;
-        }
-    }
-    for stream in [names::RESULT_STREAM, names::DLQ_STREAM] {
-        broker
-            .js()
-            .get_stream(stream)
-            .await
-            .map_err(|e| match e.kind() {
-                async_nats::jetstream::context::GetStreamErrorKind::JetStream(j)
-                    if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND =>
-                {
-                    BrokerError::Missing {
-                        what: format!("stream {stream}"),
-                    }
-                }
-                _ => BrokerError::api(format!("open stream {stream}"), e),
-            })?;
+    let task_streams = sizes.iter().flat_map(|&size| {
+        phases
+            .iter()
+            .map(move |&phase| names::task_stream(phase, size))
+    });
+    for stream in task_streams.chain([
+        names::RESULT_STREAM.to_string(),
+        names::DLQ_STREAM.to_string(),
+    ]) {
+        broker.stream(&stream).await?;
     }
     broker.bucket(names::SECTORS_BUCKET).await?;
     broker.bucket(names::WORKERS_BUCKET).await?;
+    broker.bucket(names::MINERS_BUCKET).await?;
+    Ok(())
+}
+
+/// Creates (or updates) the consumer through which workers take `miner`'s tasks of `class` from
+/// the task stream of `phase` and `size`, with the ack wait `init` gave that stream. Publishers
+/// call it before they publish the first such task; it is safe to call any number of times.
+pub async fn ensure_task_consumer(
+    broker: &Broker,
+    phase: Phase,
+    size: SectorSize,
+    miner: MinerId,
+    class: TaskClass,
+) -> Result<(), BrokerError> {
+    let name = names::task_stream(phase, size);
+    let mut stream = broker.stream(&name).await?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| BrokerError::api(format!("read stream {name}"), e))?;
+    let ack_wait = info
+        .config
+        .metadata
+        .get(ACK_WAIT_KEY)
+        .and_then(|ms| ms.parse().ok())
+        .map_or(Topology::default().ack_wait, Duration::from_millis);
+    let topology = Topology {
+        ack_wait,
+        ..Topology::default()
+    };
+    broker
+        .js()
+        .create_consumer_on_stream(
+            topology.task_consumer(phase, size, miner, class),
+            name.as_str(),
+        )
+        .await
+        .map_err(|e| {
+            BrokerError::api(
+                format!(
+                    "create consumer {} on {name}",
+                    names::task_consumer(miner, class)
+                ),
+                e,
+            )
+        })?;
     Ok(())
 }
 

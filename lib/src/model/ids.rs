@@ -255,6 +255,51 @@ impl fmt::Display for SectorSize {
     }
 }
 
+/// Whether a task's sector holds deals. Deal sectors go first within a miner (lotus's second
+/// priority), so each class has its own subject and consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TaskClass {
+    Deals,
+    Cc,
+}
+
+impl TaskClass {
+    /// In the order workers take them.
+    pub const ALL: [TaskClass; 2] = [TaskClass::Deals, TaskClass::Cc];
+
+    pub fn of(has_deals: bool) -> TaskClass {
+        if has_deals {
+            TaskClass::Deals
+        } else {
+            TaskClass::Cc
+        }
+    }
+
+    pub fn token(self) -> &'static str {
+        match self {
+            TaskClass::Deals => "deals",
+            TaskClass::Cc => "cc",
+        }
+    }
+}
+
+impl FromStr for TaskClass {
+    type Err = ParseIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TaskClass::ALL
+            .into_iter()
+            .find(|c| c.token() == s)
+            .ok_or_else(|| bad("task class", s, "expected deals or cc"))
+    }
+}
+
+impl fmt::Display for TaskClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.token())
+    }
+}
+
 /// Identifies one task: a sector's phase, and how many times that phase was driven afresh.
 /// It is also the `Nats-Msg-Id` of the task message, so re-publishing it is deduplicated.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

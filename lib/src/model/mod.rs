@@ -5,7 +5,7 @@ mod piece;
 mod sector;
 mod task;
 
-pub use ids::{MinerId, ParseIdError, Phase, SectorNum, SectorSize, TaskId, WorkerId};
+pub use ids::{MinerId, ParseIdError, Phase, SectorNum, SectorSize, TaskClass, TaskId, WorkerId};
 pub use piece::{PieceInfo, PiecesDoNotFit, fillers, piece_size_for};
 pub use sector::{SectorRecord, SectorState, Stale};
 pub use task::{

@@ -114,6 +114,11 @@ pub struct TaskHead {
 }
 
 impl Task {
+    /// The subject class: deal sectors go first within a miner.
+    pub fn class(&self) -> super::TaskClass {
+        super::TaskClass::of(self.has_deals)
+    }
+
     pub fn head(&self) -> TaskHead {
         TaskHead {
             id: self.id.clone(),

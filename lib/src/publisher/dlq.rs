@@ -10,9 +10,9 @@ use async_nats::jetstream;
 use serde::Serialize;
 
 use super::randomness::OsRandomness;
-use super::status::{existing_stream, table};
 use super::{Driver, PublisherConfig};
 use crate::broker::{Broker, BrokerError};
+use crate::cli::table;
 use crate::model::{MinerId, Phase, SectorSize, SectorState, Task, TaskId, decode};
 use crate::names;
 use crate::proofs::child::ChildRunner;
@@ -85,7 +85,7 @@ pub fn parse_subject(subject: &str) -> Option<(Phase, SectorSize, Option<MinerId
 
 /// Every dead letter, oldest first.
 pub async fn list(broker: &Broker) -> anyhow::Result<Vec<DeadLetter>> {
-    let stream = existing_stream(broker, names::DLQ_STREAM).await?;
+    let stream = broker.stream(names::DLQ_STREAM).await?;
     let mut out = Vec::new();
     let mut next = 1;
     loop {
@@ -225,7 +225,7 @@ pub async fn retry(
             newest.insert((task.miner, task.sector.0, task.phase), letter.id);
         }
     }
-    let stream = existing_stream(broker, names::DLQ_STREAM).await?;
+    let stream = broker.stream(names::DLQ_STREAM).await?;
     let mut drivers: BTreeMap<MinerId, Driver> = BTreeMap::new();
     let mut out = Vec::new();
     for letter in select(letters, selection)? {
@@ -362,7 +362,7 @@ fn generation(id: &TaskId) -> Option<u32> {
 
 /// Removes the selected letters; returns the ids removed.
 pub async fn drop_letters(broker: &Broker, selection: &Selection) -> anyhow::Result<Vec<u64>> {
-    let stream = existing_stream(broker, names::DLQ_STREAM).await?;
+    let stream = broker.stream(names::DLQ_STREAM).await?;
     let mut removed = Vec::new();
     for letter in select(list(broker).await?, selection)? {
         stream.delete_message(letter.id).await.map_err(|e| {

@@ -2,9 +2,10 @@
 //! verifies proofs, and keeps every sector's state in the `mesh-sectors` bucket with
 //! compare-and-set, so that any number of publisher processes (and restarts) agree.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -17,8 +18,8 @@ use super::randomness::Randomness;
 use crate::broker::topology::Topology;
 use crate::broker::{Broker, BrokerError};
 use crate::model::{
-    MinerId, Outcome, PhaseOutput, PieceSpec, SectorNum, SectorRecord, SectorSize, SectorState,
-    TaskResult, decode, encode, fillers, piece_size_for,
+    MinerId, Outcome, Phase, PhaseOutput, PieceSpec, SectorNum, SectorRecord, SectorSize,
+    SectorState, TaskClass, TaskResult, decode, encode, fillers, piece_size_for,
 };
 use crate::names;
 use crate::proofs::child::ChildRunner;
@@ -52,6 +53,8 @@ pub struct Driver {
     sectors: kv::Store,
     results: PullConsumer,
     randomness: Arc<dyn Randomness>,
+    /// The worker consumers this process made sure of (one per phase, size and class).
+    consumers: Mutex<HashSet<(Phase, SectorSize, TaskClass)>>,
     pub stats: Stats,
 }
 
@@ -66,7 +69,8 @@ pub enum Handled {
 }
 
 impl Driver {
-    /// Opens the miner's result consumer (creating it on first use) and the sectors bucket.
+    /// Registers the miner in the pool (weight 1 unless an operator set one), opens its result
+    /// consumer (creating it on first use) and the sectors bucket.
     pub async fn new(
         broker: Broker,
         store: Store,
@@ -74,6 +78,7 @@ impl Driver {
         randomness: Arc<dyn Randomness>,
     ) -> anyhow::Result<Self> {
         crate::broker::topology::check(&broker, &[], &[]).await?;
+        crate::broker::miners::register(&broker, config.miner).await?;
         let sectors = broker.bucket(names::SECTORS_BUCKET).await?;
         let results = broker
             .js()
@@ -92,6 +97,7 @@ impl Driver {
             sectors,
             results,
             randomness,
+            consumers: Mutex::default(),
             stats: Stats::default(),
         })
     }
@@ -274,7 +280,19 @@ impl Driver {
             Some(Err(reason)) => bail!("sector {}.{}: {reason}", record.miner, record.sector),
             None => return Ok(record),
         };
-        let subject = names::task_subject(task.phase, record.size, record.miner);
+        let kind = (task.phase, record.size, task.class());
+        if !self.consumers.lock().expect("lock").contains(&kind) {
+            crate::broker::topology::ensure_task_consumer(
+                &self.broker,
+                kind.0,
+                kind.1,
+                record.miner,
+                kind.2,
+            )
+            .await?;
+            self.consumers.lock().expect("lock").insert(kind);
+        }
+        let subject = names::task_subject(task.phase, record.size, record.miner, task.class());
         self.broker
             .publish_durable(subject, &task.id.0, None, encode(&task).into(), 10)
             .await

@@ -10,6 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::broker::{Broker, BrokerError};
+use crate::cli::table;
 use crate::model::{MinerId, Phase, SectorNum, SectorRecord, SectorSize, SectorState, decode};
 use crate::names;
 
@@ -28,7 +29,7 @@ pub struct MinerSectors {
     pub total: u64,
 }
 
-/// The work on one task stream, as its `workers` consumer sees it.
+/// The work on one task stream, as its workers' consumers see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StreamBacklog {
     pub stream: String,
@@ -61,7 +62,8 @@ pub async fn status(broker: &Broker) -> anyhow::Result<Status> {
             }
         }
     }
-    let dead_letters = existing_stream(broker, names::DLQ_STREAM)
+    let dead_letters = broker
+        .stream(names::DLQ_STREAM)
         .await?
         .cached_info()
         .state
@@ -192,34 +194,6 @@ pub fn render_failed(records: &[SectorRecord]) -> String {
     table(&rows)
 }
 
-/// Left-aligned columns two spaces apart; the last column is not padded.
-pub(crate) fn table(rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|cell| cell.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<width$}  ", width = widths[c]));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 /// Every sector record in the bucket, of one miner or of all, in miner and sector order.
 /// Keys that are not `<miner>.<sector>` (the `<miner>.next` counters) are skipped.
 pub async fn sectors(broker: &Broker, miner: Option<MinerId>) -> anyhow::Result<Vec<SectorRecord>> {
@@ -269,32 +243,15 @@ pub(crate) async fn stream(
     broker: &Broker,
     name: &str,
 ) -> Result<Option<jetstream::stream::Stream>, BrokerError> {
-    match broker.js().get_stream(name).await {
+    match broker.stream(name).await {
         Ok(stream) => Ok(Some(stream)),
-        Err(e) => match e.kind() {
-            jetstream::context::GetStreamErrorKind::JetStream(j)
-                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
-            {
-                Ok(None)
-            }
-            _ => Err(BrokerError::api(format!("open stream {name}"), e)),
-        },
+        Err(BrokerError::Missing { .. }) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
-/// A stream `init` makes; its absence is an error that says to run `init`.
-pub(crate) async fn existing_stream(
-    broker: &Broker,
-    name: &str,
-) -> Result<jetstream::stream::Stream, BrokerError> {
-    stream(broker, name)
-        .await?
-        .ok_or_else(|| BrokerError::Missing {
-            what: format!("stream {name}"),
-        })
-}
-
-/// The backlog of one task stream, or `None` when `init` did not make it (size not served).
+/// The backlog of one task stream over all its miners' consumers, or `None` when `init` did not
+/// make the stream (size not served).
 async fn backlog(
     broker: &Broker,
     phase: Phase,
@@ -304,26 +261,22 @@ async fn backlog(
     let Some(stream) = stream(broker, &name).await? else {
         return Ok(None);
     };
-    let info = stream
-        .consumer_info(names::TASK_CONSUMER)
-        .await
-        .map_err(|e| match e.kind() {
-            jetstream::context::ConsumerInfoErrorKind::NotFound => BrokerError::Missing {
-                what: format!("consumer {} on stream {name}", names::TASK_CONSUMER),
-            },
-            _ => BrokerError::api(
-                format!("read consumer {} on {name}", names::TASK_CONSUMER),
-                e,
-            ),
-        })?;
-    Ok(Some(StreamBacklog {
-        stream: name,
+    let mut backlog = StreamBacklog {
+        stream: name.clone(),
         phase: phase.to_string(),
         size: size.label().to_string(),
-        waiting: info.num_pending,
-        running: info.num_ack_pending as u64,
-        redelivered: info.num_redelivered as u64,
-    }))
+        waiting: 0,
+        running: 0,
+        redelivered: 0,
+    };
+    let mut consumers = stream.consumers();
+    while let Some(info) = consumers.next().await {
+        let info = info.map_err(|e| BrokerError::api(format!("list consumers of {name}"), e))?;
+        backlog.waiting += info.num_pending;
+        backlog.running += info.num_ack_pending as u64;
+        backlog.redelivered += info.num_redelivered as u64;
+    }
+    Ok(Some(backlog))
 }
 
 #[cfg(test)]
