@@ -241,6 +241,34 @@ pub fn whole_number<T: std::str::FromStr>(
     }
 }
 
+/// Left-aligned columns two spaces apart; the last column is not padded.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[c]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// Parses a byte count for flags: `1048576`, `64KiB`, `500GiB`, `2TB` (binary units; `KB`,
 /// `MB`… are read as their binary twins, as lotus does).
 pub fn parse_bytes(s: &str) -> Result<u64, String> {

@@ -10,6 +10,8 @@ use mesh::cli::{ExecArgs, NatsArgs, ParamArgs, Shutdown, StoreArgs};
 use mesh::model::{Phase, SectorSize, WorkerId};
 use mesh::proofs::synthetic::Synthetic;
 use mesh::proofs::{params, seal_proof};
+use mesh::resources::{Declared, Table};
+use mesh::worker::config::WorkerFile;
 use mesh::worker::{self, Executor, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +29,16 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Pull and run sealing tasks until SIGTERM (drain) or a second signal (abort).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Print what this machine has, what the worker would serve and how many tasks of each
+    /// kind fit at once (connects to nothing).
+    Info {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage Groth parameters (the files Commit2 and proof verification need).
     Params {
         #[command(subcommand)]
@@ -46,28 +57,8 @@ struct RunArgs {
     store: StoreArgs,
     #[command(flatten)]
     params: ParamArgs,
-    /// Phases to serve, comma-separated: ap, pc1, pc2, c1, c2, fin.
-    #[arg(
-        long,
-        env = "MESH_PHASES",
-        value_delimiter = ',',
-        default_value = "ap,pc1,pc2,c1,c2,fin"
-    )]
-    phases: Vec<Phase>,
-    /// Sector sizes to serve, comma-separated: 2KiB, 8MiB, 512MiB, 32GiB, 64GiB.
-    #[arg(
-        long,
-        env = "MESH_SIZES",
-        value_delimiter = ',',
-        default_value = "2KiB"
-    )]
-    sizes: Vec<SectorSize>,
-    /// Tasks to run at once.
-    #[arg(long, env = "MESH_SLOTS", default_value_t = 1, value_parser = mesh::cli::whole_number::<usize>("1 to 1024"))]
-    slots: usize,
-    /// Base directory for scratch space (one subdirectory per worker, one per attempt).
-    #[arg(long, env = "MESH_SCRATCH", default_value = "/var/tmp/mesh-scratch")]
-    scratch: PathBuf,
+    #[command(flatten)]
+    serve: ServeArgs,
     /// Worker id in the registry (default: <host>-<pid>): letters, digits, '-' and '_'.
     #[arg(long, env = "MESH_WORKER_ID", value_parser = parse_worker_id)]
     id: Option<WorkerId>,
@@ -87,14 +78,134 @@ struct RunArgs {
     /// c2=500ms,fin=80ms).
     #[arg(long, env = "MESH_SYNTHETIC_DURATIONS", value_parser = Synthetic::parse)]
     synthetic_durations: Option<Synthetic>,
-    /// Scratch bytes this worker may fill, e.g. 2TiB; it takes a task only while the task's
-    /// need fits beside those running (default: the free space under --scratch at start).
-    #[arg(long, env = "MESH_SCRATCH_LIMIT", value_parser = mesh::cli::parse_bytes)]
-    scratch_limit: Option<u64>,
     /// How long a running task waits for an unreachable object store before it is handed back
     /// (which costs one attempt).
     #[arg(long, env = "MESH_STORE_PATIENCE", default_value = "30m", value_parser = humantime::parse_duration)]
     store_patience: Duration,
+}
+
+/// What a worker serves and with what: shared by `run` and `info`.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Phases to serve, comma-separated: ap, pc1, pc2, c1, c2, fin.
+    #[arg(
+        long,
+        env = "MESH_PHASES",
+        value_delimiter = ',',
+        default_value = "ap,pc1,pc2,c1,c2,fin"
+    )]
+    phases: Vec<Phase>,
+    /// Serve AddPiece (`--addpiece=false`: do not), as `lotus-worker run --addpiece`.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    addpiece: Option<bool>,
+    /// Serve PreCommit1 (`=false`: do not).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    precommit1: Option<bool>,
+    /// Serve PreCommit2 (`=false`: do not).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    precommit2: Option<bool>,
+    /// Serve Commit1 and Commit2 (`=false`: neither).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    commit: Option<bool>,
+    /// Serve Finalize (`=false`: do not).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    finalize: Option<bool>,
+    /// Sector sizes to serve, comma-separated: 2KiB, 8MiB, 512MiB, 32GiB, 64GiB.
+    #[arg(
+        long,
+        env = "MESH_SIZES",
+        value_delimiter = ',',
+        default_value = "2KiB"
+    )]
+    sizes: Vec<SectorSize>,
+    /// At most this many tasks at once (default: as many as fit by the resource table).
+    #[arg(long, env = "MESH_SLOTS", value_parser = mesh::cli::whole_number::<u32>("1 to 1024"))]
+    slots: Option<u32>,
+    /// CPU threads to schedule on, instead of those detected.
+    #[arg(long, env = "MESH_CPUS", value_parser = mesh::cli::whole_number::<u32>("1 to 4096"))]
+    cpus: Option<u32>,
+    /// Memory to schedule on, instead of what is detected, e.g. 256GiB.
+    #[arg(long, env = "MESH_MEMORY", value_parser = mesh::cli::parse_bytes)]
+    memory: Option<u64>,
+    /// Swap to schedule on, instead of what is detected.
+    #[arg(long, env = "MESH_SWAP", value_parser = mesh::cli::parse_bytes)]
+    swap: Option<u64>,
+    /// GPUs to schedule on, instead of those NVML finds (0: use none).
+    #[arg(long, env = "MESH_GPUS", value_parser = mesh::cli::whole_number::<u32>("0 to 64"))]
+    gpus: Option<u32>,
+    /// TOML file with `[machine]` (cpus, memory, swap, gpus) and `[resources.<phase>.<size>]`
+    /// overrides of the resource table; flags and environment variables win over it.
+    #[arg(long, env = "MESH_WORKER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Base directory for scratch space (one subdirectory per worker, one per attempt).
+    #[arg(long, env = "MESH_SCRATCH", default_value = "/var/tmp/mesh-scratch")]
+    scratch: PathBuf,
+    /// Scratch bytes this worker may fill, e.g. 2TiB; it takes a task only while the task's
+    /// need fits beside those running (default: the free space under --scratch at start).
+    #[arg(long, env = "MESH_SCRATCH_LIMIT", value_parser = mesh::cli::parse_bytes)]
+    scratch_limit: Option<u64>,
+}
+
+impl ServeArgs {
+    /// The worker config these flags describe, with the machine detected and the resource table
+    /// overridden from the config file and the environment (lotus's variable names).
+    fn config(self, executor: Executor) -> anyhow::Result<WorkerConfig> {
+        let mut config = WorkerConfig::new(executor, self.scratch);
+        config.phases = self.phases;
+        let lotus_flags = [
+            (self.addpiece, &[Phase::AddPiece][..]),
+            (self.precommit1, &[Phase::PreCommit1]),
+            (self.precommit2, &[Phase::PreCommit2]),
+            (self.commit, &[Phase::Commit1, Phase::Commit2]),
+            (self.finalize, &[Phase::Finalize]),
+        ];
+        for (serve, phases) in lotus_flags {
+            match serve {
+                Some(true) => {
+                    for phase in phases {
+                        if !config.phases.contains(phase) {
+                            config.phases.push(*phase);
+                        }
+                    }
+                }
+                Some(false) => config.phases.retain(|p| !phases.contains(p)),
+                None => {}
+            }
+        }
+        config.sizes = self.sizes;
+        config.slots = self.slots;
+        let file = match &self.config {
+            Some(path) => WorkerFile::load(path).map_err(anyhow::Error::msg)?,
+            None => WorkerFile::default(),
+        };
+        let declared = Declared {
+            cpus: self.cpus,
+            memory: self.memory,
+            swap: self.swap,
+            gpus: self.gpus,
+        }
+        .or(file.machine.clone());
+        declared.validate().map_err(anyhow::Error::msg)?;
+        config.machine = declared.apply(config.machine);
+        let mut table = Table::lotus();
+        table
+            .apply_file(&file.resources)
+            .map_err(|e| anyhow::anyhow!("--config {}: {e}", file_name(&self.config)))?;
+        table
+            .apply_env(&|name| std::env::var(name).ok())
+            .map_err(anyhow::Error::msg)?;
+        config.table = table;
+        config.scratch_limit = self
+            .scratch_limit
+            .or_else(|| mesh::worker::scratch::free_space(&config.scratch))
+            .unwrap_or(u64::MAX);
+        Ok(config)
+    }
+}
+
+fn file_name(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map_or(String::new(), |p| p.display().to_string())
 }
 
 /// A worker id is a key in the `mesh-workers` bucket and a directory name under `--scratch`.
@@ -171,7 +282,14 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Exec(_) => unreachable!("handled before the runtime starts"),
-        Command::Run(args) => run_worker(args).await,
+        Command::Run(args) => run_worker(*args).await,
+        Command::Info { serve, json } => {
+            // The plan does not depend on the executor.
+            let config = serve.config(Executor::Synthetic(Synthetic::default()))?;
+            config.validate().map_err(anyhow::Error::msg)?;
+            print!("{}", mesh::worker::info::render(&config, json));
+            Ok(())
+        }
         Command::Params { command } => match command {
             ParamsCommand::Generate { size, params } => generate(size, &params).await,
             ParamsCommand::Push {
@@ -238,17 +356,10 @@ async fn run_worker(args: RunArgs) -> anyhow::Result<()> {
         ),
         (ExecutorKind::Synthetic, durations) => Executor::Synthetic(durations.unwrap_or_default()),
     };
-    let mut config = WorkerConfig::new(executor, args.scratch);
-    config.phases = args.phases;
-    config.sizes = args.sizes;
-    config.slots = args.slots;
+    let mut config = args.serve.config(executor)?;
     config.poll_interval = args.poll_interval;
     config.retry_base = args.retry_delay;
     config.store_patience = args.store_patience;
-    config.scratch_limit = args
-        .scratch_limit
-        .or_else(|| mesh::worker::scratch::free_space(&config.scratch))
-        .unwrap_or(u64::MAX);
     if let Some(id) = args.id {
         config.id = id;
     }

@@ -19,6 +19,7 @@ use crate::model::{
 use crate::names;
 use crate::proofs::job::FailureKind;
 use crate::proofs::params;
+use crate::resources::Usage;
 use crate::store::StoreError;
 
 enum Failure {
@@ -36,6 +37,7 @@ pub(super) async fn run(
     msg: jetstream::Message,
     phase: Phase,
     size: SectorSize,
+    usage: Usage,
     abort: CancellationToken,
 ) {
     let msg = Arc::new(msg);
@@ -103,12 +105,23 @@ pub(super) async fn run(
             dead_letter(&reason).await;
             return;
         }
-        info!("task started");
+        // What this worker's tasks hold with this one, for operators and the placement tests.
+        info!(
+            size = %size,
+            deals = task.has_deals,
+            tasks = usage.tasks,
+            threads = usage.threads,
+            min_memory = usage.min_memory,
+            max_memory = usage.max_memory,
+            gpu = usage.gpu,
+            "task started"
+        );
         ctx.registry.started(RunningTask {
             task: task.id.clone(),
             miner: task.miner,
             sector: task.sector,
             phase: task.phase,
+            size,
             attempt: delivered,
             since_ms: crate::now_ms(),
         });

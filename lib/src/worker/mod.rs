@@ -1,34 +1,39 @@
-//! The stateless worker: pulls one task per free slot from the task streams it serves (highest
-//! lotus priority first), runs each in an attempt of its own, heartbeats into the worker
-//! registry, and drains on shutdown.
+//! The stateless worker: takes a task whenever its needs (lotus's resource table) fit what
+//! running tasks leave, from the highest-priority task stream it serves and the miner with the
+//! lowest weighted share of the pool there; runs each in an attempt of its own, heartbeats into
+//! the worker registry, and drains on shutdown.
 
 mod attempt;
+pub mod config;
+pub mod info;
 mod phases;
+pub mod pick;
 pub mod registry;
 pub mod scratch;
+mod sources;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::PullConsumer;
 use futures::{FutureExt, StreamExt};
-use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::broker::miners::Weights;
 use crate::broker::{Broker, topology};
 use crate::model::{Phase, SectorSize, WorkerId};
 use crate::names;
 use crate::proofs::child::ChildRunner;
 use crate::proofs::job::{Job, JobOutcome};
 use crate::proofs::synthetic::Synthetic;
-use crate::resources::{self, Resources};
+use crate::resources::{self, Claim, Ledger, Machine, Need, Refusal, Table, Usage, human_bytes};
 use crate::store::Store;
 use registry::{Registry, WorkerRecord};
 use scratch::ScratchRoot;
+use sources::Source;
 
 /// What runs a task's proof job.
 #[derive(Debug, Clone)]
@@ -65,8 +70,8 @@ pub struct WorkerConfig {
     pub id: WorkerId,
     pub phases: Vec<Phase>,
     pub sizes: Vec<SectorSize>,
-    /// Tasks run at once; the worker never holds more deliveries than this.
-    pub slots: usize,
+    /// At most this many tasks at once; `None`: as many as fit by the resource table.
+    pub slots: Option<u32>,
     /// Base directory for scratch space.
     pub scratch: PathBuf,
     pub executor: Executor,
@@ -79,7 +84,10 @@ pub struct WorkerConfig {
     /// Tries for publishing a result or dead letter before giving the task back.
     pub publish_attempts: u32,
     pub heartbeat: Duration,
-    pub resources: Resources,
+    /// The machine as detected, with what the operator declared in its place.
+    pub machine: Machine,
+    /// What each phase and size needs (lotus's table with the operator's overrides).
+    pub table: Table,
     /// How long a running task waits out an unreachable store before giving the task back.
     pub store_patience: Duration,
     /// Scratch bytes this worker may fill; tasks are pulled only while their need fits in
@@ -87,20 +95,44 @@ pub struct WorkerConfig {
     pub scratch_limit: u64,
 }
 
+/// One phase and size a worker serves, and whether its tasks can run here.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Serving {
+    pub phase: Phase,
+    pub size: SectorSize,
+    pub need: Need,
+    pub claim: Claim,
+    /// Why its tasks never fit this worker, even idle; `None` when they do.
+    #[serde(serialize_with = "refusal_text")]
+    pub refusal: Option<Refusal>,
+    /// How many fit at once on the idle worker; `None` for more than [`AT_ONCE_SHOWN`].
+    pub at_once: Option<u32>,
+}
+
+/// The largest "at once" count [`WorkerConfig::plan`] counts up to.
+pub const AT_ONCE_SHOWN: u32 = 1000;
+
+fn refusal_text<S: serde::Serializer>(r: &Option<Refusal>, s: S) -> Result<S::Ok, S::Error> {
+    match r {
+        Some(r) => s.serialize_some(&r.to_string()),
+        None => s.serialize_none(),
+    }
+}
+
 impl WorkerConfig {
     /// A config with the defaults for everything but identity and what to serve.
     pub fn new(executor: Executor, scratch: PathBuf) -> Self {
-        let resources = resources::detect();
+        let machine = resources::detect();
         let id = WorkerId(format!(
             "{}-{}",
-            resources::safe_name(&resources.host),
+            resources::safe_name(&machine.host),
             std::process::id()
         ));
         WorkerConfig {
             id,
             phases: Phase::ALL.to_vec(),
             sizes: vec![SectorSize::KiB2],
-            slots: 1,
+            slots: None,
             scratch,
             executor,
             poll_interval: Duration::from_secs(2),
@@ -108,7 +140,8 @@ impl WorkerConfig {
             retry_max: Duration::from_secs(300),
             publish_attempts: 20,
             heartbeat: Duration::from_secs(5),
-            resources,
+            machine,
+            table: Table::lotus(),
             store_patience: Duration::from_secs(30 * 60),
             scratch_limit: u64::MAX,
         }
@@ -119,6 +152,44 @@ impl WorkerConfig {
         self.retry_base.saturating_mul(factor).min(self.retry_max)
     }
 
+    /// The empty ledger of this worker.
+    pub fn ledger(&self) -> Ledger {
+        Ledger::new(&self.machine, self.slots, self.scratch_limit)
+    }
+
+    /// Every phase and size this worker serves, highest lotus priority first, with what its
+    /// tasks need here and whether they fit.
+    pub fn plan(&self) -> Vec<Serving> {
+        let empty = self.ledger();
+        let mut out = Vec::new();
+        for phase in Phase::by_priority() {
+            if !self.phases.contains(&phase) {
+                continue;
+            }
+            for &size in &self.sizes {
+                let need = self.table.get(phase, size);
+                let claim = Claim::new(&need, &self.machine, scratch::need(phase, size));
+                let kind = (phase, size);
+                let refusal = empty.ever_fits(kind, &claim).err();
+                let mut ledger = empty.clone();
+                let mut at_once = 0;
+                while at_once <= AT_ONCE_SHOWN && ledger.check(kind, &claim).is_ok() {
+                    ledger.take(kind, &claim);
+                    at_once += 1;
+                }
+                out.push(Serving {
+                    phase,
+                    size,
+                    need,
+                    claim,
+                    refusal,
+                    at_once: (at_once <= AT_ONCE_SHOWN).then_some(at_once),
+                });
+            }
+        }
+        out
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.phases.is_empty() {
             return Err("--phases is empty: name at least one of ap, pc1, pc2, c1, c2, fin".into());
@@ -126,11 +197,10 @@ impl WorkerConfig {
         if self.sizes.is_empty() {
             return Err("--sizes is empty: name at least one sector size, e.g. 2KiB".into());
         }
-        if self.slots == 0 || self.slots > 1024 {
-            return Err(format!(
-                "--slots {} is out of range: use 1 to 1024",
-                self.slots
-            ));
+        if let Some(slots) = self.slots
+            && !(1..=1024).contains(&slots)
+        {
+            return Err(format!("--slots {slots} is out of range: use 1 to 1024"));
         }
         fn first_repeat<T: PartialEq>(items: &[T]) -> Option<&T> {
             (1..items.len())
@@ -173,9 +243,29 @@ impl WorkerConfig {
             return Err(format!(
                 "the scratch limit ({}) fits no task this worker serves: the smallest need is {}; \
                  give it more scratch space (--scratch-limit, or free space under {})",
-                bytes(self.scratch_limit),
-                bytes(smallest_need),
+                human_bytes(self.scratch_limit),
+                human_bytes(smallest_need),
                 self.scratch.display()
+            ));
+        }
+        let plan = self.plan();
+        if plan.iter().all(|s| s.refusal.is_some()) {
+            let why: Vec<String> = plan
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} {}: {}",
+                        s.phase,
+                        s.size,
+                        s.refusal.as_ref().expect("all refused")
+                    )
+                })
+                .collect();
+            return Err(format!(
+                "this worker can run none of the tasks it serves ({}); give it the resources \
+                 (or declare them: --cpus, --memory, --gpus), change the resource table, or \
+                 serve other phases or sizes (`mesh-worker info` shows the details)",
+                why.join("; ")
             ));
         }
         Ok(())
@@ -190,14 +280,6 @@ struct Ctx {
     registry: Registry,
     scratch: ScratchRoot,
     progress_every: Duration,
-}
-
-struct Source {
-    phase: Phase,
-    size: SectorSize,
-    consumer: PullConsumer,
-    /// Scratch bytes its tasks may need.
-    need: u64,
 }
 
 /// Runs the worker until `drain` is cancelled (stop pulling, finish running tasks, return) or
@@ -216,34 +298,17 @@ pub async fn run(
     // Highest lotus priority first; then the sizes in the order given.
     let mut sources = Vec::new();
     let mut ack_wait = Duration::from_secs(30);
-    for phase in Phase::by_priority() {
-        if !config.phases.contains(&phase) {
+    for serving in config.plan() {
+        let (phase, size) = (serving.phase, serving.size);
+        if let Some(refusal) = &serving.refusal {
+            warn!(%phase, %size, %refusal, "this worker will not take these tasks");
             continue;
         }
-        for &size in &config.sizes {
-            let need = scratch::need(phase, size);
-            if need > config.scratch_limit {
-                warn!(
-                    %phase,
-                    %size,
-                    need = %bytes(need),
-                    limit = %bytes(config.scratch_limit),
-                    "scratch limit is below what these tasks need: this worker will not take them"
-                );
-                continue;
-            }
-            let mut consumer = broker
-                .consumer(&names::task_stream(phase, size), names::TASK_CONSUMER)
-                .await?;
-            let info = consumer.info().await?;
-            ack_wait = ack_wait.min(info.config.ack_wait);
-            sources.push(Source {
-                phase,
-                size,
-                consumer,
-                need,
-            });
+        let source = Source::open(&broker, phase, size, serving.claim).await?;
+        if let Some(wait) = source.ack_wait() {
+            ack_wait = ack_wait.min(wait);
         }
+        sources.push(source);
     }
     let progress_every = (ack_wait / 4).max(Duration::from_millis(250));
 
@@ -256,34 +321,50 @@ pub async fn run(
         .await?,
     );
 
-    let scratch = ScratchRoot::create(&config.scratch, &config.id.0, &config.resources.host)?;
+    let scratch = ScratchRoot::create(&config.scratch, &config.id.0, &config.machine.host)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "--scratch {}: cannot set up this worker's directory there ({e}); pass a \
+                 directory this user can write",
+                config.scratch.display()
+            )
+        })?;
     let registry = Registry::new(WorkerRecord {
         id: config.id.clone(),
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        resources: config.resources.clone(),
+        machine: config.machine.clone(),
         phases: config.phases.clone(),
         sizes: config.sizes.clone(),
         slots: config.slots,
         executor: config.executor.name().to_string(),
+        usage: Usage::default(),
         running: Vec::new(),
         draining: false,
         started_ms: crate::now_ms(),
         heartbeat_ms: 0,
     });
-    let heartbeat_stop = CancellationToken::new();
+    let background = CancellationToken::new();
     let heartbeat = tokio::spawn(registry.clone().heartbeat(
         broker.bucket(names::WORKERS_BUCKET).await?,
         config.heartbeat,
-        heartbeat_stop.clone(),
+        background.clone(),
+    ));
+    let weights = Weights::default();
+    let follow = tokio::spawn(weights.clone().follow(
+        broker.bucket(names::MINERS_BUCKET).await?,
+        background.clone(),
     ));
 
     info!(
         worker = %config.id,
         phases = ?config.phases.iter().map(|p| p.token()).collect::<Vec<_>>(),
         sizes = ?config.sizes.iter().map(|s| s.label()).collect::<Vec<_>>(),
-        slots = config.slots,
-        scratch_limit = %bytes(config.scratch_limit),
+        cpus = config.machine.cpu_threads,
+        memory = %human_bytes(config.machine.memory_bytes),
+        gpus = config.machine.gpus.len(),
+        slots = %config.slots.map_or("no limit".to_string(), |n| n.to_string()),
+        scratch_limit = %human_bytes(config.scratch_limit),
         executor = %match &config.executor {
             Executor::Proofs(_) => "proofs".to_string(),
             Executor::Synthetic(s) => format!("SYNTHETIC (simulation: {})", s.describe()),
@@ -292,11 +373,9 @@ pub async fn run(
         ?ack_wait,
         "worker started"
     );
-    let slots = Arc::new(Semaphore::new(config.slots));
-    // Scratch bytes promised to running tasks, and a bell for when some are given back.
-    let reserved = Arc::new(AtomicU64::new(0));
+    // What running tasks hold, and a bell for when some of it is given back.
+    let ledger = Arc::new(Mutex::new(config.ledger()));
     let room = Arc::new(Notify::new());
-    let limit = config.scratch_limit;
     let ctx = Arc::new(Ctx {
         broker,
         store,
@@ -307,49 +386,65 @@ pub async fn run(
     });
     let tracker = TaskTracker::new();
 
-    'pull: loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
-            () = drain.cancelled() => break 'pull,
+    // Each turn takes at most one task: from the highest-priority stream whose tasks fit what
+    // running tasks leave, from the miner with the lowest weighted share there.
+    let mut probe = true;
+    'pull: while !drain.is_cancelled() {
+        let fitting: Vec<usize> = {
+            let ledger = ledger.lock().expect("ledger lock");
+            (0..sources.len())
+                .filter(|&i| ledger.check(sources[i].kind(), &sources[i].claim).is_ok())
+                .collect()
         };
-        let (msg, phase, size) = loop {
-            // Bells rung before this sweep are answered by it.
-            while let Some(Some(_)) = doorbell.next().now_or_never() {}
-            let free = limit.saturating_sub(reserved.load(Ordering::SeqCst));
-            if let Some(found) = sweep(&sources, free).await {
-                break found;
+        if fitting.is_empty() {
+            tokio::select! {
+                () = room.notified() => continue 'pull,
+                () = drain.cancelled() => break 'pull,
             }
+        }
+        // Bells rung before this look are answered by it.
+        while let Some(Some(_)) = doorbell.next().now_or_never() {}
+        let mut taken = take(&mut sources, &fitting, &weights, probe).await;
+        probe = false;
+        if taken.is_none() {
             tokio::select! {
                 Some(_) = doorbell.next() => {
                     // The bell can ring a moment before the stream has stored the task.
-                    let mut found = None;
                     for delay_ms in [0, 10, 40, 150] {
                         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                        let free = limit.saturating_sub(reserved.load(Ordering::SeqCst));
-                        found = sweep(&sources, free).await;
-                        if found.is_some() {
+                        taken = take(&mut sources, &fitting, &weights, false).await;
+                        if taken.is_some() {
                             break;
                         }
                     }
-                    if let Some(found) = found {
-                        break found;
-                    }
                 }
                 () = room.notified() => {}
-                () = tokio::time::sleep(ctx.config.poll_interval) => {}
+                () = tokio::time::sleep(ctx.config.poll_interval) => probe = true,
                 () = drain.cancelled() => break 'pull,
             }
+        }
+        let Some((taken, i)) = taken else {
+            continue;
         };
+        let (kind, claim) = (sources[i].kind(), sources[i].claim);
+        let usage = {
+            let mut ledger = ledger.lock().expect("ledger lock");
+            ledger.take(kind, &claim);
+            ledger.usage()
+        };
+        ctx.registry.set_usage(usage);
         let ctx = ctx.clone();
         let abort = abort.clone();
-        let need = scratch::need(phase, size);
-        reserved.fetch_add(need, Ordering::SeqCst);
-        let (reserved, room) = (reserved.clone(), room.clone());
+        let (ledger, room) = (ledger.clone(), room.clone());
         tracker.spawn(async move {
-            attempt::run(ctx, msg, phase, size, abort).await;
-            reserved.fetch_sub(need, Ordering::SeqCst);
+            attempt::run(ctx.clone(), taken, kind.0, kind.1, usage, abort).await;
+            let usage = {
+                let mut ledger = ledger.lock().expect("ledger lock");
+                ledger.give_back(kind, &claim);
+                ledger.usage()
+            };
+            ctx.registry.set_usage(usage);
             room.notify_one();
-            drop(permit);
         });
     }
 
@@ -363,52 +458,25 @@ pub async fn run(
     }
     tracker.close();
     tracker.wait().await;
-    heartbeat_stop.cancel();
+    background.cancel();
     let _ = heartbeat.await;
+    let _ = follow.await;
     ctx.scratch.remove();
     info!("worker stopped");
     Ok(())
 }
 
-/// Asks each source whose tasks fit in `free` scratch bytes, in priority order, for one task,
-/// without waiting.
-async fn sweep(
-    sources: &[Source],
-    free: u64,
-) -> Option<(async_nats::jetstream::Message, Phase, SectorSize)> {
-    for source in sources.iter().filter(|s| s.need <= free) {
-        let stream = names::task_stream(source.phase, source.size);
-        let mut batch = match source.consumer.fetch().max_messages(1).messages().await {
-            Ok(batch) => batch,
-            Err(e) => {
-                warn!(%stream, error = %e, "pull failed");
-                continue;
-            }
-        };
-        match batch.next().await {
-            Some(Ok(msg)) => return Some((msg, source.phase, source.size)),
-            Some(Err(e)) => warn!(%stream, error = %e, "pull failed"),
-            None => {}
+/// Asks the fitting sources, in priority order, for one task each until one gives one.
+async fn take(
+    sources: &mut [Source],
+    fitting: &[usize],
+    weights: &Weights,
+    probe: bool,
+) -> Option<(async_nats::jetstream::Message, usize)> {
+    for &i in fitting {
+        if let Some(taken) = sources[i].take(weights, probe).await {
+            return Some((taken, i));
         }
     }
     None
-}
-
-/// Bytes for people: `64.0 KiB`, `448.0 GiB`, `unlimited`.
-fn bytes(n: u64) -> String {
-    if n == u64::MAX {
-        return "unlimited".into();
-    }
-    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < units.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", units[unit])
-    }
 }

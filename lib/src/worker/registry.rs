@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::broker::BrokerError;
 use crate::model::{MinerId, Phase, SectorNum, SectorSize, TaskId, WorkerId};
-use crate::resources::Resources;
+use crate::resources::{Machine, Usage};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunningTask {
@@ -19,23 +20,28 @@ pub struct RunningTask {
     pub miner: MinerId,
     pub sector: SectorNum,
     pub phase: Phase,
+    pub size: SectorSize,
     pub attempt: u32,
     pub since_ms: u64,
 }
 
 /// A live worker as others see it (JSON, so `nats kv get mesh-workers <id>` is readable).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerRecord {
     pub id: WorkerId,
     pub pid: u32,
     pub version: String,
-    pub resources: Resources,
+    /// The machine as the worker schedules on it (detected, or declared by its operator).
+    pub machine: Machine,
     pub phases: Vec<Phase>,
     pub sizes: Vec<SectorSize>,
-    pub slots: usize,
+    /// Cap on tasks at once; `None` when the resource table alone decides.
+    pub slots: Option<u32>,
     /// `proofs`, or `synthetic` for a simulation worker.
     #[serde(default)]
     pub executor: String,
+    /// What the running tasks hold, by the resource table.
+    pub usage: Usage,
     pub running: Vec<RunningTask>,
     pub draining: bool,
     pub started_ms: u64,
@@ -66,6 +72,10 @@ impl Registry {
 
     pub fn finished(&self, task: &TaskId) {
         self.running.lock().expect("registry lock").remove(task);
+    }
+
+    pub fn set_usage(&self, usage: Usage) {
+        self.record.lock().expect("registry lock").usage = usage;
     }
 
     pub fn set_draining(&self) {
@@ -102,4 +112,27 @@ impl Registry {
             warn!(error = %e, "could not remove worker from the registry");
         }
     }
+}
+
+/// Every live worker in the registry, by id. Entries that do not decode (another version) are
+/// skipped.
+pub async fn list(bucket: &kv::Store) -> Result<Vec<WorkerRecord>, BrokerError> {
+    use futures::StreamExt;
+    let mut keys = bucket
+        .keys()
+        .await
+        .map_err(|e| BrokerError::api("list workers", e))?;
+    let mut out = Vec::new();
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(|e| BrokerError::api("list workers", e))?;
+        let value = bucket
+            .get(&key)
+            .await
+            .map_err(|e| BrokerError::api(format!("read worker {key}"), e))?;
+        if let Some(record) = value.and_then(|v| serde_json::from_slice(&v).ok()) {
+            out.push(record);
+        }
+    }
+    out.sort_by(|a: &WorkerRecord, b| a.id.cmp(&b.id));
+    Ok(out)
 }

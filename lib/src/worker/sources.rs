@@ -1,0 +1,208 @@
+//! Where a worker takes tasks from: one source per task stream it serves (phase and size), each
+//! with the per-miner, per-class consumers that publishers create. Taking a task reads what
+//! waits and runs per miner straight from JetStream (the stream's subject counts, then the
+//! consumers of the miners that have tasks), orders the miners with [`super::pick`], and
+//! fetches one message without waiting.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use futures::StreamExt;
+use tracing::warn;
+
+use super::pick::{self, MinerLoad, Queue};
+use crate::broker::miners::Weights;
+use crate::broker::topology::ACK_WAIT_KEY;
+use crate::broker::{Broker, BrokerError};
+use crate::model::{MinerId, Phase, SectorSize, TaskClass};
+use crate::names;
+use crate::resources::Claim;
+
+/// One task stream a worker serves.
+pub(super) struct Source {
+    pub phase: Phase,
+    pub size: SectorSize,
+    /// What one of its tasks holds on this worker.
+    pub claim: Claim,
+    name: String,
+    stream: jetstream::stream::Stream,
+    consumers: HashMap<(MinerId, TaskClass), PullConsumer>,
+    /// Subjects with tasks but no consumer, already warned about.
+    warned: HashSet<(MinerId, TaskClass)>,
+}
+
+impl Source {
+    pub async fn open(
+        broker: &Broker,
+        phase: Phase,
+        size: SectorSize,
+        claim: Claim,
+    ) -> Result<Source, BrokerError> {
+        let name = names::task_stream(phase, size);
+        let stream = broker.stream(&name).await?;
+        Ok(Source {
+            phase,
+            size,
+            claim,
+            name,
+            stream,
+            consumers: HashMap::new(),
+            warned: HashSet::new(),
+        })
+    }
+
+    pub fn kind(&self) -> (Phase, SectorSize) {
+        (self.phase, self.size)
+    }
+
+    /// The ack wait `init` gave the stream's consumers, when its metadata says.
+    pub fn ack_wait(&self) -> Option<Duration> {
+        let ms = self
+            .stream
+            .cached_info()
+            .config
+            .metadata
+            .get(ACK_WAIT_KEY)?;
+        ms.parse().ok().map(Duration::from_millis)
+    }
+
+    /// Takes one task if any miner has one waiting, the miner with the lowest weighted share
+    /// first. With `probe`, also asks consumers with nothing waiting but tasks delivered, where
+    /// redeliveries come from.
+    pub async fn take(&mut self, weights: &Weights, probe: bool) -> Option<jetstream::Message> {
+        let counts = match self.counts().await {
+            Ok(counts) => counts,
+            Err(e) => {
+                warn!(stream = %self.name, error = %e, "cannot read the stream");
+                return None;
+            }
+        };
+        if counts.is_empty() {
+            return None;
+        }
+        let one_miner = counts
+            .keys()
+            .all(|(m, _)| *m == counts.keys().next().unwrap().0);
+        let order = if one_miner && !probe {
+            // Nothing to share: no need to ask the consumers how much runs.
+            TaskClass::ALL
+                .into_iter()
+                .map(|class| (counts.keys().next().unwrap().0, class))
+                .filter(|key| counts.contains_key(key))
+                .collect()
+        } else {
+            let loads = self.loads(&counts, weights).await;
+            pick::order(&loads, probe)
+        };
+        for (miner, class) in order {
+            let Some(consumer) = self.consumer(miner, class).await else {
+                continue;
+            };
+            let mut batch = match consumer.fetch().max_messages(1).messages().await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    warn!(stream = %self.name, error = %e, "pull failed");
+                    continue;
+                }
+            };
+            match batch.next().await {
+                Some(Ok(msg)) => return Some(msg),
+                Some(Err(e)) => warn!(stream = %self.name, error = %e, "pull failed"),
+                None => {}
+            }
+        }
+        None
+    }
+
+    /// Messages in the stream per miner and class (waiting and delivered alike).
+    async fn counts(&self) -> Result<BTreeMap<(MinerId, TaskClass), u64>, BrokerError> {
+        let filter = names::task_stream_subjects(self.phase, self.size);
+        let mut subjects = self
+            .stream
+            .info_with_subjects(&filter)
+            .await
+            .map_err(|e| BrokerError::api(format!("read stream {}", self.name), e))?;
+        let mut counts = BTreeMap::new();
+        if subjects.info.state.messages == 0 {
+            return Ok(counts);
+        }
+        while let Some(item) = subjects.next().await {
+            let (subject, count) =
+                item.map_err(|e| BrokerError::api(format!("read stream {}", self.name), e))?;
+            if let Some((_, _, miner, class)) = names::parse_task_subject(&subject)
+                && count > 0
+            {
+                counts.insert((miner, class), count as u64);
+            }
+        }
+        Ok(counts)
+    }
+
+    /// What waits and runs per miner, from the consumers of the miners that have tasks.
+    async fn loads(
+        &mut self,
+        counts: &BTreeMap<(MinerId, TaskClass), u64>,
+        weights: &Weights,
+    ) -> Vec<MinerLoad> {
+        let mut loads: BTreeMap<MinerId, MinerLoad> = BTreeMap::new();
+        for &(miner, class) in counts.keys() {
+            let Some(consumer) = self.consumer(miner, class).await else {
+                continue;
+            };
+            let info = match consumer.info().await {
+                Ok(info) => info.clone(),
+                Err(e) => {
+                    warn!(stream = %self.name, error = %e, "cannot read a consumer");
+                    self.consumers.remove(&(miner, class));
+                    continue;
+                }
+            };
+            let load = loads.entry(miner).or_insert(MinerLoad {
+                miner,
+                weight: weights.get(miner),
+                deals: Queue::default(),
+                cc: Queue::default(),
+            });
+            let queue = Queue {
+                waiting: info.num_pending,
+                running: info.num_ack_pending as u64,
+            };
+            match class {
+                TaskClass::Deals => load.deals = queue,
+                TaskClass::Cc => load.cc = queue,
+            }
+        }
+        loads.into_values().collect()
+    }
+
+    /// The consumer of `miner`'s `class` tasks, opened once.
+    async fn consumer(&mut self, miner: MinerId, class: TaskClass) -> Option<&mut PullConsumer> {
+        let key = (miner, class);
+        if !self.consumers.contains_key(&key) {
+            let name = names::task_consumer(miner, class);
+            match self
+                .stream
+                .get_consumer::<jetstream::consumer::pull::Config>(&name)
+                .await
+            {
+                Ok(consumer) => {
+                    self.consumers.insert(key, consumer);
+                }
+                Err(e) => {
+                    if self.warned.insert(key) {
+                        warn!(
+                            stream = %self.name,
+                            consumer = %name,
+                            error = %e,
+                            "{miner} has {class} tasks here but no consumer to take them from: \
+                             start `mesh-publisher run --miner {miner}` once, it creates them"
+                        );
+                    }
+                    return None;
+                }
+            }
+        }
+        self.consumers.get_mut(&key)
+    }
+}
