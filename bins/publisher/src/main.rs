@@ -56,6 +56,17 @@ enum Command {
     /// Dead letters (tasks that failed for good): list, retry after fixing the cause, drop.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Every live worker: host, what it serves, CPU, RAM and GPU in use, running tasks.
+    Workers {
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// Print the registry records as JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The miners sharing the pool: weights, shares, tasks waiting and running.
+    #[command(subcommand)]
+    Miners(MinersCommand),
     /// Run one proof job (proof verification; not for people).
     #[command(hide = true)]
     Exec(ExecArgs),
@@ -88,6 +99,36 @@ enum DlqCommand {
         #[command(flatten)]
         which: Letters,
     },
+}
+
+#[derive(Subcommand)]
+enum MinersCommand {
+    /// Every miner with its weight, its share of a busy pool, and its tasks waiting and running.
+    List {
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a miner's weight: with the pool busy, a miner of weight 2 gets twice the workers of
+    /// a miner of weight 1. Workers follow the change at once.
+    Weight {
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// Miner actor id, e.g. f01000.
+        miner: MinerId,
+        /// 1 to 1000 (every miner starts at 1).
+        #[arg(value_parser = parse_weight)]
+        weight: u32,
+    },
+}
+
+fn parse_weight(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a weight: use a whole number from 1 to 1000"))?;
+    mesh::broker::miners::check_weight(n)
 }
 
 /// Which dead letters: some ids, or `--all`.
@@ -215,6 +256,36 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => sectors(nats, miner, failed, json).await,
         Command::Status { nats, json } => status(nats, json).await,
         Command::Dlq(command) => dlq_command(command).await,
+        Command::Workers { nats, json } => {
+            let broker = nats.connect("mesh-publisher workers").await?;
+            let workers = publisher::workers::list(&broker).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&workers)?);
+            } else {
+                print!("{}", publisher::workers::render(&workers, mesh::now_ms()));
+            }
+            Ok(())
+        }
+        Command::Miners(MinersCommand::List { nats, json }) => {
+            let broker = nats.connect("mesh-publisher miners").await?;
+            let rows = publisher::miners::rows(&broker).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", publisher::miners::render(&rows));
+            }
+            Ok(())
+        }
+        Command::Miners(MinersCommand::Weight {
+            nats,
+            miner,
+            weight,
+        }) => {
+            let broker = nats.connect("mesh-publisher miners weight").await?;
+            mesh::broker::miners::set_weight(&broker, miner, weight).await?;
+            println!("{miner}: weight {weight}");
+            Ok(())
+        }
     }
 }
 

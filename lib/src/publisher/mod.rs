@@ -3,9 +3,11 @@
 
 pub mod dlq;
 mod driver;
+pub mod miners;
 pub mod output;
 pub mod randomness;
 pub mod status;
+pub mod workers;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;

@@ -1,0 +1,198 @@
+//! `mesh-publisher workers`: every live worker from the `mesh-workers` bucket, shown as
+//! `lotus-miner sealing workers` shows its workers: host, what it serves, CPU, RAM and GPU bars
+//! of what its running tasks hold by the resource table, and the tasks themselves.
+
+use std::fmt::Write;
+
+use crate::broker::Broker;
+use crate::names;
+use crate::resources::human_bytes;
+use crate::worker::registry::{self, WorkerRecord};
+
+/// Width of the bars, as lotus draws them.
+const BAR: usize = 64;
+
+/// Every live worker, by id.
+pub async fn list(broker: &Broker) -> anyhow::Result<Vec<WorkerRecord>> {
+    let bucket = broker.bucket(names::WORKERS_BUCKET).await?;
+    Ok(registry::list(&bucket).await?)
+}
+
+/// The workers as text, `now_ms` being the time to measure ages against.
+pub fn render(workers: &[WorkerRecord], now_ms: u64) -> String {
+    if workers.is_empty() {
+        return "no live workers (a worker shows up here within 5 s of `mesh-worker run`)\n".into();
+    }
+    let mut out = String::new();
+    for w in workers {
+        let m = &w.machine;
+        let u = &w.usage;
+        let mut flags = vec![
+            format!("pid {}", w.pid),
+            format!("mesh {}", w.version),
+            format!("{} executor", w.executor),
+            format!("up {}", age(now_ms, w.started_ms)),
+        ];
+        if w.draining {
+            flags.push("DRAINING".into());
+        }
+        let _ = writeln!(
+            out,
+            "Worker {}, host {} ({})",
+            w.id,
+            m.host,
+            flags.join(", ")
+        );
+        let phases: Vec<&str> = w.phases.iter().map(|p| p.token()).collect();
+        let sizes: Vec<&str> = w.sizes.iter().map(|s| s.label()).collect();
+        let slots = w.slots.map_or("no slot cap".to_string(), |n| {
+            format!("at most {n} at once")
+        });
+        let _ = writeln!(
+            out,
+            "        Serves: {} · {} · {slots}",
+            phases.join(" "),
+            sizes.join(" ")
+        );
+        let _ = writeln!(
+            out,
+            "        CPU:  [{}] {}/{} core(s) in use",
+            bar(u.threads as f64, m.cpu_threads as f64),
+            u.threads,
+            m.cpu_threads
+        );
+        let _ = writeln!(
+            out,
+            "        RAM:  [{}] {:.0}% {}/{}",
+            bar(u.min_memory as f64, m.memory_bytes as f64),
+            percent(u.min_memory as f64, m.memory_bytes as f64),
+            human_bytes(u.min_memory),
+            human_bytes(m.memory_bytes)
+        );
+        let vmem = m.memory_bytes.saturating_add(m.swap_bytes);
+        let _ = writeln!(
+            out,
+            "        VMEM: [{}] {:.0}% {}/{}",
+            bar(u.max_memory as f64, vmem as f64),
+            percent(u.max_memory as f64, vmem as f64),
+            human_bytes(u.max_memory),
+            human_bytes(vmem)
+        );
+        if m.gpus.is_empty() {
+            let _ = writeln!(out, "        GPU:  none");
+        } else {
+            let _ = writeln!(
+                out,
+                "        GPU:  [{}] {:.2}/{} in use ({})",
+                bar(u.gpu, m.gpus.len() as f64),
+                u.gpu,
+                m.gpus.len(),
+                m.gpus.join(", ")
+            );
+        }
+        if w.running.is_empty() {
+            let _ = writeln!(out, "        Tasks: none running");
+        }
+        for t in &w.running {
+            let _ = writeln!(
+                out,
+                "        Task: {} {} {}.{} attempt {}, running {}",
+                t.phase,
+                t.size,
+                t.miner,
+                t.sector,
+                t.attempt,
+                age(now_ms, t.since_ms)
+            );
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn percent(used: f64, total: f64) -> f64 {
+    if total > 0.0 {
+        100.0 * used / total
+    } else {
+        0.0
+    }
+}
+
+/// `||||||      ` filled in proportion, never past the end.
+fn bar(used: f64, total: f64) -> String {
+    let filled = if total > 0.0 {
+        ((used / total) * BAR as f64).round().clamp(0.0, BAR as f64) as usize
+    } else {
+        0
+    };
+    format!("{}{}", "|".repeat(filled), " ".repeat(BAR - filled))
+}
+
+/// `3m12s`, to the second.
+fn age(now_ms: u64, since_ms: u64) -> String {
+    let secs = now_ms.saturating_sub(since_ms) / 1000;
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Phase, SectorNum, SectorSize, TaskId, WorkerId};
+    use crate::resources::{Machine, Usage};
+    use crate::worker::registry::RunningTask;
+
+    #[test]
+    fn a_worker_reads_like_lotus_miner_sealing_workers() {
+        let w = WorkerRecord {
+            id: WorkerId("pc1-box".into()),
+            pid: 42,
+            version: "0.1.0".into(),
+            machine: Machine {
+                host: "sealer-7".into(),
+                cpu_threads: 64,
+                memory_bytes: 1 << 40,
+                swap_bytes: 0,
+                gpus: vec!["NVIDIA A100".into()],
+            },
+            phases: vec![Phase::PreCommit1],
+            sizes: vec![SectorSize::GiB32],
+            slots: None,
+            executor: "proofs".into(),
+            usage: Usage {
+                tasks: 2,
+                threads: 2,
+                min_memory: 112 << 30,
+                max_memory: 128 << 30,
+                gpu: 0.0,
+                scratch: 0,
+            },
+            running: vec![RunningTask {
+                task: TaskId("f01000.12.pc1.1".into()),
+                miner: "f01000".parse().unwrap(),
+                sector: SectorNum(12),
+                phase: Phase::PreCommit1,
+                size: SectorSize::GiB32,
+                attempt: 1,
+                since_ms: 1_000,
+            }],
+            draining: false,
+            started_ms: 0,
+            heartbeat_ms: 0,
+        };
+        let text = render(&[w], 193_000);
+        assert!(
+            text.contains("Worker pc1-box, host sealer-7 (pid 42"),
+            "{text}"
+        );
+        assert!(text.contains("Serves: pc1 · 32GiB · no slot cap"), "{text}");
+        assert!(text.contains("] 2/64 core(s) in use"), "{text}");
+        assert!(text.contains("] 11% 112.0 GiB/1.0 TiB"), "{text}");
+        assert!(text.contains("0.00/1 in use (NVIDIA A100)"), "{text}");
+        assert!(
+            text.contains("Task: pc1 32GiB f01000.12 attempt 1, running 3m 12s"),
+            "{text}"
+        );
+        assert_eq!(bar(1.0, 2.0).matches('|').count(), 32);
+        assert_eq!(bar(5.0, 2.0).len(), BAR);
+    }
+}
