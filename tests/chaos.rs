@@ -11,9 +11,12 @@ use mesh_tests::{Mesh, Proc, lines};
 const MINERS: [&str; 3] = ["f01000", "f01001", "f01002"];
 const SECTORS_PER_MINER: usize = 100;
 const WORKERS: usize = 6;
-const WORKER: [&str; 6] = [
+/// Simulated 4-thread machines with 4 slots: 4 PreCommit1 at once each.
+const WORKER: [&str; 8] = [
     "--executor",
     "synthetic",
+    "--cpus",
+    "4",
     "--slots",
     "4",
     "--synthetic-durations",

@@ -248,6 +248,111 @@ fn bad_numbers_and_pieces() {
     );
 }
 
+/// The machine, the resource table and miner weights: bad values name themselves and the fix,
+/// and a worker that could run none of what it serves says so before it connects.
+#[test]
+fn bad_resources_and_weights() {
+    fn info<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["info"];
+        args.extend_from_slice(extra);
+        args
+    }
+    error_line(
+        "mesh-worker",
+        &info(&["--cpus", "0"]),
+        &["--cpus 0", "1 to 4096"],
+    );
+    env_error_line(
+        "mesh-worker",
+        &[("MESH_GPUS", "many")],
+        &info(&[]),
+        &["--gpus", "'many'", "0 to 64"],
+    );
+    error_line(
+        "mesh-worker",
+        &info(&["--memory", "lots"]),
+        &["--memory", "\"lots\"", "500GiB"],
+    );
+    env_error_line(
+        "mesh-worker",
+        &[("PC1_32G_MAX_CONCURRENT", "lots")],
+        &info(&[]),
+        &["PC1_32G_MAX_CONCURRENT=lots", "whole number", "unset"],
+    );
+    env_error_line(
+        "mesh-worker",
+        &[("C2_2K_GPU_UTILIZATION", "-1")],
+        &info(&[]),
+        &[
+            "C2_2K_GPU_UTILIZATION=-1",
+            "out of range",
+            "1.0 is one whole GPU",
+        ],
+    );
+    error_line(
+        "mesh-worker",
+        &info(&["--config", "/nonexistent/worker.toml"]),
+        &[
+            "--config /nonexistent/worker.toml: cannot read it",
+            "No such file",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("worker.toml");
+    let path = file.display().to_string();
+    for (text, needles) in [
+        (
+            "[machine]\ncpu = 4\n",
+            &["line 2", "unknown field `cpu`", "`cpus`"][..],
+        ),
+        (
+            "[resources.pc1.4KiB]\nmax_concurrent = 1\n",
+            &["[resources.pc1.4KiB]", "bad sector size"],
+        ),
+        (
+            "[resources.pc1.32GiB]\nmax_concurent = 1\n",
+            &["line 2", "max_concurent"],
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let mut n = vec![path.as_str()];
+        n.extend_from_slice(needles);
+        error_line("mesh-worker", &info(&["--config", &path]), &n);
+    }
+    // Nothing it serves fits: refused with each reason, before connecting.
+    error_line(
+        "mesh-worker",
+        &[
+            "run",
+            "--store",
+            "/tmp/x",
+            "--phases",
+            "pc1",
+            "--sizes",
+            "32GiB",
+            "--memory",
+            "16GiB",
+            "--scratch-limit",
+            "1PiB",
+        ],
+        &[
+            "can run none of the tasks it serves",
+            "pc1 32GiB: it needs 56.0 GiB of memory (minimum + base), 16.0 GiB is free",
+            "--memory",
+        ],
+    );
+    error_line(
+        "mesh-publisher",
+        &["miners", "weight", "f01000", "0"],
+        &["weight 0 is out of range", "1 to 1000"],
+    );
+    error_line(
+        "mesh-publisher",
+        &["miners", "weight", "f01000", "heavy"],
+        &["'heavy' is not a weight", "1 to 1000"],
+    );
+}
+
 /// Replicas a lone server cannot hold are refused with what to do instead.
 #[test]
 fn replicas_without_a_cluster() {

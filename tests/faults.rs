@@ -201,10 +201,16 @@ async fn a_corrupt_input_object_fails_once_onto_the_dlq() {
 async fn a_garbage_task_body_is_terminated_with_its_reason() {
     let mesh = Mesh::start().await;
     let mut worker = mesh.worker("w1", &[]);
+    mesh.task_consumer(
+        "f01000",
+        mesh::model::Phase::PreCommit1,
+        mesh::model::TaskClass::Cc,
+    )
+    .await;
     let broker = mesh.broker().await;
     let js = broker.js().clone();
     let ack = js
-        .publish("mesh.task.pc1.2kib.f01000", "not a task".into())
+        .publish("mesh.task.pc1.2kib.f01000.cc", "not a task".into())
         .await
         .unwrap()
         .await

@@ -252,10 +252,16 @@ async fn bad_ids_undecodable_letters_and_a_missing_topology_get_clear_answers() 
     let url = mesh.broker().await.url().to_string();
     let store = mesh.store_dir().display().to_string();
     let _worker = mesh.worker("w1", &[]);
+    mesh.task_consumer(
+        "f01000",
+        mesh::model::Phase::PreCommit1,
+        mesh::model::TaskClass::Cc,
+    )
+    .await;
     let broker = mesh.broker().await;
     broker
         .js()
-        .publish("mesh.task.pc1.2kib.f01000", "not a task".into())
+        .publish("mesh.task.pc1.2kib.f01000.cc", "not a task".into())
         .await
         .unwrap()
         .await

@@ -62,10 +62,18 @@ async fn all_sealed(mesh: &Mesh, publisher: &mut Proc, workers: &mut [Proc], sec
     let status = publisher.wait(Duration::from_secs(300)).await;
     assert!(status.success(), "{}", publisher.tail(30));
     assert_eq!(sealed_and_total(mesh), (sectors, sectors));
-    assert_eq!(
-        count(publisher, "sector sealed"),
-        sectors,
-        "each sealed once"
+    // Each sector reported sealed, none sealed twice. A sealing whose compare-and-set answer was
+    // lost in a failover is found by the publisher's reload instead of its own transition, so
+    // the transitions may be fewer than the sectors.
+    let log = publisher.log_text();
+    let reported: std::collections::BTreeSet<&str> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("sealed f01000.")?.split(':').next())
+        .collect();
+    assert_eq!(reported.len(), sectors, "every sector reported sealed");
+    assert!(
+        count(publisher, "sector sealed") <= sectors,
+        "a sector was sealed twice"
     );
     assert_eq!(dead_letters(mesh).await, 0);
     for w in workers {

@@ -281,7 +281,11 @@ async fn a_worker_takes_only_tasks_that_fit_its_scratch_space() {
     assert!(
         !log_lines(
             &small,
-            &["scratch limit is below what these tasks need", "phase=pc1"]
+            &[
+                "this worker will not take these tasks",
+                "phase=pc1",
+                "of scratch space"
+            ]
         )
         .is_empty(),
         "{}",

@@ -145,7 +145,7 @@ async fn workers_register_and_drain_on_sigterm() {
         .await;
     assert_eq!(record["slots"], 2);
     assert_eq!(record["draining"], false);
-    assert!(record["resources"]["cpu_threads"].as_u64().unwrap() >= 1);
+    assert!(record["machine"]["cpu_threads"].as_u64().unwrap() >= 1);
 
     worker.signal(nix::sys::signal::Signal::SIGTERM);
     let status = worker.wait(Duration::from_secs(30)).await;

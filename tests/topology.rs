@@ -30,28 +30,35 @@ async fn the_nats_files_create_a_topology_the_mesh_accepts() {
         assert!(reply.get("error").is_none(), "{}: {reply}", path.display());
         streams += 1;
     }
-    let consumer = std::fs::read(dir.join("consumers/workers.json")).unwrap();
-    let consumer: serde_json::Value = serde_json::from_slice(&consumer).unwrap();
-    for size in SectorSize::ALL {
-        for phase in Phase::ALL {
-            let stream = mesh::names::task_stream(phase, size);
-            let body = serde_json::json!({ "stream_name": stream, "config": consumer });
-            let reply = client
-                .request(
-                    format!("$JS.API.CONSUMER.CREATE.{stream}.workers"),
-                    serde_json::to_vec(&body).unwrap().into(),
-                )
-                .await
-                .unwrap();
-            let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
-            assert!(reply.get("error").is_none(), "{stream}: {reply}");
-        }
-    }
-    assert_eq!(streams, 34);
+    // The example consumer: what a publisher makes per miner and class on each task stream.
+    let file = "consumers/MESH_TASK_PC1_2KIB.workers-f01000-cc.json";
+    let consumer = std::fs::read(dir.join(file)).unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&consumer).unwrap();
+    let body = serde_json::json!({ "stream_name": "MESH_TASK_PC1_2KIB", "config": config });
+    let reply = client
+        .request(
+            "$JS.API.CONSUMER.CREATE.MESH_TASK_PC1_2KIB.workers-f01000-cc",
+            serde_json::to_vec(&body).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert!(reply.get("error").is_none(), "{file}: {reply}");
+    assert_eq!(streams, 35);
     mesh::broker::topology::check(&broker, &Phase::ALL, &SectorSize::ALL)
         .await
         .unwrap();
     assert!(broker.bucket(mesh::names::SECTORS_BUCKET).await.is_ok());
+    // A publisher making sure of that consumer accepts the one made from the file.
+    mesh::broker::topology::ensure_task_consumer(
+        &broker,
+        Phase::PreCommit1,
+        SectorSize::KiB2,
+        "f01000".parse().unwrap(),
+        mesh::model::TaskClass::Cc,
+    )
+    .await
+    .unwrap();
 
     // init on top of the hand-made topology changes nothing and succeeds, twice.
     for _ in 0..2 {

@@ -238,8 +238,13 @@ impl Mesh {
         self.seal_for("f01000", name, extra)
     }
 
-    /// Starts `mesh-publisher seal` for `miner`, plus `extra`.
+    /// Starts `mesh-publisher seal` for `miner` (2KiB sectors), plus `extra`.
     pub fn seal_for(&self, miner: &str, name: &str, extra: &[&str]) -> Proc {
+        self.seal_sized(miner, name, "2KiB", extra)
+    }
+
+    /// Starts `mesh-publisher seal` for `miner` with sectors of `size`, plus `extra`.
+    pub fn seal_sized(&self, miner: &str, name: &str, size: &str, extra: &[&str]) -> Proc {
         let url = self.url();
         let mut args = vec![
             "seal",
@@ -250,7 +255,7 @@ impl Mesh {
             "--miner",
             miner,
             "--size",
-            "2KiB",
+            size,
             "--status-every",
             "5s",
         ];
@@ -288,6 +293,26 @@ impl Mesh {
 
     pub fn log(&self, name: &str) -> PathBuf {
         self.dir.path().join(format!("{name}.log"))
+    }
+
+    /// Makes sure of the consumer through which workers take `miner`'s 2KiB tasks of `phase`
+    /// and `class` (a publisher makes it before its first task; tests that publish by hand call
+    /// this).
+    pub async fn task_consumer(
+        &self,
+        miner: &str,
+        phase: mesh::model::Phase,
+        class: mesh::model::TaskClass,
+    ) {
+        mesh::broker::topology::ensure_task_consumer(
+            &self.broker().await,
+            phase,
+            mesh::model::SectorSize::KiB2,
+            miner.parse().expect("a miner id"),
+            class,
+        )
+        .await
+        .expect("create the task consumer");
     }
 
     pub async fn broker(&self) -> mesh::broker::Broker {

