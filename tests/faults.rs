@@ -313,3 +313,53 @@ async fn poison_tasks_fail_their_sector_with_the_reason_on_the_first_delivery() 
         "FIGURE poison: 2 poisoned tasks dead-lettered on their first delivery; sectors failed:\n{failed}"
     );
 }
+
+/// A task delivered again after its sector moved on (its ack lost in a broker failover, say) is
+/// dropped by the worker that gets it: no run, no dead letter, gone from the work queue.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_whose_sector_moved_on_is_dropped_not_dead_lettered() {
+    let mesh = Mesh::start().await;
+    let mut publisher = mesh.seal("publisher", &["--count", "1", "--synthetic"]);
+    let broker = mesh.broker().await;
+    let js = broker.js().clone();
+    let stream_name = names::task_stream(Phase::AddPiece, SectorSize::KiB2);
+    wait_for("the AddPiece task", Duration::from_secs(30), || {
+        let js = js.clone();
+        let stream = stream_name.clone();
+        async move { (stream_messages(&js, &stream).await == 1).then_some(()) }
+    })
+    .await;
+    let stream = js.get_stream(&stream_name).await.unwrap();
+    let old = stream.get_raw_message(1).await.unwrap();
+    let mut worker = mesh.worker("w1", &["--executor", "synthetic"]);
+    let status = publisher.wait(Duration::from_secs(60)).await;
+    assert!(status.success(), "{}", publisher.tail(20));
+
+    // The same task again, as a redelivery would bring it (no message id: not deduplicated).
+    js.publish(old.subject.clone(), old.payload.clone())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    wait_for("the worker to drop it", Duration::from_secs(30), || {
+        let dropped = worker.log_text().contains("task no longer needed");
+        async move { dropped.then_some(()) }
+    })
+    .await;
+    let log = worker.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("task no longer needed"))
+        .unwrap();
+    assert!(line.contains("sector f01000.1 is sealed"), "{line}");
+    wait_for("the task stream to empty", Duration::from_secs(10), || {
+        let js = js.clone();
+        let stream = stream_name.clone();
+        async move { (stream_messages(&js, &stream).await == 0).then_some(()) }
+    })
+    .await;
+    assert!(dead_letters(&js).await.is_empty());
+    assert_eq!(log.matches("phase=ap attempt=1}: task started").count(), 1);
+    worker.signal(Signal::SIGTERM);
+    assert!(worker.wait(Duration::from_secs(30)).await.success());
+}

@@ -13,8 +13,8 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use super::registry::RunningTask;
 use super::{Ctx, phases};
 use crate::model::{
-    MESSAGE_VERSION, MinerId, ObjectRef, Outcome, Phase, SectorSize, Task, TaskHead, TaskResult,
-    Timings, decode, encode,
+    MESSAGE_VERSION, MinerId, ObjectRef, Outcome, Phase, SectorRecord, SectorSize, SectorState,
+    Task, TaskHead, TaskResult, Timings, decode, encode,
 };
 use crate::names;
 use crate::proofs::job::FailureKind;
@@ -65,8 +65,14 @@ pub(super) async fn run(
     );
     async move {
         let head = task.head();
-        let dead_letter = async |reason: &str| {
-            fail_permanently(&ctx, &msg, phase, size, Some(&head), delivered, reason).await
+        // A task whose sector moved on meanwhile (a redelivery whose ack was lost in a broker
+        // failover, say) failing because its inputs were cleaned up is no dead letter.
+        let dead_letter = async |reason: &str| match superseded(&ctx, &task).await {
+            Some(why) => {
+                info!(%why, failure = %reason, "task failed but is no longer needed; dropping it");
+                term(&ctx, &msg, &format!("superseded: {why}")).await;
+            }
+            None => fail_permanently(&ctx, &msg, phase, size, Some(&head), delivered, reason).await,
         };
         if let Err(e) = task.validate(size) {
             let reason = format!("invalid task: {e}");
@@ -103,6 +109,11 @@ pub(super) async fn run(
             );
             error!(%reason, "dead-lettering task");
             dead_letter(&reason).await;
+            return;
+        }
+        if let Some(why) = superseded(&ctx, &task).await {
+            info!(%why, "task no longer needed; dropping it");
+            term(&ctx, &msg, &format!("superseded: {why}")).await;
             return;
         }
         // What this worker's tasks hold with this one, for operators and the placement tests.
@@ -253,12 +264,35 @@ async fn fail_permanently(
             .await;
         return;
     }
+    term(ctx, msg, &reason).await;
+}
+
+/// Removes the message from its work queue with `+TERM <reason>` (the reason reaches the
+/// server's MSG_TERMINATED advisory; async-nats' `AckKind::Term` carries none).
+async fn term(ctx: &Ctx, msg: &jetstream::Message, reason: &str) {
     if let Some(reply) = &msg.reply {
         let client = ctx.broker.client();
-        let term = format!("+TERM {reason}");
+        let term = format!("+TERM {}", one_line(reason));
         if client.publish(reply.clone(), term.into()).await.is_ok() {
             let _ = client.flush().await;
         }
+    }
+}
+
+/// Why `task` no longer needs running: its sector has moved on (sealed, failed, or waiting for
+/// another task). `None` while the sector waits for this very task, and whenever the sector
+/// cannot be read: then the task runs, and the publisher fences its result.
+async fn superseded(ctx: &Ctx, task: &Task) -> Option<String> {
+    let key = names::sector_key(task.miner, task.sector);
+    let entry = ctx.sectors.get(&key).await.ok()??;
+    let record: SectorRecord = decode(&entry).ok()?;
+    match record.state {
+        SectorState::Active { task: current, .. } if current == task.id => None,
+        SectorState::Active { task: current, .. } => {
+            Some(format!("sector {key} waits for task {current} now"))
+        }
+        SectorState::Sealed { .. } => Some(format!("sector {key} is sealed")),
+        SectorState::Failed { phase, .. } => Some(format!("sector {key} failed in {phase}")),
     }
 }
 

@@ -276,6 +276,8 @@ impl WorkerConfig {
 struct Ctx {
     broker: Broker,
     store: Store,
+    /// Sector state, read to skip tasks whose sector has moved on.
+    sectors: async_nats::jetstream::kv::Store,
     config: WorkerConfig,
     registry: Registry,
     scratch: ScratchRoot,
@@ -377,6 +379,7 @@ pub async fn run(
     let ledger = Arc::new(Mutex::new(config.ledger()));
     let room = Arc::new(Notify::new());
     let ctx = Arc::new(Ctx {
+        sectors: broker.bucket(names::SECTORS_BUCKET).await?,
         broker,
         store,
         config,
