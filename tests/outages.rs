@@ -75,7 +75,12 @@ async fn all_sealed(mesh: &Mesh, publisher: &mut Proc, workers: &mut [Proc], sec
         count(publisher, "sector sealed") <= sectors,
         "a sector was sealed twice"
     );
-    assert_eq!(dead_letters(mesh).await, 0);
+    assert_eq!(
+        dead_letters(mesh).await,
+        0,
+        "dead letters:\n{}",
+        mesh.publisher(&["dlq", "list"])
+    );
     for w in workers {
         assert!(w.try_status().is_none(), "a worker died: {}", w.tail(20));
     }

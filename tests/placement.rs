@@ -591,3 +591,41 @@ async fn a_heavier_late_miner_gets_a_larger_share() {
     check(&f);
     assert!(f.b_most >= 6, "B held only {} slots at most", f.b_most);
 }
+
+/// The lotus-style flags pick phases as `lotus-worker run` does, and `mesh-worker info` shows
+/// what the worker would serve (it connects to nothing).
+#[test]
+fn lotus_flags_choose_what_a_worker_serves() {
+    let serves = |args: &[&str]| -> Vec<String> {
+        let out = std::process::Command::new(bin("mesh-worker"))
+            .arg("info")
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        info["serving"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["phase"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        serves(&["--addpiece=false", "--precommit2=false", "--commit=false"]),
+        ["Finalize", "PreCommit1"]
+    );
+    assert_eq!(
+        serves(&["--phases", "ap", "--precommit1", "--commit=true"]),
+        ["Commit1", "Commit2", "PreCommit1", "AddPiece"]
+    );
+    assert_eq!(
+        serves(&["--phases", "pc2", "--precommit2=false", "--finalize"]),
+        ["Finalize"]
+    );
+}

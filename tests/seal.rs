@@ -9,8 +9,10 @@ use mesh_tests::{Mesh, lines, require_2kib_params, verify_out_line, wait_for};
 async fn two_workers_seal_two_sectors_and_the_proofs_verify() {
     require_2kib_params();
     let mesh = Mesh::start().await;
-    let mut w1 = mesh.worker("w1", &[]);
-    let _w2 = mesh.worker("w2", &[]);
+    // One task at a time each, so that both workers prove (the table alone lets one worker take
+    // both 1-thread Commit2 of 2KiB on 2 cores).
+    let mut w1 = mesh.worker("w1", &["--slots", "1"]);
+    let _w2 = mesh.worker("w2", &["--slots", "1"]);
     let out = mesh.path("sealed.jsonl");
     let mut publisher = mesh.seal(
         "publisher",

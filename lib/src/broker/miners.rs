@@ -119,13 +119,6 @@ impl Weights {
             .unwrap_or(1)
     }
 
-    /// Fixed weights, for tests and simulations.
-    pub fn fixed(weights: impl IntoIterator<Item = (MinerId, u32)>) -> Weights {
-        Weights {
-            map: Arc::new(RwLock::new(weights.into_iter().collect())),
-        }
-    }
-
     /// Follows the bucket until `stop`, re-opening the watch after errors.
     pub async fn follow(self, bucket: kv::Store, stop: CancellationToken) {
         loop {

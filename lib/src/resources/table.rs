@@ -173,10 +173,6 @@ impl Table {
         self.entries[&(phase, size)]
     }
 
-    pub fn set(&mut self, phase: Phase, size: SectorSize, need: Need) {
-        self.entries.insert((phase, size), need);
-    }
-
     /// Applies the `[resources.<phase>.<size>]` sections of a config file. Keys are phase tokens
     /// (`pc1`) and sizes as people write them (`32GiB`).
     pub fn apply_file(

@@ -78,17 +78,12 @@ impl Source {
                 return None;
             }
         };
-        if counts.is_empty() {
-            return None;
-        }
-        let one_miner = counts
-            .keys()
-            .all(|(m, _)| *m == counts.keys().next().unwrap().0);
-        let order = if one_miner && !probe {
-            // Nothing to share: no need to ask the consumers how much runs.
+        let first = counts.keys().next()?.0;
+        let order = if !probe && counts.keys().all(|&(miner, _)| miner == first) {
+            // One miner has tasks here: nothing to share, so no need to ask how much runs.
             TaskClass::ALL
                 .into_iter()
-                .map(|class| (counts.keys().next().unwrap().0, class))
+                .map(|class| (first, class))
                 .filter(|key| counts.contains_key(key))
                 .collect()
         } else {
