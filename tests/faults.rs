@@ -44,6 +44,14 @@ async fn stream_messages(js: &jetstream::Context, name: &str) -> u64 {
         .messages
 }
 
+/// Waits until stream `name` holds exactly `n` messages.
+async fn wait_messages(js: &jetstream::Context, name: &str, n: u64, what: &str) {
+    wait_for(what, Duration::from_secs(30), || async move {
+        (stream_messages(js, name).await == n).then_some(())
+    })
+    .await;
+}
+
 /// Processes whose command line mentions `needle` (the killed worker's proof child).
 fn processes_with(needle: &str) -> Vec<u32> {
     let mut out = Vec::new();
@@ -151,12 +159,7 @@ async fn a_corrupt_input_object_fails_once_onto_the_dlq() {
     // No worker yet: the AddPiece task waits while its piece is corrupted in the store.
     let broker = mesh.broker().await;
     let stream = names::task_stream(Phase::AddPiece, SectorSize::KiB2);
-    wait_for("the AddPiece task", Duration::from_secs(30), || {
-        let js = broker.js().clone();
-        let stream = stream.clone();
-        async move { (stream_messages(&js, &stream).await == 1).then_some(()) }
-    })
-    .await;
+    wait_messages(broker.js(), &stream, 1, "the AddPiece task").await;
     let object = mesh.store_dir().join("f01000/1/piece-0");
     let mut bytes = std::fs::read(&object).unwrap();
     bytes[10] ^= 0xff;
@@ -229,11 +232,7 @@ async fn a_garbage_task_body_is_terminated_with_its_reason() {
     assert_eq!(subject, "mesh.dlq.pc1.2kib.unknown");
     assert!(reason.contains("undecodable task"), "{reason}");
     // Terminated: gone from the work queue, not redelivered.
-    wait_for("the task stream to empty", Duration::from_secs(10), || {
-        let js = js.clone();
-        async move { (stream_messages(&js, "MESH_TASK_PC1_2KIB").await == 0).then_some(()) }
-    })
-    .await;
+    wait_messages(&js, "MESH_TASK_PC1_2KIB", 0, "the task stream to empty").await;
     assert_eq!(dead_letters(&js).await.len(), 1);
     // The worker is still alive and serving.
     assert!(worker.try_status().is_none(), "{}", worker.tail(20));
@@ -250,12 +249,7 @@ async fn poison_tasks_fail_their_sector_with_the_reason_on_the_first_delivery() 
     let broker = mesh.broker().await;
     let js = broker.js().clone();
     let stream_name = names::task_stream(Phase::AddPiece, SectorSize::KiB2);
-    wait_for("both AddPiece tasks", Duration::from_secs(30), || {
-        let js = js.clone();
-        let stream = stream_name.clone();
-        async move { (stream_messages(&js, &stream).await == 2).then_some(()) }
-    })
-    .await;
+    wait_messages(&js, &stream_name, 2, "both AddPiece tasks").await;
     let stream = js.get_stream(&stream_name).await.unwrap();
     for seq in [1, 2] {
         let msg = stream.get_raw_message(seq).await.unwrap();
@@ -323,12 +317,7 @@ async fn a_task_whose_sector_moved_on_is_dropped_not_dead_lettered() {
     let broker = mesh.broker().await;
     let js = broker.js().clone();
     let stream_name = names::task_stream(Phase::AddPiece, SectorSize::KiB2);
-    wait_for("the AddPiece task", Duration::from_secs(30), || {
-        let js = js.clone();
-        let stream = stream_name.clone();
-        async move { (stream_messages(&js, &stream).await == 1).then_some(()) }
-    })
-    .await;
+    wait_messages(&js, &stream_name, 1, "the AddPiece task").await;
     let stream = js.get_stream(&stream_name).await.unwrap();
     let old = stream.get_raw_message(1).await.unwrap();
     let mut worker = mesh.worker("w1", &["--executor", "synthetic"]);
@@ -352,12 +341,7 @@ async fn a_task_whose_sector_moved_on_is_dropped_not_dead_lettered() {
         .find(|l| l.contains("task no longer needed"))
         .unwrap();
     assert!(line.contains("sector f01000.1 is sealed"), "{line}");
-    wait_for("the task stream to empty", Duration::from_secs(10), || {
-        let js = js.clone();
-        let stream = stream_name.clone();
-        async move { (stream_messages(&js, &stream).await == 0).then_some(()) }
-    })
-    .await;
+    wait_messages(&js, &stream_name, 0, "the task stream to empty").await;
     assert!(dead_letters(&js).await.is_empty());
     assert_eq!(log.matches("phase=ap attempt=1}: task started").count(), 1);
     worker.signal(Signal::SIGTERM);
