@@ -258,7 +258,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Dlq(command) => dlq_command(command).await,
         Command::Workers { nats, json } => {
             let broker = nats.connect("mesh-publisher workers").await?;
-            let workers = publisher::workers::list(&broker).await?;
+            let workers = mesh::worker::registry::list(&broker).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&workers)?);
             } else {

@@ -87,19 +87,11 @@ async fn read(bucket: &kv::Store, key: &str) -> Result<Option<MinerEntry>, Broke
 
 /// Every registered miner.
 pub async fn list(broker: &Broker) -> Result<BTreeMap<MinerId, MinerEntry>, BrokerError> {
-    let bucket = broker.bucket(names::MINERS_BUCKET).await?;
-    let mut keys = bucket
-        .keys()
-        .await
-        .map_err(|e| BrokerError::api("list miners", e))?;
-    let mut out = BTreeMap::new();
-    while let Some(key) = keys.next().await {
-        let key = key.map_err(|e| BrokerError::api("list miners", e))?;
-        if let (Ok(miner), Some(entry)) = (key.parse::<MinerId>(), read(&bucket, &key).await?) {
-            out.insert(miner, entry);
-        }
-    }
-    Ok(out)
+    let entries = broker.json_entries(names::MINERS_BUCKET).await?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|(key, entry)| Some((key.parse().ok()?, entry)))
+        .collect())
 }
 
 /// The weights as a worker sees them: kept current by following the bucket. A miner that is

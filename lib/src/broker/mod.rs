@@ -117,6 +117,32 @@ impl Broker {
             })
     }
 
+    /// Every entry of a bucket whose value is JSON of `T`, with its key; entries that do not
+    /// decode (another version's) are skipped.
+    pub async fn json_entries<T: serde::de::DeserializeOwned>(
+        &self,
+        bucket: &str,
+    ) -> Result<Vec<(String, T)>, BrokerError> {
+        use futures::StreamExt;
+        let store = self.bucket(bucket).await?;
+        let mut keys = store
+            .keys()
+            .await
+            .map_err(|e| BrokerError::api(format!("list {bucket}"), e))?;
+        let mut out = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| BrokerError::api(format!("list {bucket}"), e))?;
+            let value = store
+                .get(&key)
+                .await
+                .map_err(|e| BrokerError::api(format!("read {bucket} {key}"), e))?;
+            if let Some(value) = value.and_then(|v| serde_json::from_slice(&v).ok()) {
+                out.push((key, value));
+            }
+        }
+        Ok(out)
+    }
+
     /// Opens a stream that `init` made.
     pub async fn stream(&self, name: &str) -> Result<jetstream::stream::Stream, BrokerError> {
         self.js.get_stream(name).await.map_err(|e| match e.kind() {

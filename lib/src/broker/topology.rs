@@ -19,6 +19,12 @@ use crate::names;
 /// per-miner consumers publishers create later get the same ack wait.
 pub const ACK_WAIT_KEY: &str = "mesh.ack_wait_ms";
 
+/// The ack wait `init` stored in a task stream's metadata, if it did.
+pub fn stored_ack_wait(stream: &StreamConfig) -> Option<Duration> {
+    let ms = stream.metadata.get(ACK_WAIT_KEY)?;
+    ms.parse().ok().map(Duration::from_millis)
+}
+
 /// The consumer every worker shared before consumers were per miner; `init` removes it, as a
 /// work queue allows no unfiltered consumer beside filtered ones.
 const LEGACY_TASK_CONSUMER: &str = "workers";
@@ -388,20 +394,11 @@ pub async fn ensure_task_consumer(
     class: TaskClass,
 ) -> Result<(), BrokerError> {
     let name = names::task_stream(phase, size);
-    let mut stream = broker.stream(&name).await?;
-    let info = stream
-        .info()
-        .await
-        .map_err(|e| BrokerError::api(format!("read stream {name}"), e))?;
-    let ack_wait = info
-        .config
-        .metadata
-        .get(ACK_WAIT_KEY)
-        .and_then(|ms| ms.parse().ok())
-        .map_or(Topology::default().ack_wait, Duration::from_millis);
+    let stream = broker.stream(&name).await?;
+    let default = Topology::default();
     let topology = Topology {
-        ack_wait,
-        ..Topology::default()
+        ack_wait: stored_ack_wait(&stream.cached_info().config).unwrap_or(default.ack_wait),
+        ..default
     };
     broker
         .js()

@@ -3,12 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use futures::StreamExt;
 use serde::Serialize;
 
-use crate::broker::{Broker, BrokerError, miners};
+use crate::broker::{Broker, miners};
 use crate::cli::table;
-use crate::model::{MinerId, Phase, SectorSize};
+use crate::model::MinerId;
 use crate::names;
 
 /// One miner as `miners list` shows it.
@@ -28,23 +27,12 @@ pub struct MinerRow {
 pub async fn rows(broker: &Broker) -> anyhow::Result<Vec<MinerRow>> {
     let registered = miners::list(broker).await?;
     let mut load: BTreeMap<MinerId, (u64, u64)> = BTreeMap::new();
-    for size in SectorSize::ALL {
-        for phase in Phase::ALL {
-            let name = names::task_stream(phase, size);
-            let Some(stream) = super::status::stream(broker, &name).await? else {
-                continue;
-            };
-            let mut consumers = stream.consumers();
-            while let Some(info) = consumers.next().await {
-                let info =
-                    info.map_err(|e| BrokerError::api(format!("list consumers of {name}"), e))?;
-                if let Some((_, _, miner, _)) =
-                    names::parse_task_subject(&info.config.filter_subject)
-                {
-                    let entry = load.entry(miner).or_default();
-                    entry.0 += info.num_pending;
-                    entry.1 += info.num_ack_pending as u64;
-                }
+    for (_, _, consumers) in super::status::task_consumers(broker).await? {
+        for info in consumers {
+            if let Some((_, _, miner, _)) = names::parse_task_subject(&info.config.filter_subject) {
+                let entry = load.entry(miner).or_default();
+                entry.0 += info.num_pending;
+                entry.1 += info.num_ack_pending as u64;
             }
         }
     }

@@ -54,14 +54,18 @@ pub struct Status {
 /// Gathers the status: every sector record, every task stream that exists, the dead letters.
 pub async fn status(broker: &Broker) -> anyhow::Result<Status> {
     let records = sectors(broker, None).await?;
-    let mut streams = Vec::new();
-    for size in SectorSize::ALL {
-        for phase in Phase::ALL {
-            if let Some(backlog) = backlog(broker, phase, size).await? {
-                streams.push(backlog);
-            }
-        }
-    }
+    let streams = task_consumers(broker)
+        .await?
+        .into_iter()
+        .map(|(phase, size, consumers)| StreamBacklog {
+            stream: names::task_stream(phase, size),
+            phase: phase.to_string(),
+            size: size.label().to_string(),
+            waiting: consumers.iter().map(|c| c.num_pending).sum(),
+            running: consumers.iter().map(|c| c.num_ack_pending as u64).sum(),
+            redelivered: consumers.iter().map(|c| c.num_redelivered as u64).sum(),
+        })
+        .collect();
     let dead_letters = broker
         .stream(names::DLQ_STREAM)
         .await?
@@ -250,33 +254,27 @@ pub(crate) async fn stream(
     }
 }
 
-/// The backlog of one task stream over all its miners' consumers, or `None` when `init` did not
-/// make the stream (size not served).
-async fn backlog(
+/// Every task stream that `init` made (sizes not served have none), with its workers'
+/// consumers (one per miner and class).
+pub(crate) async fn task_consumers(
     broker: &Broker,
-    phase: Phase,
-    size: SectorSize,
-) -> anyhow::Result<Option<StreamBacklog>> {
-    let name = names::task_stream(phase, size);
-    let Some(stream) = stream(broker, &name).await? else {
-        return Ok(None);
-    };
-    let mut backlog = StreamBacklog {
-        stream: name.clone(),
-        phase: phase.to_string(),
-        size: size.label().to_string(),
-        waiting: 0,
-        running: 0,
-        redelivered: 0,
-    };
-    let mut consumers = stream.consumers();
-    while let Some(info) = consumers.next().await {
-        let info = info.map_err(|e| BrokerError::api(format!("list consumers of {name}"), e))?;
-        backlog.waiting += info.num_pending;
-        backlog.running += info.num_ack_pending as u64;
-        backlog.redelivered += info.num_redelivered as u64;
+) -> Result<Vec<(Phase, SectorSize, Vec<jetstream::consumer::Info>)>, BrokerError> {
+    let mut out = Vec::new();
+    for size in SectorSize::ALL {
+        for phase in Phase::ALL {
+            let name = names::task_stream(phase, size);
+            let Some(stream) = stream(broker, &name).await? else {
+                continue;
+            };
+            let consumers: Vec<_> = stream
+                .consumers()
+                .try_collect()
+                .await
+                .map_err(|e| BrokerError::api(format!("list consumers of {name}"), e))?;
+            out.push((phase, size, consumers));
+        }
     }
-    Ok(Some(backlog))
+    Ok(out)
 }
 
 #[cfg(test)]

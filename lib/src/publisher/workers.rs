@@ -4,19 +4,11 @@
 
 use std::fmt::Write;
 
-use crate::broker::Broker;
-use crate::names;
 use crate::resources::human_bytes;
-use crate::worker::registry::{self, WorkerRecord};
+use crate::worker::registry::WorkerRecord;
 
 /// Width of the bars, as lotus draws them.
 const BAR: usize = 64;
-
-/// Every live worker, by id.
-pub async fn list(broker: &Broker) -> anyhow::Result<Vec<WorkerRecord>> {
-    let bucket = broker.bucket(names::WORKERS_BUCKET).await?;
-    Ok(registry::list(&bucket).await?)
-}
 
 /// The workers as text, `now_ms` being the time to measure ages against.
 pub fn render(workers: &[WorkerRecord], now_ms: u64) -> String {

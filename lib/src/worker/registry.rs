@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::broker::BrokerError;
+use crate::broker::{Broker, BrokerError};
 use crate::model::{MinerId, Phase, SectorNum, SectorSize, TaskId, WorkerId};
 use crate::resources::{Machine, Usage};
 
@@ -116,23 +116,13 @@ impl Registry {
 
 /// Every live worker in the registry, by id. Entries that do not decode (another version) are
 /// skipped.
-pub async fn list(bucket: &kv::Store) -> Result<Vec<WorkerRecord>, BrokerError> {
-    use futures::StreamExt;
-    let mut keys = bucket
-        .keys()
-        .await
-        .map_err(|e| BrokerError::api("list workers", e))?;
-    let mut out = Vec::new();
-    while let Some(key) = keys.next().await {
-        let key = key.map_err(|e| BrokerError::api("list workers", e))?;
-        let value = bucket
-            .get(&key)
-            .await
-            .map_err(|e| BrokerError::api(format!("read worker {key}"), e))?;
-        if let Some(record) = value.and_then(|v| serde_json::from_slice(&v).ok()) {
-            out.push(record);
-        }
-    }
-    out.sort_by(|a: &WorkerRecord, b| a.id.cmp(&b.id));
+pub async fn list(broker: &Broker) -> Result<Vec<WorkerRecord>, BrokerError> {
+    let mut out: Vec<WorkerRecord> = broker
+        .json_entries(crate::names::WORKERS_BUCKET)
+        .await?
+        .into_iter()
+        .map(|(_, record)| record)
+        .collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
 }

@@ -13,7 +13,7 @@ use tracing::warn;
 
 use super::pick::{self, MinerLoad, Queue};
 use crate::broker::miners::Weights;
-use crate::broker::topology::ACK_WAIT_KEY;
+use crate::broker::topology;
 use crate::broker::{Broker, BrokerError};
 use crate::model::{MinerId, Phase, SectorSize, TaskClass};
 use crate::names;
@@ -58,13 +58,7 @@ impl Source {
 
     /// The ack wait `init` gave the stream's consumers, when its metadata says.
     pub fn ack_wait(&self) -> Option<Duration> {
-        let ms = self
-            .stream
-            .cached_info()
-            .config
-            .metadata
-            .get(ACK_WAIT_KEY)?;
-        ms.parse().ok().map(Duration::from_millis)
+        topology::stored_ack_wait(&self.stream.cached_info().config)
     }
 
     /// Takes one task if any miner has one waiting, the miner with the lowest weighted share
