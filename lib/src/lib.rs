@@ -3,6 +3,7 @@
 //! Miners publish sealing tasks to JetStream work-queue streams; stateless workers pull what they
 //! can run, move sector data through an object store and report durable results. See DESIGN.md.
 
+pub mod autoscaler;
 pub mod broker;
 pub mod model;
 pub mod names;

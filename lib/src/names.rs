@@ -13,6 +13,8 @@ pub const SECTORS_BUCKET: &str = "mesh-sectors";
 pub const WORKERS_BUCKET: &str = "mesh-workers";
 /// Miners sharing the pool, with their weights, per miner id.
 pub const MINERS_BUCKET: &str = "mesh-miners";
+/// Drain marks per worker id, set by the autoscaler: the worker stops taking tasks.
+pub const DRAIN_BUCKET: &str = "mesh-drain";
 
 /// Header carrying the reason a task was dead-lettered.
 pub const REASON_HEADER: &str = "Mesh-Reason";

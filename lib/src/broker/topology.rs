@@ -255,6 +255,15 @@ impl Topology {
         )
     }
 
+    pub fn drain_bucket(&self) -> StreamConfig {
+        self.bucket(
+            names::DRAIN_BUCKET,
+            "mesh drain marks per worker, set by the autoscaler",
+            1,
+            Duration::ZERO,
+        )
+    }
+
     /// Every stream of the topology.
     pub fn streams(&self) -> Vec<StreamConfig> {
         let mut out = Vec::new();
@@ -269,6 +278,7 @@ impl Topology {
             self.sectors_bucket(),
             self.workers_bucket(),
             self.miners_bucket(),
+            self.drain_bucket(),
         ]);
         out
     }
@@ -380,6 +390,7 @@ pub async fn check(
     broker.bucket(names::SECTORS_BUCKET).await?;
     broker.bucket(names::WORKERS_BUCKET).await?;
     broker.bucket(names::MINERS_BUCKET).await?;
+    broker.bucket(names::DRAIN_BUCKET).await?;
     Ok(())
 }
 

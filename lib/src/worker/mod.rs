@@ -357,6 +357,16 @@ pub async fn run(
         broker.bucket(names::MINERS_BUCKET).await?,
         background.clone(),
     ));
+    // The autoscaler's drain mark: held, the worker takes nothing until it is lifted.
+    let drain_marks = broker.bucket(names::DRAIN_BUCKET).await?;
+    let marked = matches!(drain_marks.get(&config.id.0).await, Ok(Some(_)));
+    let (held_tx, mut held) = tokio::sync::watch::channel(marked);
+    let follow_drain = tokio::spawn(crate::autoscaler::drain::follow(
+        drain_marks,
+        config.id.0.clone(),
+        held_tx,
+        background.clone(),
+    ));
 
     info!(
         worker = %config.id,
@@ -393,6 +403,23 @@ pub async fn run(
     // running tasks leave, from the miner with the lowest weighted share there.
     let mut probe = true;
     'pull: while !drain.is_cancelled() {
+        if *held.borrow_and_update() {
+            registry.set_draining(true);
+            registry.publish_now();
+            info!(
+                running = tracker.len(),
+                "drain mark set by the autoscaler: no new tasks until it is lifted"
+            );
+            tokio::select! {
+                _ = held.wait_for(|held| !held) => {}
+                () = drain.cancelled() => break 'pull,
+            }
+            registry.set_draining(false);
+            registry.publish_now();
+            info!("drain mark lifted: taking tasks again");
+            probe = true;
+            continue 'pull;
+        }
         let fitting: Vec<usize> = {
             let ledger = ledger.lock().expect("ledger lock");
             (0..sources.len())
@@ -402,6 +429,7 @@ pub async fn run(
         if fitting.is_empty() {
             tokio::select! {
                 () = room.notified() => continue 'pull,
+                _ = held.changed() => continue 'pull,
                 () = drain.cancelled() => break 'pull,
             }
         }
@@ -422,6 +450,7 @@ pub async fn run(
                     }
                 }
                 () = room.notified() => {}
+                _ = held.changed() => {}
                 () = tokio::time::sleep(ctx.config.poll_interval) => probe = true,
                 () = drain.cancelled() => break 'pull,
             }
@@ -451,7 +480,7 @@ pub async fn run(
         });
     }
 
-    registry.set_draining();
+    registry.set_draining(true);
     let running = tracker.len();
     if running > 0 {
         info!(
@@ -464,6 +493,7 @@ pub async fn run(
     background.cancel();
     let _ = heartbeat.await;
     let _ = follow.await;
+    let _ = follow_drain.await;
     ctx.scratch.remove();
     info!("worker stopped");
     Ok(())

@@ -43,9 +43,17 @@ pub struct WorkerRecord {
     /// What the running tasks hold, by the resource table.
     pub usage: Usage,
     pub running: Vec<RunningTask>,
+    /// Not taking tasks: shutting down, or held by the autoscaler's drain mark.
     pub draining: bool,
     pub started_ms: u64,
     pub heartbeat_ms: u64,
+}
+
+impl WorkerRecord {
+    /// Tasks this worker holds: taken (counted at once) or running (listed once started).
+    pub fn busy(&self) -> usize {
+        self.running.len().max(self.usage.tasks as usize)
+    }
 }
 
 /// Shared view of what the worker runs, updated by attempts and published by the heartbeat.
@@ -53,6 +61,8 @@ pub struct WorkerRecord {
 pub struct Registry {
     record: Arc<Mutex<WorkerRecord>>,
     running: Arc<Mutex<BTreeMap<TaskId, RunningTask>>>,
+    /// Rung to publish the record before the next heartbeat is due.
+    publish: Arc<tokio::sync::Notify>,
 }
 
 impl Registry {
@@ -60,6 +70,7 @@ impl Registry {
         Registry {
             record: Arc::new(Mutex::new(record)),
             running: Arc::default(),
+            publish: Arc::default(),
         }
     }
 
@@ -74,12 +85,21 @@ impl Registry {
         self.running.lock().expect("registry lock").remove(task);
     }
 
+    /// Sets what running tasks hold and publishes the record at once, so that others (the
+    /// autoscaler, `mesh-publisher workers`) see a task taken or ended without waiting for the
+    /// heartbeat.
     pub fn set_usage(&self, usage: Usage) {
         self.record.lock().expect("registry lock").usage = usage;
+        self.publish_now();
     }
 
-    pub fn set_draining(&self) {
-        self.record.lock().expect("registry lock").draining = true;
+    pub fn set_draining(&self, draining: bool) {
+        self.record.lock().expect("registry lock").draining = draining;
+    }
+
+    /// Publishes the record now rather than at the next heartbeat.
+    pub fn publish_now(&self) {
+        self.publish.notify_one();
     }
 
     pub fn snapshot(&self) -> WorkerRecord {
@@ -105,6 +125,7 @@ impl Registry {
             }
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
+                () = self.publish.notified() => {}
                 () = stop.cancelled() => break,
             }
         }

@@ -1,0 +1,89 @@
+//! `mesh-autoscaler`: parses flags and hands over to `mesh::autoscaler`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mesh::autoscaler::config::AutoscalerConfig;
+use mesh::autoscaler::metrics::Metrics;
+use mesh::broker::Broker;
+use mesh::cli::{NatsArgs, Shutdown};
+
+#[derive(Parser)]
+#[command(
+    name = "mesh-autoscaler",
+    version,
+    about = "Resizes worker groups from the task streams' backlog, draining instances before removal"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct Common {
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// The groups to size (TOML; see the README's Autoscaling section).
+    #[arg(long, env = "MESH_AUTOSCALER_CONFIG")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Size the groups until SIGTERM; local workers are drained and stopped on the way out.
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// Serve Prometheus metrics at this address (`/metrics`); overrides `metrics` in the
+        /// config.
+        #[arg(long, env = "MESH_METRICS")]
+        metrics: Option<SocketAddr>,
+    },
+    /// Evaluate every group once and print what it would do and why; changes nothing.
+    Plan {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    mesh::cli::run_main(|| run(cli.command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { common, metrics } => {
+            let config = AutoscalerConfig::load(&common.config).map_err(anyhow::Error::msg)?;
+            let broker = Broker::connect(&common.nats.nats, "mesh-autoscaler").await?;
+            let shutdown = Shutdown::install();
+            let registry = Metrics::default();
+            let server = match metrics.or(config.metrics) {
+                Some(addr) => {
+                    let server = registry
+                        .clone()
+                        .serve(addr, shutdown.drain.clone())
+                        .await
+                        .map_err(anyhow::Error::msg)?;
+                    tracing::info!(%addr, "metrics at http://{addr}/metrics");
+                    Some(server)
+                }
+                None => None,
+            };
+            mesh::autoscaler::run(config, broker, registry, shutdown.drain.clone()).await?;
+            if let Some(server) = server {
+                let _ = server.await;
+            }
+            Ok(())
+        }
+        Command::Plan { common } => {
+            let config = AutoscalerConfig::load(&common.config).map_err(anyhow::Error::msg)?;
+            let broker = Broker::connect(&common.nats.nats, "mesh-autoscaler plan").await?;
+            let plan = mesh::autoscaler::plan(&config, &broker).await?;
+            print!("{}", mesh::autoscaler::render_plan(&plan));
+            Ok(())
+        }
+    }
+}

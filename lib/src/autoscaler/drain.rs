@@ -1,0 +1,75 @@
+//! Drain marks: the autoscaler's way of telling a worker to stop taking tasks before its
+//! instance is removed, and of taking that back when demand returns first. A mark is a key in
+//! the `mesh-drain` bucket named by the worker id; the worker follows its own key, and says in
+//! its registry record (`draining`) when it has stopped taking tasks.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::broker::{Broker, BrokerError};
+use crate::names;
+
+/// Why and since when a worker drains.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainMark {
+    pub group: String,
+    pub since_ms: u64,
+}
+
+/// Every drain mark, by worker id.
+pub async fn marks(broker: &Broker) -> Result<BTreeMap<String, DrainMark>, BrokerError> {
+    Ok(broker
+        .json_entries(names::DRAIN_BUCKET)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+pub async fn mark(bucket: &kv::Store, worker: &str, mark: &DrainMark) -> Result<(), BrokerError> {
+    let body = serde_json::to_vec(mark).expect("a drain mark serializes");
+    bucket
+        .put(worker, body.into())
+        .await
+        .map_err(|e| BrokerError::api(format!("mark {worker} draining"), e))?;
+    Ok(())
+}
+
+pub async fn unmark(bucket: &kv::Store, worker: &str) -> Result<(), BrokerError> {
+    bucket
+        .purge(worker)
+        .await
+        .map_err(|e| BrokerError::api(format!("lift the drain of {worker}"), e))
+}
+
+/// Follows `worker`'s drain mark until `stop`: `held` is true while a mark is set.
+pub async fn follow(
+    bucket: kv::Store,
+    worker: String,
+    held: watch::Sender<bool>,
+    stop: CancellationToken,
+) {
+    loop {
+        match bucket.watch_with_history(&worker).await {
+            Ok(mut watch) => loop {
+                let entry = tokio::select! {
+                    entry = watch.next() => entry,
+                    () = stop.cancelled() => return,
+                };
+                let Some(Ok(entry)) = entry else { break };
+                held.send_replace(entry.operation == kv::Operation::Put);
+            },
+            Err(e) => warn!(error = %e, "cannot follow this worker's drain mark; retrying"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Local processes: each instance is a `mesh-worker run` child of the autoscaler, named
+//! `<group>-<n>`. Removing one sends it SIGTERM (it is drained by then, so it exits at once);
+//! when the autoscaler stops, it stops its workers the same way and waits for them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::Deserialize;
+use tokio::process::{Child, Command};
+use tracing::{info, warn};
+
+use super::{Instance, InstanceState, ProviderError, WorkerSpec};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// The `mesh-worker` binary; default: the one next to `mesh-autoscaler`, else `PATH`'s.
+    pub worker: Option<PathBuf>,
+    /// More arguments for `mesh-worker run` (e.g. `--store`, `--scratch`, `--executor`);
+    /// `--id`, `--phases`, `--sizes`, `--slots` and `--nats` come from the group.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment variables for the workers.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Where each worker's log goes (`<name>.log`); default: discarded.
+    pub log_dir: Option<PathBuf>,
+}
+
+pub struct Local {
+    config: LocalConfig,
+    spec: WorkerSpec,
+    program: PathBuf,
+    children: BTreeMap<String, Child>,
+    /// Removed and told to stop, not yet exited.
+    stopping: BTreeMap<String, Child>,
+    next: u64,
+}
+
+impl Local {
+    pub fn new(config: &LocalConfig, spec: &WorkerSpec) -> Result<Self, ProviderError> {
+        let program = match &config.worker {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()
+                .ok()
+                .and_then(|exe| Some(exe.parent()?.join("mesh-worker")))
+                .filter(|p| p.is_file())
+                .unwrap_or_else(|| PathBuf::from("mesh-worker")),
+        };
+        if let Some(dir) = &config.log_dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                ProviderError::new(
+                    &spec.group,
+                    format!("log_dir {}", dir.display()),
+                    format!("cannot create it ({e}): give a directory this user can write"),
+                )
+            })?;
+        }
+        Ok(Local {
+            config: config.clone(),
+            spec: spec.clone(),
+            program,
+            children: BTreeMap::new(),
+            stopping: BTreeMap::new(),
+            next: 1,
+        })
+    }
+
+    pub async fn instances(&mut self) -> Result<Vec<Instance>, ProviderError> {
+        let mut out = Vec::new();
+        let mut exited = Vec::new();
+        for (name, child) in &mut self.children {
+            match child.try_wait() {
+                Ok(None) => out.push(Instance {
+                    name: name.clone(),
+                    state: InstanceState::Running,
+                }),
+                Ok(Some(status)) => {
+                    warn!(group = %self.spec.group, worker = %name, %status, "local worker exited on its own");
+                    exited.push(name.clone());
+                }
+                Err(e) => {
+                    warn!(group = %self.spec.group, worker = %name, error = %e, "cannot check a local worker")
+                }
+            }
+        }
+        for name in exited {
+            self.children.remove(&name);
+        }
+        self.stopping
+            .retain(|_, child| matches!(child.try_wait(), Ok(None)));
+        out.extend(self.stopping.keys().map(|name| Instance {
+            name: name.clone(),
+            state: InstanceState::Stopping,
+        }));
+        Ok(out)
+    }
+
+    pub async fn grow(&mut self, size: u32) -> Result<(), ProviderError> {
+        while (self.children.len() as u32) < size {
+            let name = format!("{}-{}", self.spec.group, self.next);
+            self.next += 1;
+            let child = self.spawn(&name)?;
+            info!(group = %self.spec.group, worker = %name, pid = child.id(), "started a local worker");
+            self.children.insert(name, child);
+        }
+        Ok(())
+    }
+
+    fn spawn(&self, name: &str) -> Result<Child, ProviderError> {
+        let token = |items: Vec<&str>| items.join(",");
+        let mut cmd = Command::new(&self.program);
+        cmd.arg("run")
+            .args(["--id", name])
+            .args(["--nats", &self.spec.nats])
+            .args([
+                "--phases",
+                &token(self.spec.phases.iter().map(|p| p.token()).collect()),
+            ])
+            .args([
+                "--sizes",
+                &token(self.spec.sizes.iter().map(|s| s.label()).collect()),
+            ]);
+        if let Some(slots) = self.spec.slots {
+            cmd.args(["--slots", &slots.to_string()]);
+        }
+        cmd.args(&self.config.args)
+            .envs(&self.config.env)
+            .stdin(Stdio::null())
+            .kill_on_drop(false);
+        match &self.config.log_dir {
+            Some(dir) => {
+                let path = dir.join(format!("{name}.log"));
+                let log = std::fs::File::create(&path).map_err(|e| {
+                    ProviderError::new(&self.spec.group, format!("log {}", path.display()), e)
+                })?;
+                let err = log.try_clone().map_err(|e| {
+                    ProviderError::new(&self.spec.group, format!("log {}", path.display()), e)
+                })?;
+                cmd.stdout(log).stderr(err);
+            }
+            None => {
+                cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+        }
+        cmd.spawn().map_err(|e| {
+            ProviderError::new(
+                &self.spec.group,
+                format!("start {}", self.program.display()),
+                format!(
+                    "{e}: set `worker` in the group's provider table to the mesh-worker binary"
+                ),
+            )
+        })
+    }
+
+    pub async fn remove(&mut self, names: &[String]) -> Result<(), ProviderError> {
+        for name in names {
+            let Some(child) = self.children.remove(name) else {
+                warn!(group = %self.spec.group, worker = %name, "no such local worker to remove");
+                continue;
+            };
+            if let Some(pid) = child.id() {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
+            info!(group = %self.spec.group, worker = %name, "stopping a local worker");
+            self.stopping.insert(name.clone(), child);
+        }
+        Ok(())
+    }
+
+    /// Stops every worker (SIGTERM: each drains) and waits for them, up to a minute each.
+    pub async fn shutdown(&mut self) {
+        let names: Vec<String> = self.children.keys().cloned().collect();
+        let _ = self.remove(&names).await;
+        for (name, mut child) in std::mem::take(&mut self.stopping) {
+            match tokio::time::timeout(Duration::from_secs(60), child.wait()).await {
+                Ok(_) => {}
+                Err(_) => {
+                    warn!(worker = %name, "a local worker did not stop within a minute: killing it");
+                    let _ = child.kill().await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The autoscaler with its local provider (real `mesh-worker` processes, synthetic executor, a
+//! real nats-server): a group at zero wakes when sectors arrive, serves them, drains and returns
+//! to zero, and never removes a worker that holds a task; a load that comes in bursts closer
+//! together than the down window does not make it flap; a drain mark stops a worker from taking
+//! tasks until it is lifted. Each prints its figures (`FIGURE` lines with `--no-capture`).
+
+use std::time::Duration;
+
+use mesh_tests::{Mesh, Proc, bin, free_port, lines, log_time_ms, wait_for};
+
+const WORKER_FLAGS: &str = r#""--executor", "synthetic", "--cpus", "4",
+    "--synthetic-durations", "ap=100ms,pc1=1500ms,pc2=300ms,c1=50ms,c2=300ms,fin=50ms""#;
+
+/// Writes the config of one local group `sim` serving every phase at 2KiB and starts the
+/// autoscaler with metrics on a free port.
+fn autoscaler(mesh: &Mesh, max: u32, down_window: &str) -> (Proc, u16) {
+    let config = mesh.path("autoscaler.toml");
+    let text = format!(
+        r#"
+[[group]]
+name = "sim"
+phases = ["ap", "pc1", "pc2", "c1", "c2", "fin"]
+sizes = ["2KiB"]
+slots = 2
+min = 0
+max = {max}
+scale_down_window = "{down_window}"
+drain_timeout = "2m"
+poll_interval = "250ms"
+
+[group.provider]
+kind = "local"
+worker = "{worker}"
+args = ["--store", "{store}", "--scratch", "{scratch}", {WORKER_FLAGS}]
+log_dir = "{logs}"
+"#,
+        worker = bin("mesh-worker").display(),
+        store = mesh.store,
+        scratch = mesh.scratch().display(),
+        logs = mesh.path("workers").display(),
+    );
+    std::fs::write(&config, text).unwrap();
+    let port = free_port();
+    let url = mesh.url();
+    let config = config.display().to_string();
+    let metrics = format!("127.0.0.1:{port}");
+    let proc = Proc::spawn(
+        &bin("mesh-autoscaler"),
+        &[
+            "run",
+            "--nats",
+            &url,
+            "--config",
+            &config,
+            "--metrics",
+            &metrics,
+        ],
+        &[],
+        &mesh.log("autoscaler"),
+    );
+    (proc, port)
+}
+
+/// `/metrics`, or nothing while the server is not up.
+async fn metrics(port: u16) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .ok()?;
+    let mut text = String::new();
+    socket.read_to_string(&mut text).await.ok()?;
+    Some(text)
+}
+
+fn gauge(text: &str, name: &str) -> Option<u64> {
+    let prefix = format!("{name}{{group=\"sim\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Waits until the group serves `actual` instances and drains none.
+async fn wait_size(port: u16, actual: u64, deadline: Duration) {
+    wait_for(
+        &format!("the group to serve {actual} instance(s) and drain none"),
+        deadline,
+        || async move {
+            let text = metrics(port).await?;
+            (gauge(&text, "mesh_autoscaler_group_actual")? == actual
+                && gauge(&text, "mesh_autoscaler_group_draining")? == 0)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// The autoscaler's log lines with `needle`.
+fn log_lines(mesh: &Mesh, needle: &str) -> Vec<String> {
+    lines(&mesh.log("autoscaler"))
+        .into_iter()
+        .filter(|l| l.contains(needle))
+        .collect()
+}
+
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let at = line.find(&format!(" {key}="))? + key.len() + 2;
+    line[at..].split([' ', ',']).next()
+}
+
+/// Every local worker's log: (starts, ends) of tasks, and whether it stopped cleanly.
+fn worker_logs(mesh: &Mesh) -> Vec<(String, usize, usize, bool)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(mesh.path("workers")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        out.push((
+            path.file_stem().unwrap().to_string_lossy().into_owned(),
+            text.matches("task started").count(),
+            text.matches("task done").count(),
+            text.contains("worker stopped"),
+        ));
+    }
+    out.sort();
+    out
+}
+
+fn seal(mesh: &Mesh, name: &str, count: usize) -> Proc {
+    let count = count.to_string();
+    mesh.seal(name, &["--count", &count, "--synthetic"])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_wakes_from_zero_serves_its_sectors_and_returns_to_zero() {
+    let mesh = Mesh::start().await;
+    let (mut scaler, port) = autoscaler(&mesh, 3, "3s");
+    wait_size(port, 0, Duration::from_secs(30)).await;
+
+    let published = mesh::now_ms();
+    let mut sealing = seal(&mesh, "seal", 12);
+    let status = sealing.wait(Duration::from_secs(240)).await;
+    assert!(status.success(), "{}", sealing.tail(20));
+    wait_size(port, 0, Duration::from_secs(60)).await;
+    let zero = mesh::now_ms();
+
+    let grew = log_lines(&mesh, "grew the group");
+    assert!(!grew.is_empty(), "the group never grew");
+    let most: u64 = grew
+        .iter()
+        .filter_map(|l| field(l, "size")?.parse().ok())
+        .max()
+        .unwrap();
+    assert!(most <= 3, "grew to {most}, above max 3");
+    let removed = log_lines(&mesh, "removed");
+    let busy_removed = removed
+        .iter()
+        .filter(|l| field(l, "busy") != Some("0"))
+        .count();
+    assert_eq!(busy_removed, 0, "busy workers removed: {removed:#?}");
+    assert!(
+        removed
+            .iter()
+            .all(|l| field(l, "reason") == Some("drained")),
+        "{removed:#?}"
+    );
+    let workers = worker_logs(&mesh);
+    assert_eq!(workers.len() as u64, removed.len() as u64, "{workers:?}");
+    for (name, starts, ends, stopped) in &workers {
+        assert_eq!(starts, ends, "{name} was cut off in a task");
+        assert!(stopped, "{name} did not stop cleanly");
+    }
+    let tasks: usize = workers.iter().map(|w| w.1).sum();
+    assert_eq!(tasks, 12 * 6, "every phase of every sector ran once");
+
+    // Backlog to the scale-up call; last task end to zero.
+    let first_grow = log_time_ms(&grew[0]);
+    let last_end = std::fs::read_dir(mesh.path("workers"))
+        .unwrap()
+        .flat_map(|e| lines(&e.unwrap().path()))
+        .filter(|l| l.contains("task done"))
+        .map(|l| log_time_ms(&l))
+        .max()
+        .unwrap();
+    println!(
+        "FIGURE autoscaler (local provider, 250 ms poll, 3 s down window): 12 synthetic sectors \
+         published at zero; first scale-up call {} ms after the publisher started; grew to {most} \
+         workers ({} scale-up calls); last task end to zero instances {:.1} s (window 3 s); {} \
+         workers removed, {busy_removed} of them busy; {tasks} tasks, none cut off",
+        first_grow.saturating_sub(published),
+        grew.len(),
+        zero.saturating_sub(last_end) as f64 / 1000.0,
+        removed.len()
+    );
+    scaler.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(scaler.wait(Duration::from_secs(60)).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bursts_closer_than_the_down_window_do_not_make_it_flap() {
+    let mesh = Mesh::start().await;
+    let (mut scaler, port) = autoscaler(&mesh, 2, "20s");
+    wait_size(port, 0, Duration::from_secs(30)).await;
+    // Five bursts of one sector each; between them the pool idles for a moment.
+    for burst in 0..5 {
+        let mut sealing = seal(&mesh, &format!("burst-{burst}"), 1);
+        let status = sealing.wait(Duration::from_secs(120)).await;
+        assert!(status.success(), "{}", sealing.tail(20));
+    }
+    let text = metrics(port).await.unwrap();
+    let held = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "mesh_autoscaler_decisions_total{group=\"sim\",reason=\"held_by_window\"} ",
+            )
+        })
+        .unwrap_or("0")
+        .to_string();
+    let ups = log_lines(&mesh, "grew the group").len();
+    let downs = log_lines(&mesh, "draining").len();
+    assert_eq!(downs, 0, "drained between bursts");
+    assert!(ups >= 1);
+    // Direction changes so far: only up.
+    println!(
+        "FIGURE autoscaler sawtooth: 5 bursts of 1 sector, idle gaps under the 20 s down window: \
+         {ups} scale-up call(s), {downs} drains; {held} evaluations held by the window"
+    );
+    scaler.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(scaler.wait(Duration::from_secs(60)).await.success());
+    for (name, starts, ends, stopped) in worker_logs(&mesh) {
+        assert_eq!(starts, ends, "{name} was cut off in a task");
+        assert!(stopped, "{name} did not stop when the autoscaler did");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drain_mark_stops_a_worker_taking_tasks_until_it_is_lifted() {
+    let mesh = Mesh::start().await;
+    let flags = [
+        "--executor",
+        "synthetic",
+        "--cpus",
+        "4",
+        "--synthetic-durations",
+        "ap=50ms,pc1=50ms,pc2=50ms,c1=50ms,c2=50ms,fin=50ms",
+    ];
+    let held = mesh.worker("held", &flags);
+    let free = mesh.worker("free", &flags);
+    let broker = mesh.broker().await;
+    let bucket = broker.bucket(mesh::names::DRAIN_BUCKET).await.unwrap();
+    let mark = mesh::autoscaler::drain::DrainMark {
+        group: "test".into(),
+        since_ms: mesh::now_ms(),
+    };
+    mesh::autoscaler::drain::mark(&bucket, "held", &mark)
+        .await
+        .unwrap();
+    wait_for(
+        "the worker to say it drains",
+        Duration::from_secs(20),
+        || {
+            let broker = &broker;
+            async move {
+                let workers = mesh::worker::registry::list(broker).await.ok()?;
+                workers
+                    .iter()
+                    .any(|w| w.id.0 == "held" && w.draining)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let mut sealing = seal(&mesh, "seal", 3);
+    assert!(sealing.wait(Duration::from_secs(120)).await.success());
+    let ran = |w: &Proc| w.log_text().matches("task started").count();
+    assert_eq!(ran(&held), 0, "the held worker took tasks");
+    assert_eq!(ran(&free), 18);
+
+    mesh::autoscaler::drain::unmark(&bucket, "held")
+        .await
+        .unwrap();
+    wait_for("the mark to be lifted", Duration::from_secs(20), || {
+        let text = held.log_text();
+        async move { text.contains("drain mark lifted").then_some(()) }
+    })
+    .await;
+    drop(free);
+    let mut sealing = seal(&mesh, "seal-2", 1);
+    assert!(sealing.wait(Duration::from_secs(120)).await.success());
+    assert_eq!(ran(&held), 6, "the worker took tasks again once lifted");
+}
