@@ -597,3 +597,69 @@ async fn missing_parameters() {
     }
     println!("missing parameters -> {failure}");
 }
+
+/// The autoscaler's config file and broker: a missing file, a bad value, an unreachable server,
+/// a server without the mesh's buckets, a local worker binary that does not exist.
+#[test]
+fn bad_autoscaler_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let good = "[[group]]\nname = \"pc1\"\nphases = [\"pc1\"]\nsizes = [\"2KiB\"]\nmax = 2\n\
+                provider = { kind = \"local\", worker = \"/nonexistent/mesh-worker\" }\n";
+    let nats = NatsServer::start();
+    let url = nats.url();
+    error_line(
+        "mesh-autoscaler",
+        &["plan", "--nats", &url, "--config", "/nonexistent/a.toml"],
+        &["--config /nonexistent/a.toml: cannot read it"],
+    );
+    let cases = [
+        ("max = 2", "max = 2\nmin = 3", "min 3 is above max 2"),
+        ("\"2KiB\"", "\"3KiB\"", "bad sector size '3KiB'"),
+        (
+            "max = 2",
+            "max = 2\nscale_down_window = \"soon\"",
+            "is not a duration",
+        ),
+        (
+            "kind = \"local\"",
+            "kind = \"azure\"",
+            "unknown variant `azure`",
+        ),
+        ("max = 2", "max = 2\nslots = 0", "slots must be 1 or more"),
+    ];
+    for (i, (from, to, says)) in cases.into_iter().enumerate() {
+        let path = config(&format!("bad-{i}.toml"), &good.replace(from, to));
+        error_line(
+            "mesh-autoscaler",
+            &["plan", "--nats", &url, "--config", &path],
+            &["--config", says],
+        );
+    }
+    let path = config("good.toml", good);
+    let down = format!("nats://127.0.0.1:{}", free_port());
+    error_line(
+        "mesh-autoscaler",
+        &["run", "--nats", &down, "--config", &path],
+        &["cannot reach NATS at", &down],
+    );
+    error_line(
+        "mesh-autoscaler",
+        &["run", "--nats", &url, "--config", &path],
+        &["mesh-drain", "mesh-publisher init"],
+    );
+    let (ok, stderr) = run(
+        "mesh-publisher",
+        &["init", "--nats", &url, "--sizes", "2KiB"],
+    );
+    assert!(ok, "{stderr}");
+    error_line(
+        "mesh-autoscaler",
+        &["run", "--nats", &url, "--config", &path],
+        &["pc1: worker = \"/nonexistent/mesh-worker\"", "no such file"],
+    );
+}

@@ -349,3 +349,15 @@ mod flag_tests {
         assert!(parse_endpoint("s3://bucket").is_err());
     }
 }
+
+/// A TOML error of a config file as one line: `line N: message`.
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().to_string();
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {message}")
+        }
+        None => message,
+    }
+}

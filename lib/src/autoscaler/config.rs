@@ -41,7 +41,7 @@ pub struct AutoscalerConfig {
 pub struct GroupConfig {
     /// Unique name: the metrics label, and the local provider's instance prefix.
     pub name: String,
-    /// Phases its workers serve (`addpiece`, `pc1`, `pc2`, `c1`, `c2`, `finalize`).
+    /// Phases its workers serve (`ap`, `pc1`, `pc2`, `c1`, `c2`, `fin`).
     #[serde(deserialize_with = "phases")]
     pub phases: Vec<Phase>,
     /// Sector sizes its workers serve (`2KiB` … `64GiB`).
@@ -123,7 +123,8 @@ impl AutoscalerConfig {
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        let config: AutoscalerConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let config: AutoscalerConfig =
+            toml::from_str(text).map_err(|e| crate::cli::toml_error(text, &e))?;
         config.validate()?;
         Ok(config)
     }

@@ -42,16 +42,8 @@ impl WorkerFile {
     }
 
     pub fn parse(text: &str) -> Result<WorkerFile, String> {
-        let file: WorkerFile = toml::from_str(text).map_err(|e| {
-            let message = e.message().to_string();
-            match e.span() {
-                Some(span) => {
-                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                    format!("line {line}: {message}")
-                }
-                None => message,
-            }
-        })?;
+        let file: WorkerFile =
+            toml::from_str(text).map_err(|e| crate::cli::toml_error(text, &e))?;
         file.machine
             .validate()
             .map_err(|e| format!("[machine]: {}", e.replace("--", "")))?;

@@ -9,10 +9,10 @@ output "nats_credentials_secret" {
 }
 
 output "groups" {
-  description = "Managed instance groups for the autoscaler's configuration."
+  description = "Managed instance group names: the group of each [[group]] in autoscaler.toml."
   value = {
-    "pc1-cpu" = module.pc1_cpu.instance_group_manager
-    "c2-gpu"  = module.c2_gpu.instance_group_manager
+    "pc1-cpu" = module.pc1_cpu.instance_group_manager_name
+    "c2-gpu"  = module.c2_gpu.instance_group_manager_name
   }
 }
 

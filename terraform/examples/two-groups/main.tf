@@ -117,8 +117,9 @@ resource "aws_secretsmanager_secret" "nats_credentials" {
 
 # PreCommit1 at 32GiB on big-memory CPU instances. The group also serves the other CPU phases
 # (AddPiece, PreCommit2, Commit1, Finalize) so that this example seals sectors end to end; split
-# them into groups of their own as the farm grows. Three slots: about 64 GiB of memory and 448 GiB
-# (PC1) to 512 GiB (PC2) of scratch each.
+# them into groups of their own as the farm grows. Capped at three slots: about 64 GiB of memory
+# and 448 GiB (PC1) to 512 GiB (PC2) of scratch each; autoscaler.toml's slots repeats the number.
+# Without slots the worker's resource table decides how many tasks fit.
 module "pc1_cpu" {
   source = "../../modules/aws-worker-group"
 
@@ -169,4 +170,26 @@ module "c2_gpu" {
   subnet_ids                  = var.subnet_ids
   worker_binary_url           = var.worker_binary_url
   worker_binary_sha256        = var.worker_binary_sha256
+}
+
+# --- the autoscaler's permissions ----------------------------------------------------------------
+
+# mesh-autoscaler (autoscaler.toml beside this file) runs wherever it reaches NATS; give its role or
+# user this policy (the autoscaler_policy_json output). Each module also outputs the policy for
+# its own group.
+data "aws_iam_policy_document" "autoscaler" {
+  statement {
+    sid       = "DescribeGroups"
+    actions   = ["autoscaling:DescribeAutoScalingGroups"]
+    resources = ["*"]
+  }
+
+  statement {
+    sid     = "ResizeGroups"
+    actions = ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"]
+    resources = [
+      module.pc1_cpu.autoscaling_group_arn,
+      module.c2_gpu.autoscaling_group_arn,
+    ]
+  }
 }

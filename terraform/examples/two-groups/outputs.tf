@@ -9,7 +9,7 @@ output "nats_credentials_secret_arn" {
 }
 
 output "groups" {
-  description = "Auto Scaling groups for the autoscaler's configuration."
+  description = "Auto Scaling groups: the asg of each [[group]] in autoscaler.toml."
   value = {
     "pc1-cpu" = module.pc1_cpu.autoscaling_group_name
     "c2-gpu"  = module.c2_gpu.autoscaling_group_name
@@ -22,4 +22,9 @@ output "worker_role_arns" {
     "pc1-cpu" = module.pc1_cpu.role_arn
     "c2-gpu"  = module.c2_gpu.role_arn
   }
+}
+
+output "autoscaler_policy_json" {
+  description = "IAM policy (JSON) for mesh-autoscaler's role or user: read both groups, resize them, terminate the instances it has drained."
+  value       = data.aws_iam_policy_document.autoscaler.json
 }

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # mesh-drain-watch.service (root): drains the worker before its instance goes away, so running
 # sealing tasks finish instead of starting over elsewhere.
+# mesh-autoscaler drains through the mesh (drain marks in the mesh-drain bucket) before it
+# removes an instance; this is the safety net for removals it did not choose.
 #   AWS: waits until the Auto Scaling target lifecycle state is Terminated (the group's
 #        termination hook holds the instance in Terminating:Wait), stops mesh-worker (SIGTERM =
 #        drain), sends hook heartbeats meanwhile, then completes the hook so the group terminates
 #        the instance.
-#   GCP: waits until the instance metadata key mesh-drain is "true" (set by the autoscaler),
-#        stops mesh-worker, then sets the guest attribute mesh/drained to "true"; the autoscaler
-#        deletes the instance from its group when it sees it.
+#   GCP: waits until the instance metadata key mesh-drain is "true" (set by an operator before
+#        deleting the instance by hand), stops mesh-worker, then sets the guest attribute
+#        mesh/drained to "true", the sign that the instance may be deleted.
 set -euo pipefail
 # shellcheck source=/dev/null
 . /etc/mesh/host.env

@@ -33,12 +33,17 @@ locals {
   objects_arn   = var.bucket_prefix == "" ? "${local.bucket_arn}/*" : "${local.bucket_arn}/${var.bucket_prefix}/*"
   binary_arn    = startswith(var.worker_binary_url, "s3://") ? "arn:${local.partition}:s3:::${trimprefix(var.worker_binary_url, "s3://")}" : null
 
-  # The autoscaler finds its groups by mesh:group and learns what they serve from the rest.
+  # The slots cap, or "table" without one: the worker's resource table then decides how many
+  # tasks fit the machine.
+  slots_label = var.slots == null ? "table" : tostring(var.slots)
+
+  # What the group serves, for operators and inventories (the autoscaler takes its groups from
+  # its own config file, not from tags).
   tags = merge(var.tags, {
     "mesh:group"  = var.name
     "mesh:phases" = join(",", var.phases)
     "mesh:sizes"  = join(",", var.sizes)
-    "mesh:slots"  = tostring(var.slots)
+    "mesh:slots"  = local.slots_label
   })
 
   # mesh-worker's configuration (systemd EnvironmentFile; nothing secret).
@@ -49,11 +54,12 @@ locals {
       AWS_REGION                 = local.bucket_region
       MESH_PHASES                = join(",", var.phases)
       MESH_SIZES                 = join(",", var.sizes)
-      MESH_SLOTS                 = tostring(var.slots)
       MESH_SCRATCH               = var.scratch_dir
       FIL_PROOFS_PARAMETER_CACHE = var.param_cache_dir
       FIL_PROOFS_PARENT_CACHE    = var.parent_cache_dir
     },
+    # MESH_SLOTS only caps the worker; without it the resource table sizes it to the machine.
+    var.slots == null ? {} : { MESH_SLOTS = tostring(var.slots) },
     var.scratch_limit == null ? {} : { MESH_SCRATCH_LIMIT = var.scratch_limit },
     var.extra_env,
   )
@@ -196,6 +202,24 @@ resource "aws_iam_role_policy" "drain" {
   policy = data.aws_iam_policy_document.drain.json
 }
 
+# What mesh-autoscaler needs to size this group (attach it to the autoscaler's own role or user,
+# see the autoscaler_policy_json output): read the group, raise its desired capacity, and
+# terminate the drained instances it names. DescribeAutoScalingGroups has no resource-level
+# permissions.
+data "aws_iam_policy_document" "autoscaler" {
+  statement {
+    sid       = "DescribeGroups"
+    actions   = ["autoscaling:DescribeAutoScalingGroups"]
+    resources = ["*"]
+  }
+
+  statement {
+    sid       = "ResizeGroup"
+    actions   = ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"]
+    resources = [aws_autoscaling_group.workers.arn]
+  }
+}
+
 resource "aws_iam_role_policy_attachment" "ssm" {
   count      = var.enable_ssm ? 1 : 0
   role       = aws_iam_role.worker.name
@@ -244,7 +268,7 @@ resource "aws_security_group" "worker" {
 
 resource "aws_launch_template" "worker" {
   name_prefix            = "${local.group_name}-"
-  description            = "mesh-worker: ${join(",", var.phases)} at ${join(",", var.sizes)}, ${var.slots} slot(s)"
+  description            = "mesh-worker: ${join(",", var.phases)} at ${join(",", var.sizes)}, slots: ${local.slots_label}"
   image_id               = local.ami_id
   user_data              = local.user_data
   ebs_optimized          = true

@@ -32,3 +32,8 @@ output "drain_hook_name" {
   description = "Termination lifecycle hook that drains workers, or null without drain_on_terminate."
   value       = var.drain_on_terminate ? local.hook_name : null
 }
+
+output "autoscaler_policy_json" {
+  description = "IAM policy (JSON) that lets mesh-autoscaler size this group: DescribeAutoScalingGroups, and SetDesiredCapacity and TerminateInstanceInAutoScalingGroup on this group. Attach it to the autoscaler's role or user."
+  value       = data.aws_iam_policy_document.autoscaler.json
+}

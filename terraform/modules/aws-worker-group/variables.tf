@@ -1,7 +1,7 @@
 # --- the group -----------------------------------------------------------------------------------
 
 variable "name" {
-  description = "Group name, e.g. pc1-cpu. Names the Auto Scaling group (mesh-worker-<name>), its role and security group, and goes in the mesh:group tag the autoscaler looks for."
+  description = "Group name, e.g. pc1-cpu. Names the Auto Scaling group (mesh-worker-<name>), its role and security group, and goes in the mesh:group tag."
   type        = string
 
   validation {
@@ -11,13 +11,13 @@ variable "name" {
 }
 
 variable "min_size" {
-  description = "Fewest instances the group keeps. 0 lets the autoscaler scale the group to zero."
+  description = "Fewest instances the group keeps. 0 lets the autoscaler scale the group to zero; its min for this group must be at least this (it refuses to remove below min_size)."
   type        = number
   default     = 0
 }
 
 variable "max_size" {
-  description = "Most instances the group may have; the autoscaler never asks for more."
+  description = "Most instances the group may have. The autoscaler's max for this group must not exceed it (it refuses to grow past max_size)."
   type        = number
 }
 
@@ -107,13 +107,13 @@ variable "sizes" {
 }
 
 variable "slots" {
-  description = "MESH_SLOTS: tasks one worker runs at once (1-1024). Size it to the instance: a 32GiB PC1 wants about 64 GiB of memory and 448 GiB of scratch."
+  description = "MESH_SLOTS: an optional cap on the tasks one worker runs at once (1-1024). null (the default): no cap, the worker's resource table decides how many tasks fit the machine's cores, memory and GPUs (a 32GiB PC1 wants about 64 GiB of memory and 448 GiB of scratch). Set it to hold a worker below that, e.g. when scratch is the limit."
   type        = number
-  default     = 1
+  default     = null
 
   validation {
-    condition     = var.slots >= 1 && var.slots <= 1024 && floor(var.slots) == var.slots
-    error_message = "slots must be a whole number from 1 to 1024."
+    condition     = var.slots == null || (var.slots >= 1 && var.slots <= 1024 && floor(var.slots) == var.slots)
+    error_message = "slots must be null (the resource table decides) or a whole number from 1 to 1024."
   }
 }
 
@@ -203,7 +203,7 @@ variable "drain_hook_heartbeat_seconds" {
 # --- instances -----------------------------------------------------------------------------------
 
 variable "instance_types" {
-  description = "Instance types, in order of preference (the group launches the first one with capacity). All should fit slots."
+  description = "Instance types, in order of preference (the group launches the first one with capacity). Keep them alike in cores and memory: the autoscaler sizes the group by one slots-per-instance figure."
   type        = list(string)
 
   validation {

@@ -10,13 +10,18 @@ locals {
   # Instances with GPUs cannot live-migrate.
   has_gpu = var.accelerator_type != null || can(regex("^(a2|a3|a4|g2|g4)-", var.machine_type))
 
-  # Label values allow neither commas nor capitals; the autoscaler learns phases and sizes from
-  # these (pc1_c2, 32gib).
+  # The slots cap, or "table" without one: the worker's resource table then decides how many
+  # tasks fit the machine.
+  slots_label = var.slots == null ? "table" : tostring(var.slots)
+
+  # What the group serves, for operators and inventories (the autoscaler takes its groups from
+  # its own config file, not from labels). Label values allow neither commas nor capitals:
+  # pc1_c2, 32gib.
   labels = merge(var.labels, {
     "mesh-group"  = var.name
     "mesh-phases" = join("_", var.phases)
     "mesh-sizes"  = lower(join("_", var.sizes))
-    "mesh-slots"  = tostring(var.slots)
+    "mesh-slots"  = local.slots_label
   })
 
   # mesh-worker's configuration (systemd EnvironmentFile; nothing secret).
@@ -26,11 +31,12 @@ locals {
       MESH_STORE                 = local.store_url
       MESH_PHASES                = join(",", var.phases)
       MESH_SIZES                 = join(",", var.sizes)
-      MESH_SLOTS                 = tostring(var.slots)
       MESH_SCRATCH               = var.scratch_dir
       FIL_PROOFS_PARAMETER_CACHE = var.param_cache_dir
       FIL_PROOFS_PARENT_CACHE    = var.parent_cache_dir
     },
+    # MESH_SLOTS only caps the worker; without it the resource table sizes it to the machine.
+    var.slots == null ? {} : { MESH_SLOTS = tostring(var.slots) },
     var.scratch_limit == null ? {} : { MESH_SCRATCH_LIMIT = var.scratch_limit },
     var.extra_env,
   )
@@ -100,7 +106,7 @@ resource "google_compute_instance_template" "worker" {
   project        = var.project
   region         = var.region
   name_prefix    = "${local.group_name}-"
-  description    = "mesh-worker: ${join(",", var.phases)} at ${join(",", var.sizes)}, ${var.slots} slot(s)"
+  description    = "mesh-worker: ${join(",", var.phases)} at ${join(",", var.sizes)}, slots: ${local.slots_label}"
   machine_type   = var.machine_type
   labels         = local.labels
   tags           = var.network_tags

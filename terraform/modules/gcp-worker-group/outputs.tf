@@ -1,10 +1,10 @@
 output "instance_group_manager" {
-  description = "Self link of the managed instance group (the autoscaler's handle on this group)."
+  description = "Self link of the managed instance group."
   value       = local.regional ? google_compute_region_instance_group_manager.workers[0].self_link : google_compute_instance_group_manager.workers[0].self_link
 }
 
 output "instance_group_manager_name" {
-  description = "Name of the managed instance group."
+  description = "Name of the managed instance group: `group` in the autoscaler's provider table (with project and region, or zone for a zonal group)."
   value       = local.group_name
 }
 

@@ -105,13 +105,13 @@ variable "sizes" {
 }
 
 variable "slots" {
-  description = "MESH_SLOTS: tasks one worker runs at once (1-1024). A 32GiB PC1 wants about 64 GiB of memory and 448 GiB of scratch."
+  description = "MESH_SLOTS: an optional cap on the tasks one worker runs at once (1-1024). null (the default): no cap, the worker's resource table decides how many tasks fit the machine's cores, memory and GPUs (a 32GiB PC1 wants about 64 GiB of memory and 448 GiB of scratch). Set it to hold a worker below that, e.g. when scratch is the limit."
   type        = number
-  default     = 1
+  default     = null
 
   validation {
-    condition     = var.slots >= 1 && var.slots <= 1024 && floor(var.slots) == var.slots
-    error_message = "slots must be a whole number from 1 to 1024."
+    condition     = var.slots == null || (var.slots >= 1 && var.slots <= 1024 && floor(var.slots) == var.slots)
+    error_message = "slots must be null (the resource table decides) or a whole number from 1 to 1024."
   }
 }
 

@@ -44,7 +44,7 @@ pub struct GcpConfig {
     pub zone: Option<String>,
     /// The region of a regional group, e.g. `us-central1`. Exactly one of `zone` and `region`.
     pub region: Option<String>,
-    /// The managed instance group's name, e.g. `mesh-worker-pc1-cpu` (the terraform module's
+    /// The managed instance group's name, e.g. `mesh-pc1-cpu` (the terraform module's
     /// `instance_group_manager_name` output).
     pub group: String,
     /// Compute Engine API base URL; `https://compute.googleapis.com/compute/v1` when left out.

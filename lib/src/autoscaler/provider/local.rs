@@ -51,6 +51,14 @@ impl Local {
                 .filter(|p| p.is_file())
                 .unwrap_or_else(|| PathBuf::from("mesh-worker")),
         };
+        if config.worker.is_some() && !program.is_file() {
+            return Err(ProviderError::new(
+                &spec.group,
+                format!("worker = {:?}", program.display().to_string()),
+                "no such file: point `worker` at the mesh-worker binary, or leave it out to use \
+                 the one next to mesh-autoscaler",
+            ));
+        }
         if let Some(dir) = &config.log_dir {
             std::fs::create_dir_all(dir).map_err(|e| {
                 ProviderError::new(
