@@ -1,7 +1,7 @@
 //! Seal overhead: one 2KiB sector through the mesh (real nats-server, one worker process, file
 //! store) beside the same phases called directly in this process, in the same run.
 //!
-//!     cargo bench -p mesh-tests --bench seal_overhead
+//!     cargo bench --profile dev -p mesh-tests --bench seal_overhead
 //!
 //! Prints per phase: the direct call, the mesh's wall time from the task being queued to its
 //! result being accepted, the time the proof took inside the worker's child process, and the
@@ -14,6 +14,7 @@ use mesh::model::{MinerId, Phase, SectorSize};
 use mesh::proofs::exec::run;
 use mesh::proofs::job::{Job, JobOutput, PieceSource, SectorIdentity};
 use mesh::proofs::{prover_id, seal_proof};
+use mesh_tests::report::Report;
 use mesh_tests::{Mesh, require_2kib_params};
 
 fn direct() -> Vec<(Phase, Duration)> {
@@ -127,11 +128,23 @@ async fn main() {
         .unwrap()
         .remove(0);
 
-    println!();
-    println!(
-        "| phase | direct call (ms) | mesh wall (ms) | proof in worker child (ms) | added by the mesh (ms) | mesh / direct |"
+    let mut report = Report::new(
+        "seal_overhead",
+        "Seal overhead: one 2KiB sector through the mesh beside direct calls",
+        "One committed-capacity 2KiB sector: each phase called directly in the bench process \
+         (after a warm-up pass), then the same sector through the mesh (real nats-server, one \
+         `mesh-worker` with the proofs executor, file store), in the same run. *Mesh wall* is \
+         from the task being queued to its result being accepted; *proof in worker child* is \
+         the phase inside the worker's child process; *added by the mesh* is mesh wall − direct.",
+        &[
+            "phase",
+            "direct call (ms)",
+            "mesh wall (ms)",
+            "proof in worker child (ms)",
+            "added by the mesh (ms)",
+            "mesh / direct",
+        ],
     );
-    println!("|---|---:|---:|---:|---:|---:|");
     let (mut direct_sum, mut mesh_sum) = (0.0, 0.0);
     for (phase, took) in &direct {
         let run = record
@@ -142,21 +155,26 @@ async fn main() {
         let (d, w) = (ms(*took), run.wall_ms as f64);
         direct_sum += d;
         mesh_sum += w;
-        println!(
-            "| {phase} | {d:.1} | {w:.0} | {} | {:.0} | {:.2} |",
-            run.run_ms,
-            w - d,
-            w / d.max(0.001)
-        );
+        report.row(vec![
+            phase.to_string(),
+            format!("{d:.1}"),
+            format!("{w:.0}"),
+            run.run_ms.to_string(),
+            format!("{:.0}", w - d),
+            format!("{:.2}", w / d.max(0.001)),
+        ]);
     }
-    println!(
-        "| all | {direct_sum:.0} | {mesh_sum:.0} | | {:.0} | {:.2} |",
-        mesh_sum - direct_sum,
-        mesh_sum / direct_sum
-    );
-    println!();
-    println!(
-        "publisher wall time, start to sealed and verified: {:.1} s",
+    report.row(vec![
+        "all".into(),
+        format!("{direct_sum:.0}"),
+        format!("{mesh_sum:.0}"),
+        String::new(),
+        format!("{:.0}", mesh_sum - direct_sum),
+        format!("{:.2}", mesh_sum / direct_sum),
+    ]);
+    report.note(format!(
+        "Publisher wall time, start to sealed and verified: {:.1} s.",
         total.as_secs_f64()
-    );
+    ));
+    report.write();
 }

@@ -3,6 +3,7 @@
 //! deadline, never a fixed sleep) and to verify sealed sectors independently.
 
 pub mod procs;
+pub mod report;
 pub mod servers;
 
 use std::future::Future;

@@ -1,0 +1,467 @@
+//! Scale: what many idle workers cost one nats-server, and how fast one of them picks up a task,
+//! as the pool grows; beside the same number of bare JetStream pullers.
+//!
+//!     cargo bench -p mesh-tests --bench scale
+//!
+//! Hundreds of `mesh-worker` processes do not fit a small machine, so each worker here is the
+//! real worker loop, `mesh::worker::run`, with its own connection, registry heartbeat, weight
+//! and drain-mark watches, doorbell subscriptions and idle polls, all of them running in this
+//! one process (synthetic executor, every phase a no-op; the loops are polled as one task). For
+//! each pool size on a fresh server: the server's CPU while the pool idles, then a trickle of
+//! single AddPiece tasks with the pool idle between them: pickup (publish → the server
+//! delivering the task to a worker's fetch, the consumer's last delivery time) and done
+//! (publish → its result seen).
+//!
+//! Writes `bench/results/scale.md`.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use mesh::model::{
+    MESSAGE_VERSION, MinerId, Phase, PhaseParams, SectorNum, SectorSize, Task, TaskClass, TaskId,
+    WorkerId, encode,
+};
+use mesh::proofs::synthetic::Synthetic;
+use mesh::worker::{Executor, WorkerConfig};
+use mesh_tests::report::Report;
+use mesh_tests::{Mesh, NatsServer, wait_for};
+use tokio_util::sync::CancellationToken;
+
+/// Pool sizes.
+const POOLS: [usize; 4] = [10, 50, 100, 200];
+/// Tasks in each trickle.
+const TRICKLE: usize = 25;
+/// How long the server's CPU is read while the pool idles.
+const IDLE: Duration = Duration::from_secs(5);
+/// Every phase a no-op.
+const NO_OP: &str = "ap=0ms,pc1=0ms,pc2=0ms,c1=0ms,c2=0ms,fin=0ms";
+const MINER: &str = "f01000";
+
+fn now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// The `p`th percentile (nearest rank) of `values`, which it sorts.
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
+    values[rank.clamp(1, values.len()) - 1]
+}
+
+/// A deterministic jitter, 50 to 300 ms, so that publishes fall anywhere in the idle polls.
+fn jitter(i: usize) -> Duration {
+    Duration::from_millis(50 + (i as u64 * 7919 + 13) % 250)
+}
+
+/// Clock ticks per second of /proc/<pid>/stat.
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    // Fields after the command name (which may hold spaces): state is the 3rd field, utime
+    // the 14th and stime the 15th.
+    let rest = &stat[stat.rfind(')').expect("a command name") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 =
+        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    ticks / clock_ticks()
+}
+
+/// CPU used by the server and by this process over a window, in % of one core.
+struct CpuWindow {
+    server: String,
+    started: Instant,
+    server_cpu: f64,
+    own_cpu: f64,
+}
+
+impl CpuWindow {
+    fn start(server: &NatsServer) -> CpuWindow {
+        let server = server.pid().to_string();
+        CpuWindow {
+            server_cpu: cpu_seconds(&server),
+            own_cpu: cpu_seconds("self"),
+            server,
+            started: Instant::now(),
+        }
+    }
+
+    /// (server %, this process %).
+    fn end(self) -> (f64, f64) {
+        let wall = self.started.elapsed().as_secs_f64();
+        (
+            100.0 * (cpu_seconds(&self.server) - self.server_cpu) / wall,
+            100.0 * (cpu_seconds("self") - self.own_cpu) / wall,
+        )
+    }
+}
+
+/// A no-op AddPiece task of a committed-capacity sector, published by hand.
+fn task(sector: u64) -> Task {
+    let miner: MinerId = MINER.parse().expect("a miner id");
+    Task {
+        version: MESSAGE_VERSION,
+        id: TaskId::new(miner, SectorNum(sector), Phase::AddPiece, 0),
+        miner,
+        sector: SectorNum(sector),
+        proof: mesh::proofs::seal_proof(SectorSize::KiB2),
+        phase: Phase::AddPiece,
+        priority: Phase::AddPiece.priority(),
+        has_deals: false,
+        max_attempts: 1,
+        inputs: Vec::new(),
+        params: PhaseParams::AddPiece { pieces: Vec::new() },
+        holder: None,
+        synthetic: true,
+        created_ms: mesh::now_ms(),
+    }
+}
+
+/// One pool size's figures.
+struct Figures {
+    pickup: Vec<f64>,
+    done: Vec<f64>,
+    idle_server: f64,
+    idle_own: f64,
+    trickle_server: f64,
+    trickle_own: f64,
+}
+
+/// Milliseconds from `sent_ns` to the consumer's last delivery.
+async fn delivered_after(consumer: &mut consumer::PullConsumer, sent_ns: i128) -> f64 {
+    let info = consumer.info().await.expect("consumer info");
+    let last = info
+        .delivered
+        .last_active
+        .expect("a delivery")
+        .unix_timestamp_nanos();
+    (last - sent_ns) as f64 / 1e6
+}
+
+/// `workers` real worker loops in this process, idle, then a trickle of tasks.
+async fn mesh_pool(workers: usize) -> Figures {
+    let mesh = Mesh::start().await;
+    mesh.task_consumer(MINER, Phase::AddPiece, TaskClass::Cc)
+        .await;
+    let broker = mesh.broker().await;
+    let store = mesh::store::Store::open(&mesh::store::StoreConfig {
+        url: mesh.store.clone(),
+        options: Vec::new(),
+    })
+    .expect("open the store");
+    let mut config = WorkerConfig::new(
+        Executor::Synthetic(Synthetic::parse(NO_OP).expect("durations")),
+        mesh.scratch(),
+    );
+    config.slots = Some(1);
+    config.machine.gpus = Vec::new();
+    let drain = CancellationToken::new();
+    let abort = CancellationToken::new();
+    // The worker loop's future is not `Send` (an async closure inside it), so the loops are
+    // polled together as one task here; what they spawn runs on the whole runtime.
+    let mut pool = Vec::new();
+    for i in 0..workers {
+        let mut config = config.clone();
+        config.id = WorkerId(format!("sim-{i}"));
+        let own = mesh::broker::Broker::connect(&mesh.url(), &format!("mesh-worker sim-{i}"))
+            .await
+            .expect("connect a worker");
+        pool.push(mesh::worker::run(
+            config,
+            own,
+            store.clone(),
+            drain.clone(),
+            abort.clone(),
+        ));
+    }
+    let measure = async {
+        let figures = measure(&mesh, &broker, workers).await;
+        drain.cancel();
+        figures
+    };
+    let (ended, figures) = tokio::time::timeout(
+        Duration::from_secs(300),
+        futures::future::join(futures::future::join_all(pool), measure),
+    )
+    .await
+    .expect("the pool measured and stopped within 300 s");
+    for run in ended {
+        run.expect("worker run");
+    }
+    figures
+}
+
+/// The idle window and the trickle, once `workers` workers have registered.
+async fn measure(mesh: &Mesh, broker: &mesh::broker::Broker, workers: usize) -> Figures {
+    wait_for("every worker to register", Duration::from_secs(120), || {
+        let broker = broker.clone();
+        async move {
+            let n = mesh::worker::registry::list(&broker).await.ok()?.len();
+            (n >= workers).then_some(())
+        }
+    })
+    .await;
+    // Past the first polls and heartbeats of the start.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let window = CpuWindow::start(&mesh.servers[0]);
+    tokio::time::sleep(IDLE).await;
+    let (idle_server, idle_own) = window.end();
+
+    let mut consumer: consumer::PullConsumer = broker
+        .stream(&mesh::names::task_stream(Phase::AddPiece, SectorSize::KiB2))
+        .await
+        .expect("the AddPiece stream")
+        .get_consumer(&mesh::names::task_consumer(
+            MINER.parse().expect("a miner"),
+            TaskClass::Cc,
+        ))
+        .await
+        .expect("the task consumer");
+    let mut results = broker
+        .client()
+        .subscribe(mesh::names::result_filter(MINER.parse().expect("a miner")))
+        .await
+        .expect("subscribe to results");
+    let (mut pickup, mut done) = (Vec::new(), Vec::new());
+    let window = CpuWindow::start(&mesh.servers[0]);
+    for i in 0..TRICKLE {
+        tokio::time::sleep(jitter(i)).await;
+        let task = task(1 + i as u64);
+        let subject =
+            mesh::names::task_subject(task.phase, SectorSize::KiB2, task.miner, task.class());
+        let sent = now_ns();
+        broker
+            .publish_durable(subject, &task.id.0, None, encode(&task).into(), 3)
+            .await
+            .expect("publish a task");
+        tokio::time::timeout(Duration::from_secs(30), results.next())
+            .await
+            .expect("a result within 30 s")
+            .expect("the result subscription");
+        done.push((now_ns() - sent) as f64 / 1e6);
+        pickup.push(delivered_after(&mut consumer, sent).await);
+    }
+    let (trickle_server, trickle_own) = window.end();
+    Figures {
+        pickup,
+        done,
+        idle_server,
+        idle_own,
+        trickle_server,
+        trickle_own,
+    }
+}
+
+/// `pullers` bare JetStream pullers, each on its own connection with a pull request waiting at
+/// the server, idle, then the same trickle; each replies on a core subject once it has acked.
+async fn raw_pool(pullers: usize) -> Figures {
+    let server = NatsServer::start();
+    let url = server.url();
+    let js = jetstream::new(async_nats::connect(&url).await.expect("connect"));
+    let stream = js
+        .create_stream(stream::Config {
+            name: "RAW_TASKS".to_string(),
+            subjects: vec!["raw.task.>".to_string()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .expect("create the raw stream");
+    let mut consumer = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("pullers".to_string()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_waiting: 4096,
+            ..Default::default()
+        })
+        .await
+        .expect("create the raw consumer");
+    let stop = CancellationToken::new();
+    let mut running = Vec::new();
+    for _ in 0..pullers {
+        let client = async_nats::connect(&url).await.expect("connect");
+        let mine = jetstream::new(client.clone())
+            .get_stream("RAW_TASKS")
+            .await
+            .expect("the raw stream")
+            .get_consumer::<consumer::pull::Config>("pullers")
+            .await
+            .expect("the raw consumer");
+        let stop = stop.clone();
+        running.push(tokio::spawn(async move {
+            loop {
+                let mut batch = mine
+                    .batch()
+                    .max_messages(1)
+                    .expires(Duration::from_secs(30))
+                    .messages()
+                    .await
+                    .expect("pull");
+                let next = tokio::select! {
+                    next = batch.next() => next,
+                    () = stop.cancelled() => return,
+                };
+                let Some(Ok(msg)) = next else { continue };
+                msg.double_ack().await.expect("ack");
+                client
+                    .publish("raw.reply", msg.payload.clone())
+                    .await
+                    .expect("reply");
+            }
+        }));
+    }
+    let mut replies = js
+        .client()
+        .subscribe("raw.reply")
+        .await
+        .expect("subscribe to replies");
+    wait_for(
+        "every pull request to wait",
+        Duration::from_secs(60),
+        || {
+            let consumer = consumer.clone();
+            async move {
+                let mut consumer = consumer;
+                let waiting = consumer.info().await.ok()?.num_waiting;
+                (waiting as usize >= pullers).then_some(())
+            }
+        },
+    )
+    .await;
+
+    let window = CpuWindow::start(&server);
+    tokio::time::sleep(IDLE).await;
+    let (idle_server, idle_own) = window.end();
+
+    let (mut pickup, mut done) = (Vec::new(), Vec::new());
+    let window = CpuWindow::start(&server);
+    for i in 0..TRICKLE {
+        tokio::time::sleep(jitter(i)).await;
+        let payload = encode(&task(1 + i as u64));
+        let sent = now_ns();
+        js.publish(format!("raw.task.{i}"), payload.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+        tokio::time::timeout(Duration::from_secs(30), replies.next())
+            .await
+            .expect("a reply within 30 s")
+            .expect("the reply subscription");
+        done.push((now_ns() - sent) as f64 / 1e6);
+        pickup.push(delivered_after(&mut consumer, sent).await);
+    }
+    let (trickle_server, trickle_own) = window.end();
+    stop.cancel();
+    for puller in running {
+        puller.await.expect("puller");
+    }
+    Figures {
+        pickup,
+        done,
+        idle_server,
+        idle_own,
+        trickle_server,
+        trickle_own,
+    }
+}
+
+fn ms(v: f64) -> String {
+    if v < 10.0 {
+        format!("{v:.2} ms")
+    } else {
+        format!("{v:.1} ms")
+    }
+}
+
+fn row(path: &str, workers: usize, mut f: Figures) -> Vec<String> {
+    let pct = |v: f64| format!("{v:.1} %");
+    vec![
+        path.to_string(),
+        workers.to_string(),
+        ms(percentile(&mut f.pickup, 50.0)),
+        ms(percentile(&mut f.pickup, 99.0)),
+        ms(percentile(&mut f.done, 50.0)),
+        pct(f.idle_server),
+        pct(f.trickle_server),
+        format!("{} / {}", pct(f.idle_own), pct(f.trickle_own)),
+    ]
+}
+
+#[tokio::main]
+async fn main() {
+    let run_started = Instant::now();
+    let mut report = Report::new(
+        "scale",
+        "Scale: idle workers on one server, beside bare JetStream pullers",
+        &format!(
+            "One nats-server (file storage) per row, the dev-profile build. **Mesh**: N workers, \
+             each the real worker loop (`mesh::worker::run`: its own NATS connection, registry \
+             heartbeat every 5 s, weight and drain-mark watches, doorbell subscriptions on the six \
+             task streams, an idle poll every 2 s, one slot, the synthetic executor with every \
+             phase a no-op), all N in this one process rather than N processes (their take loops \
+             polled as one task, what they spawn on the runtime's threads). \
+             **Raw**: N async-nats pullers, each on its own connection with a one-message pull \
+             request waiting at the server (expiring after 30 s, then renewed), replying on a core \
+             subject once acked. Per row: the server's CPU over {} s of idling, then {TRICKLE} \
+             single AddPiece tasks published one at a time, 50–300 ms apart, each after the last \
+             was done. **Pickup**: from the publish to the server delivering the task to a \
+             worker's fetch (the consumer's last delivery time; same clock). **Done**: from the \
+             publish to the task's result (mesh) or reply (raw) seen by the publishing side. CPU \
+             in % of one core, from /proc/<pid>/stat; the last column is this process, which \
+             holds all N workers (idle / trickle).",
+            IDLE.as_secs()
+        ),
+        &[
+            "path",
+            "workers",
+            "pickup p50",
+            "pickup p99",
+            "done p50",
+            "server CPU idle",
+            "server CPU trickle",
+            "workers' process CPU",
+        ],
+    );
+    let mut mesh_rows = Vec::new();
+    for workers in POOLS {
+        println!("scale: mesh, {workers} workers…");
+        let f = mesh_pool(workers).await;
+        mesh_rows.push(row("mesh", workers, f));
+        println!("  {}", mesh_rows.last().expect("a row").join(" | "));
+        println!("scale: raw JetStream, {workers} pullers…");
+        let f = raw_pool(workers).await;
+        let raw = row("raw JetStream", workers, f);
+        println!("  {}", raw.join(" | "));
+        report.row(mesh_rows.last().expect("a row").clone());
+        report.row(raw);
+    }
+    report.note(
+        "An idle mesh worker asks the server about each of its six task streams every 2 s and \
+         heartbeats every 5 s, so the idle load grows with the pool; every publish rings all \
+         the workers' doorbells and each of them reads the stream and tries a fetch (the herd). \
+         An idle raw puller costs the server nothing until its request expires. The workers \
+         share this process and its cores with the server here: on separate machines the \
+         server's figures stand, and the pickup times would lose the time spent waiting for a \
+         core.",
+    );
+    report.note(format!(
+        "Whole scenario: {:.0} s.",
+        run_started.elapsed().as_secs_f64()
+    ));
+    report.write();
+}
