@@ -550,9 +550,10 @@ async fn main() {
     report.note(format!(
         "- Shared pool, mean wait to enter per miner: {}. A sector enters the pipeline with \
          its AddPiece, which every worker takes last (lotus's order) and which is short, so \
-         miners often tie at no AddPiece running; fair share then goes by miner id, lowest \
-         first, so a miner with a high id can wait longer to enter (by how much depends on \
-         timing).",
+         miners often tie at no AddPiece running; a tie goes to the miner with fewer tasks \
+         waiting, so the small miners' sectors enter first and the large miner's wait (before \
+         that tie-break, a tie went to the lowest miner id and a small miner with a high id \
+         could wait longest).",
         shared_enter.join(", ")
     ));
     report.note("\n![busy slots over time](utilisation.svg)");

@@ -32,6 +32,10 @@ impl MinerLoad {
         self.deals.running + self.cc.running
     }
 
+    fn waiting(&self) -> u64 {
+        self.deals.waiting + self.cc.waiting
+    }
+
     fn queue(&self, class: TaskClass) -> Queue {
         match class {
             TaskClass::Deals => self.deals,
@@ -67,12 +71,16 @@ pub fn order(loads: &[MinerLoad], probe: bool) -> Vec<(MinerId, TaskClass)> {
     out
 }
 
-/// Smallest `(running + 1) / weight` first; then the heavier miner; then the lower miner id.
+/// Smallest `(running + 1) / weight` first; then the heavier miner; then the miner with fewer
+/// tasks waiting (ties are common on short streams such as AddPiece, where miners often run
+/// none: the smaller backlog goes first, so a small miner's sectors enter the pipeline without
+/// queueing behind a large one's, as the shortest job first would have it); then the lower id.
 fn share_order(a: &MinerLoad, b: &MinerLoad) -> Ordering {
     let lhs = (a.running() + 1) as u128 * b.weight as u128;
     let rhs = (b.running() + 1) as u128 * a.weight as u128;
     lhs.cmp(&rhs)
         .then(b.weight.cmp(&a.weight))
+        .then(a.waiting().cmp(&b.waiting()))
         .then(a.miner.cmp(&b.miner))
 }
 
@@ -99,6 +107,13 @@ mod tests {
         // A runs 20 of its 200 tasks; B just arrived.
         let loads = [load(0, 1, 180, 20), load(1, 1, 10, 0)];
         assert_eq!(order(&loads, false)[0].0, miner(1));
+    }
+
+    #[test]
+    fn on_a_tie_the_smaller_backlog_goes_first() {
+        // Neither runs anything: the miner with 2 waiting enters before the one with 24.
+        let loads = [load(0, 1, 24, 0), load(3, 1, 2, 0)];
+        assert_eq!(order(&loads, false)[0].0, miner(3));
     }
 
     #[test]
