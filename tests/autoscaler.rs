@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use mesh_tests::{Mesh, Proc, bin, free_port, lines, log_time_ms, wait_for};
+use mesh_tests::{Mesh, Proc, bin, free_port, lines, log_field, log_time_ms, wait_for};
 
 const WORKER_FLAGS: &str = r#""--executor", "synthetic", "--cpus", "4",
     "--synthetic-durations", "ap=100ms,pc1=1500ms,pc2=300ms,c1=50ms,c2=300ms,fin=50ms""#;
@@ -106,11 +106,6 @@ fn log_lines(mesh: &Mesh, needle: &str) -> Vec<String> {
         .collect()
 }
 
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let at = line.find(&format!(" {key}="))? + key.len() + 2;
-    line[at..].split([' ', ',']).next()
-}
-
 /// Every local worker's log: (starts, ends) of tasks, and whether it stopped cleanly.
 fn worker_logs(mesh: &Mesh) -> Vec<(String, usize, usize, bool)> {
     let mut out = Vec::new();
@@ -150,20 +145,20 @@ async fn a_group_wakes_from_zero_serves_its_sectors_and_returns_to_zero() {
     assert!(!grew.is_empty(), "the group never grew");
     let most: u64 = grew
         .iter()
-        .filter_map(|l| field(l, "size")?.parse().ok())
+        .filter_map(|l| log_field(l, "size")?.parse().ok())
         .max()
         .unwrap();
     assert!(most <= 3, "grew to {most}, above max 3");
     let removed = log_lines(&mesh, "removed");
     let busy_removed = removed
         .iter()
-        .filter(|l| field(l, "busy") != Some("0"))
+        .filter(|l| log_field(l, "busy") != Some("0"))
         .count();
     assert_eq!(busy_removed, 0, "busy workers removed: {removed:#?}");
     assert!(
         removed
             .iter()
-            .all(|l| field(l, "reason") == Some("drained")),
+            .all(|l| log_field(l, "reason") == Some("drained")),
         "{removed:#?}"
     );
     let workers = worker_logs(&mesh);

@@ -14,12 +14,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mesh::model::{
-    MESSAGE_VERSION, MinerId, ObjectRef, Phase, PhaseParams, SectorNum, SectorSize, Task,
-    TaskClass, TaskId, encode,
-};
+use mesh::model::{MinerId, Phase, SectorNum, SectorSize, TaskClass};
 use mesh::resources::{Claim, Ledger, Machine, Table};
-use mesh_tests::{Mesh, Proc, bin, log_time_ms, wait_for};
+use mesh_tests::{Mesh, Proc, bin, log_field, log_time_ms, publish_task, synthetic_task, wait_for};
 
 /// One task start or end in a worker's log.
 #[derive(Debug, Clone)]
@@ -30,15 +27,6 @@ struct Event {
     phase: Phase,
     started: bool,
     line: String,
-}
-
-/// The value of `key=` in a log line.
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let start = line
-        .find(&format!(" {key}="))
-        .or_else(|| line.find(&format!("{{{key}=")))?;
-    let start = start + key.len() + 2;
-    line[start..].split([' ', '}', ':']).next()
 }
 
 /// The starts ("task started") and ends ("task done") in a worker's log, in log order.
@@ -53,9 +41,9 @@ fn events(worker: &Proc) -> Vec<Event> {
             }
             Some(Event {
                 at_ms: log_time_ms(line),
-                task: field(line, "task")?.to_string(),
-                miner: field(line, "miner")?.to_string(),
-                phase: field(line, "phase")?.parse().ok()?,
+                task: log_field(line, "task")?.to_string(),
+                miner: log_field(line, "miner")?.to_string(),
+                phase: log_field(line, "phase")?.parse().ok()?,
                 started,
                 line: line.to_string(),
             })
@@ -134,9 +122,9 @@ async fn a_worker_never_holds_more_than_its_machine_by_the_lotus_table() {
         assert!(threads <= cpus, "{threads} threads held at: {}", e.line);
         assert!(min <= memory && max <= memory, "memory over at: {}", e.line);
         // What the worker itself says it holds agrees.
-        let said: u32 = field(&e.line, "threads").unwrap().parse().unwrap();
+        let said: u32 = log_field(&e.line, "threads").unwrap().parse().unwrap();
         assert!(said <= cpus, "{}", e.line);
-        let said: u64 = field(&e.line, "max_memory").unwrap().parse().unwrap();
+        let said: u64 = log_field(&e.line, "max_memory").unwrap().parse().unwrap();
         assert!(said <= memory, "{}", e.line);
         peak_threads = peak_threads.max(threads);
         peak_max_memory = peak_max_memory.max(max);
@@ -217,7 +205,7 @@ async fn a_gpu_only_phase_never_lands_on_a_worker_without_a_gpu() {
     );
     // One whole GPU per Commit2: never more than the one GPU in use.
     for e in events(&gpu).iter().filter(|e| e.started) {
-        let used: f64 = field(&e.line, "gpu").unwrap().parse().unwrap();
+        let used: f64 = log_field(&e.line, "gpu").unwrap().parse().unwrap();
         assert!(used <= 1.0, "{}", e.line);
     }
     // `mesh-worker info` says why.
@@ -236,53 +224,6 @@ async fn a_gpu_only_phase_never_lands_on_a_worker_without_a_gpu() {
         "FIGURE gpu-only: {sectors} Commit2 on the GPU worker, 0 on the other (which ran \
          {cpu_tasks} other tasks)"
     );
-}
-
-/// A synthetic task of `miner` by hand (no publisher), failing for good on its first delivery.
-fn task(miner: MinerId, sector: u64, phase: Phase, deals: bool, inputs: Vec<ObjectRef>) -> Task {
-    let params = match phase {
-        Phase::AddPiece => PhaseParams::AddPiece { pieces: Vec::new() },
-        Phase::PreCommit1 => PhaseParams::PreCommit1 {
-            ticket: [1; 32],
-            piece_infos: Vec::new(),
-        },
-        Phase::PreCommit2 => PhaseParams::PreCommit2 {
-            pc1_output: vec![1; 64].into(),
-        },
-        Phase::Commit1 => PhaseParams::Commit1 {
-            ticket: [1; 32],
-            seed: [2; 32],
-            comm_r: [3; 32],
-            comm_d: [4; 32],
-            piece_infos: Vec::new(),
-        },
-        Phase::Commit2 => PhaseParams::Commit2,
-        Phase::Finalize => PhaseParams::Finalize,
-    };
-    Task {
-        version: MESSAGE_VERSION,
-        id: TaskId::new(miner, SectorNum(sector), phase, 0),
-        miner,
-        sector: SectorNum(sector),
-        proof: mesh::proofs::seal_proof(SectorSize::KiB2),
-        phase,
-        priority: phase.priority(),
-        has_deals: deals,
-        max_attempts: 1,
-        inputs,
-        params,
-        holder: None,
-        synthetic: true,
-        created_ms: mesh::now_ms(),
-    }
-}
-
-async fn publish(broker: &mesh::broker::Broker, task: &Task) {
-    let subject = mesh::names::task_subject(task.phase, SectorSize::KiB2, task.miner, task.class());
-    broker
-        .publish_durable(subject, &task.id.0, None, encode(task).into(), 3)
-        .await
-        .expect("publish a task");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -307,8 +248,8 @@ async fn a_mixed_backlog_is_taken_in_lotus_priority_order() {
     for n in 1..=3 {
         for &(phase, deals) in &kinds {
             let sector = if deals { 10 + n } else { n };
-            let t = task(miner, sector, phase, deals, Vec::new());
-            publish(&broker, &t).await;
+            let t = synthetic_task(miner, sector, phase, deals, Vec::new());
+            publish_task(&broker, &t).await;
             published.push((phase, deals, sector));
         }
     }
@@ -332,8 +273,8 @@ async fn a_mixed_backlog_is_taken_in_lotus_priority_order() {
     let taken: Vec<(Phase, bool, u64)> = started
         .iter()
         .map(|e| {
-            let sector: u64 = field(&e.line, "sector").unwrap().parse().unwrap();
-            let deals = field(&e.line, "deals").unwrap() == "true";
+            let sector: u64 = log_field(&e.line, "sector").unwrap().parse().unwrap();
+            let deals = log_field(&e.line, "deals").unwrap() == "true";
             (e.phase, deals, sector)
         })
         .collect();
@@ -398,9 +339,9 @@ async fn contention(weight_b: u32, check_view: bool) -> Fairness {
             mesh::names::sector_prefix(miner, SectorNum(sector))
         );
         let input = store.put_file("unsealed", &key, &unsealed).await.unwrap();
-        publish(
+        publish_task(
             &broker,
-            &task(miner, sector, Phase::PreCommit1, false, vec![input]),
+            &synthetic_task(miner, sector, Phase::PreCommit1, false, vec![input]),
         )
         .await;
     };

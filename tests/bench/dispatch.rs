@@ -22,12 +22,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
-use mesh::model::{
-    MESSAGE_VERSION, MinerId, Phase, PhaseParams, SectorNum, SectorSize, Task, TaskClass, TaskId,
-    encode,
-};
+use mesh::model::{Phase, TaskClass};
 use mesh_tests::report::Report;
-use mesh_tests::{Mesh, Proc, log_time_ms, wait_for};
+use mesh_tests::{Mesh, Proc, log_time_ms, percentile, publish_task, synthetic_task, wait_for};
 use nix::sys::signal::Signal;
 
 /// Sectors of the one-slot run (6 tasks each).
@@ -60,13 +57,6 @@ fn log_time_us(line: &str) -> u64 {
     let micros = frac * 10u64.pow(6u32.saturating_sub(digits.len() as u32))
         / 10u64.pow((digits.len() as u32).saturating_sub(6));
     whole_ms * 1000 + micros
-}
-
-/// The `p`th percentile (nearest rank) of `values`, which it sorts.
-fn percentile(values: &mut [f64], p: f64) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
-    values[rank.clamp(1, values.len()) - 1]
 }
 
 /// A small deterministic jitter, 20 to 220 ms, so that publishes do not line up with polls.
@@ -146,27 +136,6 @@ async fn mesh_throughput(
     (6 * sectors) as f64 / wall.as_secs_f64()
 }
 
-/// A no-op AddPiece task of a committed-capacity sector, published by hand.
-fn pickup_task(sector: u64) -> Task {
-    let miner: MinerId = PICKUP_MINER.parse().expect("a miner id");
-    Task {
-        version: MESSAGE_VERSION,
-        id: TaskId::new(miner, SectorNum(sector), Phase::AddPiece, 0),
-        miner,
-        sector: SectorNum(sector),
-        proof: mesh::proofs::seal_proof(SectorSize::KiB2),
-        phase: Phase::AddPiece,
-        priority: Phase::AddPiece.priority(),
-        has_deals: false,
-        max_attempts: 1,
-        inputs: Vec::new(),
-        params: PhaseParams::AddPiece { pieces: Vec::new() },
-        holder: None,
-        synthetic: true,
-        created_ms: mesh::now_ms(),
-    }
-}
-
 /// Publish → the idle worker's `task started`, in ms, one task at a time.
 async fn mesh_pickups(mesh: &Mesh) -> Vec<f64> {
     mesh.task_consumer(PICKUP_MINER, Phase::AddPiece, TaskClass::Cc)
@@ -177,14 +146,10 @@ async fn mesh_pickups(mesh: &Mesh) -> Vec<f64> {
     let mut sent = Vec::new();
     for i in 0..PICKUPS {
         tokio::time::sleep(jitter(i)).await;
-        let task = pickup_task(1 + i as u64);
-        let subject =
-            mesh::names::task_subject(task.phase, SectorSize::KiB2, task.miner, task.class());
+        let miner = PICKUP_MINER.parse().expect("a miner id");
+        let task = synthetic_task(miner, 1 + i as u64, Phase::AddPiece, false, Vec::new());
         sent.push((task.id.0.clone(), now_us()));
-        broker
-            .publish_durable(subject, &task.id.0, None, encode(&task).into(), 3)
-            .await
-            .expect("publish a task");
+        publish_task(&broker, &task).await;
         // Wait until the worker is idle again.
         wait_for("the task to finish", Duration::from_secs(30), || {
             let ended = worker.log_text().matches("task done").count()

@@ -18,14 +18,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
-use mesh::model::{
-    MESSAGE_VERSION, MinerId, Phase, PhaseParams, SectorNum, SectorSize, Task, TaskClass, TaskId,
-    WorkerId, encode,
-};
+use mesh::model::{Phase, SectorSize, TaskClass, WorkerId, encode};
 use mesh::proofs::synthetic::Synthetic;
 use mesh::worker::{Executor, WorkerConfig};
 use mesh_tests::report::Report;
-use mesh_tests::{Mesh, NatsServer, wait_for};
+use mesh_tests::{Mesh, NatsServer, percentile, publish_task, synthetic_task, wait_for};
 use tokio_util::sync::CancellationToken;
 
 /// Pool sizes.
@@ -42,13 +39,6 @@ fn now_ns() -> i128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128)
-}
-
-/// The `p`th percentile (nearest rank) of `values`, which it sorts.
-fn percentile(values: &mut [f64], p: f64) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
-    values[rank.clamp(1, values.len()) - 1]
 }
 
 /// A deterministic jitter, 50 to 300 ms, so that publishes fall anywhere in the idle polls.
@@ -104,27 +94,6 @@ impl CpuWindow {
             100.0 * (cpu_seconds(&self.server) - self.server_cpu) / wall,
             100.0 * (cpu_seconds("self") - self.own_cpu) / wall,
         )
-    }
-}
-
-/// A no-op AddPiece task of a committed-capacity sector, published by hand.
-fn task(sector: u64) -> Task {
-    let miner: MinerId = MINER.parse().expect("a miner id");
-    Task {
-        version: MESSAGE_VERSION,
-        id: TaskId::new(miner, SectorNum(sector), Phase::AddPiece, 0),
-        miner,
-        sector: SectorNum(sector),
-        proof: mesh::proofs::seal_proof(SectorSize::KiB2),
-        phase: Phase::AddPiece,
-        priority: Phase::AddPiece.priority(),
-        has_deals: false,
-        max_attempts: 1,
-        inputs: Vec::new(),
-        params: PhaseParams::AddPiece { pieces: Vec::new() },
-        holder: None,
-        synthetic: true,
-        created_ms: mesh::now_ms(),
     }
 }
 
@@ -238,14 +207,10 @@ async fn measure(mesh: &Mesh, broker: &mesh::broker::Broker, workers: usize) -> 
     let window = CpuWindow::start(&mesh.servers[0]);
     for i in 0..TRICKLE {
         tokio::time::sleep(jitter(i)).await;
-        let task = task(1 + i as u64);
-        let subject =
-            mesh::names::task_subject(task.phase, SectorSize::KiB2, task.miner, task.class());
+        let miner = MINER.parse().expect("a miner id");
+        let task = synthetic_task(miner, 1 + i as u64, Phase::AddPiece, false, Vec::new());
         let sent = now_ns();
-        broker
-            .publish_durable(subject, &task.id.0, None, encode(&task).into(), 3)
-            .await
-            .expect("publish a task");
+        publish_task(broker, &task).await;
         tokio::time::timeout(Duration::from_secs(30), results.next())
             .await
             .expect("a result within 30 s")
@@ -351,7 +316,14 @@ async fn raw_pool(pullers: usize) -> Figures {
     let window = CpuWindow::start(&server);
     for i in 0..TRICKLE {
         tokio::time::sleep(jitter(i)).await;
-        let payload = encode(&task(1 + i as u64));
+        let miner = MINER.parse().expect("a miner id");
+        let payload = encode(&synthetic_task(
+            miner,
+            1 + i as u64,
+            Phase::AddPiece,
+            false,
+            Vec::new(),
+        ));
         let sent = now_ns();
         js.publish(format!("raw.task.{i}"), payload.into())
             .await

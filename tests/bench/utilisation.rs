@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use mesh::model::SectorState;
 use mesh_tests::report::{Report, results_dir};
-use mesh_tests::{Mesh, Proc, log_time_ms, wait_for};
+use mesh_tests::{Mesh, Proc, log_field, log_time_ms, wait_for};
 use plotters::prelude::*;
 
 /// Miners and their sectors: 60/25/10/5% of 40.
@@ -77,15 +77,6 @@ struct Figures {
     handoffs: Vec<u64>,
 }
 
-/// The value of `key=` in a log line.
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let start = line
-        .find(&format!(" {key}="))
-        .or_else(|| line.find(&format!("{{{key}=")))?;
-    let start = start + key.len() + 2;
-    line[start..].split([' ', '}', ':']).next()
-}
-
 /// The worker's task attempts, each start paired with its end.
 fn spans(worker: &Proc) -> Vec<Span> {
     let mut open: BTreeMap<String, (u64, String, String)> = BTreeMap::new();
@@ -96,10 +87,10 @@ fn spans(worker: &Proc) -> Vec<Span> {
             continue;
         }
         let at = log_time_ms(line);
-        let task = field(line, "task").expect("a task id").to_string();
+        let task = log_field(line, "task").expect("a task id").to_string();
         if started {
-            let miner = field(line, "miner").expect("a miner").to_string();
-            let sector = field(line, "sector").expect("a sector").to_string();
+            let miner = log_field(line, "miner").expect("a miner").to_string();
+            let sector = log_field(line, "sector").expect("a sector").to_string();
             open.insert(task, (at, miner, sector));
         } else if let Some((start, miner, sector)) = open.remove(&task) {
             out.push(Span {

@@ -378,3 +378,86 @@ pub fn log_time_ms(line: &str) -> u64 {
     let secs = days as f64 * 86_400.0 + hms[0] * 3600.0 + hms[1] * 60.0 + hms[2];
     (secs * 1000.0).round() as u64
 }
+
+/// The value of `key=` in a log line (a tracing field, or one inside a span's `{…}`).
+pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line
+        .find(&format!(" {key}="))
+        .or_else(|| line.find(&format!("{{{key}=")))?;
+    let start = start + key.len() + 2;
+    line[start..].split([' ', '}', ':', ',']).next()
+}
+
+/// The `p`th percentile (nearest rank) of `values`, which it sorts.
+pub fn percentile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
+    values[rank.clamp(1, values.len()) - 1]
+}
+
+/// A synthetic 2KiB task of `miner` made by hand (no publisher), failing for good on its first
+/// delivery: for tests and benchmarks that publish tasks themselves.
+pub fn synthetic_task(
+    miner: mesh::model::MinerId,
+    sector: u64,
+    phase: mesh::model::Phase,
+    deals: bool,
+    inputs: Vec<mesh::model::ObjectRef>,
+) -> mesh::model::Task {
+    use mesh::model::{MESSAGE_VERSION, Phase, PhaseParams, SectorNum, SectorSize, Task, TaskId};
+    let params = match phase {
+        Phase::AddPiece => PhaseParams::AddPiece { pieces: Vec::new() },
+        Phase::PreCommit1 => PhaseParams::PreCommit1 {
+            ticket: [1; 32],
+            piece_infos: Vec::new(),
+        },
+        Phase::PreCommit2 => PhaseParams::PreCommit2 {
+            pc1_output: vec![1; 64].into(),
+        },
+        Phase::Commit1 => PhaseParams::Commit1 {
+            ticket: [1; 32],
+            seed: [2; 32],
+            comm_r: [3; 32],
+            comm_d: [4; 32],
+            piece_infos: Vec::new(),
+        },
+        Phase::Commit2 => PhaseParams::Commit2,
+        Phase::Finalize => PhaseParams::Finalize,
+    };
+    Task {
+        version: MESSAGE_VERSION,
+        id: TaskId::new(miner, SectorNum(sector), phase, 0),
+        miner,
+        sector: SectorNum(sector),
+        proof: mesh::proofs::seal_proof(SectorSize::KiB2),
+        phase,
+        priority: phase.priority(),
+        has_deals: deals,
+        max_attempts: 1,
+        inputs,
+        params,
+        holder: None,
+        synthetic: true,
+        created_ms: mesh::now_ms(),
+    }
+}
+
+/// Publishes a task made by [`synthetic_task`] to its 2KiB task stream, as a publisher would.
+pub async fn publish_task(broker: &mesh::broker::Broker, task: &mesh::model::Task) {
+    let subject = mesh::names::task_subject(
+        task.phase,
+        mesh::model::SectorSize::KiB2,
+        task.miner,
+        task.class(),
+    );
+    broker
+        .publish_durable(
+            subject,
+            &task.id.0,
+            None,
+            mesh::model::encode(task).into(),
+            3,
+        )
+        .await
+        .expect("publish a task");
+}
