@@ -20,7 +20,7 @@ use futures::StreamExt;
 use mesh::broker::topology::stored_ack_wait;
 use mesh::model::{MinerId, Phase, SectorSize, TaskClass};
 use mesh_tests::report::Report;
-use mesh_tests::{Mesh, Proc, bin, log_time_ms, wait_for};
+use mesh_tests::{Mesh, Proc, log_time_ms, wait_for};
 
 const KILLS: usize = 20;
 const ACK_WAIT: Duration = Duration::from_secs(2);
@@ -60,23 +60,8 @@ fn find_line(proc: &Proc, needles: &[&str]) -> Option<String> {
 /// Re-runs `init` on the mesh's server with the short ack wait (init updates the streams in
 /// place; consumers made later read the ack wait from the stream's metadata).
 fn init_ack_wait(mesh: &Mesh) {
-    let out = std::process::Command::new(bin("mesh-publisher"))
-        .args([
-            "init",
-            "--nats",
-            &mesh.url(),
-            "--sizes",
-            "2KiB",
-            "--ack-wait",
-        ])
-        .arg(format!("{}s", ACK_WAIT.as_secs()))
-        .output()
-        .expect("run mesh-publisher init");
-    assert!(
-        out.status.success(),
-        "init --ack-wait failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let ack_wait = format!("{}s", ACK_WAIT.as_secs());
+    mesh.publisher(&["init", "--sizes", "2KiB", "--ack-wait", &ack_wait]);
 }
 
 /// Times `REDELIVERIES` redeliveries of one unacked message to a waiting pull on a bare consumer

@@ -42,10 +42,10 @@ pub struct GroupConfig {
     /// Unique name: the metrics label, and the local provider's instance prefix.
     pub name: String,
     /// Phases its workers serve (`ap`, `pc1`, `pc2`, `c1`, `c2`, `fin`).
-    #[serde(deserialize_with = "phases")]
+    #[serde(deserialize_with = "tokens")]
     pub phases: Vec<Phase>,
     /// Sector sizes its workers serve (`2KiB` … `64GiB`).
-    #[serde(deserialize_with = "sizes")]
+    #[serde(deserialize_with = "tokens")]
     pub sizes: Vec<SectorSize>,
     /// Tasks one instance runs at once: what the policy divides the work by.
     #[serde(default = "one")]
@@ -82,15 +82,12 @@ fn ten_seconds() -> Duration {
     Duration::from_secs(10)
 }
 
-fn phases<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Phase>, D::Error> {
-    let words: Vec<String> = Vec::deserialize(d)?;
-    words
-        .iter()
-        .map(|w| w.parse().map_err(serde::de::Error::custom))
-        .collect()
-}
-
-fn sizes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SectorSize>, D::Error> {
+/// A list of tokens that parse as `T` (`["pc1", "c2"]`, `["32GiB"]`); an error names the bad one.
+fn tokens<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr<Err: std::fmt::Display>,
+{
     let words: Vec<String> = Vec::deserialize(d)?;
     words
         .iter()

@@ -107,7 +107,7 @@ async fn open_groups(config: &AutoscalerConfig, nats: &str) -> anyhow::Result<Ve
             nats: nats.to_string(),
             phases: g.phases.clone(),
             sizes: g.sizes.clone(),
-            slots: Some(g.slots),
+            slots: g.slots,
         };
         groups.push(Group {
             provider: Provider::open(&g.provider, &spec).await?,

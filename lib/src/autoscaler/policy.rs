@@ -231,7 +231,7 @@ pub fn decide(
         current
     };
     let desired = windowed.clamp(group.min, group.max);
-    if desired != windowed || (desired == current && !(group.min..=group.max).contains(&current)) {
+    if desired != windowed {
         reasons.push(Reason::Bounds);
     }
 

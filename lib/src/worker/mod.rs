@@ -405,7 +405,6 @@ pub async fn run(
     'pull: while !drain.is_cancelled() {
         if *held.borrow_and_update() {
             registry.set_draining(true);
-            registry.publish_now();
             info!(
                 running = tracker.len(),
                 "drain mark set by the autoscaler: no new tasks until it is lifted"
@@ -415,7 +414,6 @@ pub async fn run(
                 () = drain.cancelled() => break 'pull,
             }
             registry.set_draining(false);
-            registry.publish_now();
             info!("drain mark lifted: taking tasks again");
             probe = true;
             continue 'pull;

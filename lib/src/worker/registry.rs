@@ -93,12 +93,15 @@ impl Registry {
         self.publish_now();
     }
 
+    /// Sets whether the worker takes tasks and publishes the record at once, so that the
+    /// autoscaler sees a drain begin or end without waiting for the heartbeat.
     pub fn set_draining(&self, draining: bool) {
         self.record.lock().expect("registry lock").draining = draining;
+        self.publish_now();
     }
 
     /// Publishes the record now rather than at the next heartbeat.
-    pub fn publish_now(&self) {
+    fn publish_now(&self) {
         self.publish.notify_one();
     }
 

@@ -133,10 +133,8 @@ impl Local {
                 "--sizes",
                 &token(self.spec.sizes.iter().map(|s| s.label()).collect()),
             ]);
-        if let Some(slots) = self.spec.slots {
-            cmd.args(["--slots", &slots.to_string()]);
-        }
-        cmd.args(&self.config.args)
+        cmd.args(["--slots", &self.spec.slots.to_string()])
+            .args(&self.config.args)
             .envs(&self.config.env)
             .stdin(Stdio::null())
             .kill_on_drop(false);

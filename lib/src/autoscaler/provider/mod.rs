@@ -72,7 +72,7 @@ pub struct WorkerSpec {
     pub nats: String,
     pub phases: Vec<crate::model::Phase>,
     pub sizes: Vec<crate::model::SectorSize>,
-    pub slots: Option<u32>,
+    pub slots: u32,
 }
 
 /// One group's provider.
