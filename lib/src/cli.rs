@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, NatsConfig, Secret};
 use crate::proofs::child::ChildRunner;
 use crate::proofs::params;
 use crate::store::{Store, StoreConfig};
@@ -23,6 +23,40 @@ pub struct NatsArgs {
         value_parser = parse_nats_urls
     )]
     pub nats: String,
+    /// NATS user name (the server's configuration gives each role one; see nats/auth.conf).
+    #[arg(long = "nats-user", env = "MESH_NATS_USER")]
+    pub user: Option<String>,
+    /// NATS password of --nats-user.
+    #[arg(
+        long = "nats-password",
+        env = "MESH_NATS_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<Secret>,
+    /// NATS authentication token.
+    #[arg(long = "nats-token", env = "MESH_NATS_TOKEN", hide_env_values = true)]
+    pub token: Option<Secret>,
+    /// File holding the user's nkey seed (SU…).
+    #[arg(long = "nats-nkey", env = "MESH_NATS_NKEY", value_name = "FILE")]
+    pub nkey: Option<PathBuf>,
+    /// NATS credentials file (JWT and seed) as `nsc generate creds` writes it.
+    #[arg(long = "nats-creds", env = "MESH_NATS_CREDS", value_name = "FILE")]
+    pub creds: Option<PathBuf>,
+    /// PEM file of the CA that signed the server's certificate (turns TLS on).
+    #[arg(long = "nats-ca", env = "MESH_NATS_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate, for servers that verify clients.
+    #[arg(long = "nats-cert", env = "MESH_NATS_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of --nats-cert.
+    #[arg(long = "nats-key", env = "MESH_NATS_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Start TLS before the server's greeting (servers configured with handshake_first).
+    #[arg(long = "nats-tls-first", env = "MESH_NATS_TLS_FIRST")]
+    pub tls_first: bool,
+    /// Prefix of reply subjects [default: _INBOX.<user> with --nats-user, else _INBOX].
+    #[arg(long = "nats-inbox-prefix", env = "MESH_NATS_INBOX_PREFIX")]
+    pub inbox_prefix: Option<String>,
 }
 
 /// Checks a `--nats` value: one or more comma-separated server URLs that the client accepts.
@@ -49,10 +83,39 @@ fn parse_nats_urls(s: &str) -> Result<String, String> {
 }
 
 impl NatsArgs {
+    pub fn config(&self) -> NatsConfig {
+        NatsConfig {
+            url: self.nats.clone(),
+            user: self.user.clone(),
+            password: self.password.clone(),
+            token: self.token.clone(),
+            nkey: self.nkey.clone(),
+            creds: self.creds.clone(),
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            tls_first: self.tls_first,
+            inbox_prefix: self.inbox_prefix.clone(),
+        }
+    }
+
     pub async fn connect(&self, name: &str) -> anyhow::Result<Broker> {
-        Ok(Broker::connect(&self.nats, name).await?)
+        Ok(Broker::connect_with(&self.config(), name).await?)
     }
 }
+
+/// The environment variables that carry one process's NATS identity: a process that starts
+/// another one for another role (the autoscaler starting workers) must not pass them on.
+pub const NATS_IDENTITY_ENV: [&str; 8] = [
+    "MESH_NATS_USER",
+    "MESH_NATS_PASSWORD",
+    "MESH_NATS_TOKEN",
+    "MESH_NATS_NKEY",
+    "MESH_NATS_CREDS",
+    "MESH_NATS_CERT",
+    "MESH_NATS_KEY",
+    "MESH_NATS_INBOX_PREFIX",
+];
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct StoreArgs {
@@ -66,12 +129,17 @@ pub struct StoreArgs {
     /// S3 region.
     #[arg(long, env = "AWS_REGION")]
     pub s3_region: Option<String>,
-    /// S3 access key id (otherwise instance or container credentials are used).
+    /// S3 access key id. Without one, credentials come from the standard AWS chain: a profile
+    /// (AWS_PROFILE, ~/.aws/credentials, ~/.aws/config), web identity (EKS), an ECS task role or
+    /// the EC2 instance role.
     #[arg(long, env = "AWS_ACCESS_KEY_ID")]
     pub s3_access_key_id: Option<String>,
     /// S3 secret access key.
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub s3_secret_access_key: Option<String>,
+    /// S3 session token, for temporary keys.
+    #[arg(long, env = "AWS_SESSION_TOKEN", hide_env_values = true)]
+    pub s3_session_token: Option<String>,
     /// Any other object_store option as KEY=VALUE (repeatable), e.g. aws_session_token=….
     #[arg(long = "store-option", value_parser = parse_key_value)]
     pub options: Vec<(String, String)>,
@@ -111,14 +179,16 @@ impl StoreArgs {
                     options.push(("allow_http".to_string(), "true".to_string()));
                 }
             }
-            if let Some(region) = &self.s3_region {
-                options.push(("aws_region".to_string(), region.clone()));
-            }
-            if let Some(id) = &self.s3_access_key_id {
-                options.push(("aws_access_key_id".to_string(), id.clone()));
-            }
-            if let Some(secret) = &self.s3_secret_access_key {
-                options.push(("aws_secret_access_key".to_string(), secret.clone()));
+            // An empty variable (AWS_ACCESS_KEY_ID=) counts as unset, as the AWS tools read it.
+            for (key, value) in [
+                ("aws_region", &self.s3_region),
+                ("aws_access_key_id", &self.s3_access_key_id),
+                ("aws_secret_access_key", &self.s3_secret_access_key),
+                ("aws_session_token", &self.s3_session_token),
+            ] {
+                if let Some(value) = value.as_ref().filter(|v| !v.is_empty()) {
+                    options.push((key.to_string(), value.clone()));
+                }
             }
         }
         options.extend(self.options.iter().cloned());

@@ -4,6 +4,7 @@
 
 pub mod procs;
 pub mod report;
+pub mod secure;
 pub mod servers;
 
 use std::future::Future;
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use procs::Proc;
+pub use secure::{SecureNats, TestPki};
 pub use servers::{NatsServer, Seaweed};
 
 /// Path of one of the mesh's binaries, built beside the test executable.

@@ -47,10 +47,35 @@ pub struct NatsServer {
     /// The server's name (`server_name`): cluster leaders are reported by it.
     pub name: String,
     args: Vec<String>,
+    /// Environment of the server process (e.g. the passwords a configuration refers to).
+    env: Vec<(String, String)>,
     pub dir: tempfile::TempDir,
 }
 
 impl NatsServer {
+    /// A single server run from the configuration `config(port, store_dir)` returns, written to
+    /// `server.conf` in its directory (next to any file it includes), with `env` set.
+    pub fn configured(
+        dir: tempfile::TempDir,
+        config: impl FnOnce(u16, &std::path::Path) -> String,
+        env: Vec<(String, String)>,
+    ) -> NatsServer {
+        let port = crate::free_port();
+        let path = dir.path().join("server.conf");
+        std::fs::write(&path, config(port, &dir.path().join("js"))).expect("write server config");
+        let args = vec!["-c".to_string(), path.display().to_string()];
+        let mut server = NatsServer {
+            child: None,
+            port,
+            name: "configured".into(),
+            args,
+            env,
+            dir,
+        };
+        server.restart();
+        server
+    }
+
     /// A single server, configured by flags.
     pub fn start() -> NatsServer {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -104,6 +129,7 @@ impl NatsServer {
             port,
             name,
             args,
+            env: Vec::new(),
             dir,
         };
         server.restart();
@@ -121,6 +147,7 @@ impl NatsServer {
             .expect("nats log");
         let mut child = Command::new(find("nats-server", "MESH_NATS_SERVER"))
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log"))
             .stderr(out)

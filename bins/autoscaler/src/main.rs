@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use mesh::autoscaler::config::AutoscalerConfig;
 use mesh::autoscaler::metrics::Metrics;
-use mesh::broker::Broker;
 use mesh::cli::{NatsArgs, Shutdown};
 
 #[derive(Parser)]
@@ -57,7 +56,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run { common, metrics } => {
             let config = AutoscalerConfig::load(&common.config).map_err(anyhow::Error::msg)?;
-            let broker = Broker::connect(&common.nats.nats, "mesh-autoscaler").await?;
+            let broker = common.nats.connect("mesh-autoscaler").await?;
             let shutdown = Shutdown::install();
             let registry = Metrics::default();
             let server = match metrics.or(config.metrics) {
@@ -80,7 +79,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Plan { common } => {
             let config = AutoscalerConfig::load(&common.config).map_err(anyhow::Error::msg)?;
-            let broker = Broker::connect(&common.nats.nats, "mesh-autoscaler plan").await?;
+            let broker = common.nats.connect("mesh-autoscaler plan").await?;
             let plan = mesh::autoscaler::plan(&config, &broker).await?;
             print!("{}", mesh::autoscaler::render_plan(&plan));
             Ok(())

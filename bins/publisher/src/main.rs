@@ -183,6 +183,14 @@ struct InitArgs {
     /// creating them on a server.
     #[arg(long, value_name = "DIR")]
     export: Option<PathBuf>,
+    /// Write the nats-server users and permissions of the mesh's roles (admin, worker,
+    /// autoscaler and one user per --miners entry) into FILE, `-` for standard output, instead
+    /// of creating anything on a server.
+    #[arg(long, value_name = "FILE", requires = "miners")]
+    roles: Option<PathBuf>,
+    /// Miners to write roles for, comma-separated, e.g. f01000,f01001 (with --roles).
+    #[arg(long, value_delimiter = ',', requires = "roles")]
+    miners: Vec<MinerId>,
 }
 
 #[derive(clap::Args)]
@@ -297,6 +305,23 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
         ..Topology::default()
     };
     topology.validate().map_err(anyhow::Error::msg)?;
+    if let Some(file) = args.roles {
+        let text = mesh::broker::roles::server_config(&args.miners);
+        if file.as_os_str() == "-" {
+            print!("{text}");
+        } else {
+            std::fs::write(&file, text)
+                .map_err(|e| anyhow::anyhow!("--roles {}: {e}", file.display()))?;
+            eprintln!(
+                "wrote the roles of admin, worker, autoscaler and {} miner(s) to {}; include it \
+                 from the server's configuration and set each MESH_<USER>_PASSWORD in its \
+                 environment",
+                args.miners.len(),
+                file.display()
+            );
+        }
+        return Ok(());
+    }
     if let Some(dir) = args.export {
         let files = topology
             .export(&dir)
@@ -329,7 +354,8 @@ async fn driver(args: &MinerArgs) -> anyhow::Result<Driver> {
         .nats
         .connect(&format!("mesh-publisher {}", args.miner))
         .await?;
-    store.check().await?;
+    // Under the miner's own prefix: a bucket policy may fence a publisher to it.
+    store.check_under(&format!("{}/", args.miner)).await?;
     let config = PublisherConfig {
         miner: args.miner,
         runner: args.params.runner()?,

@@ -202,13 +202,21 @@ pub fn render_failed(records: &[SectorRecord]) -> String {
 /// Keys that are not `<miner>.<sector>` (the `<miner>.next` counters) are skipped.
 pub async fn sectors(broker: &Broker, miner: Option<MinerId>) -> anyhow::Result<Vec<SectorRecord>> {
     let bucket = broker.bucket(names::SECTORS_BUCKET).await?;
-    let keys: Vec<String> = bucket
-        .keys()
-        .await
-        .context("list the sectors bucket")?
-        .try_collect()
-        .await
-        .context("list the sectors bucket")?;
+    let keys: Vec<String> = match miner {
+        // A miner's role may read only its own keys: list just those.
+        Some(miner) => {
+            broker
+                .keys_under(names::SECTORS_BUCKET, &format!("{miner}.>"))
+                .await?
+        }
+        None => bucket
+            .keys()
+            .await
+            .context("list the sectors bucket")?
+            .try_collect()
+            .await
+            .context("list the sectors bucket")?,
+    };
     let keys = keys
         .into_iter()
         .filter(|key| sector_key(key).is_some_and(|(m, _)| miner.is_none_or(|wanted| wanted == m)));

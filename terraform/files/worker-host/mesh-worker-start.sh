@@ -12,11 +12,19 @@ set -euo pipefail
 MESH_WORKER_ID=$(instance_id)
 export MESH_WORKER_ID
 
+# The secret is either a NATS credentials file (JWT and seed, operator mode) or the password of
+# the `worker` user of nats/auth.conf (README: Security).
 if [ -n "${MESH_NATS_CREDS_SECRET:-}" ]; then
   creds="${RUNTIME_DIRECTORY:-/run/mesh}/nats.creds"
   (umask 077 && secret_value "$MESH_NATS_CREDS_SECRET" >"$creds.tmp")
   mv -f "$creds.tmp" "$creds"
-  export MESH_NATS_CREDS="$creds"
+  if grep -q -- '-----BEGIN NATS USER JWT-----' "$creds"; then
+    export MESH_NATS_CREDS="$creds"
+  else
+    MESH_NATS_PASSWORD=$(cat "$creds")
+    rm -f "$creds"
+    export MESH_NATS_USER="${MESH_NATS_USER:-worker}" MESH_NATS_PASSWORD
+  fi
 fi
 
 exec /usr/local/bin/mesh-worker run

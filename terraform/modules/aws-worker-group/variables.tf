@@ -46,7 +46,7 @@ variable "nats_url" {
 }
 
 variable "nats_credentials_secret_arn" {
-  description = "ARN of a Secrets Manager secret whose string value is the workers' NATS credentials file. Fetched by the worker's service at every start into /run/mesh/nats.creds (exported as MESH_NATS_CREDS); never in user-data. null: no credentials."
+  description = "ARN of a Secrets Manager secret whose string value is the workers' NATS credentials: a credentials file (JWT, exported as MESH_NATS_CREDS) or the password of the `worker` user of nats/auth.conf (exported as MESH_NATS_PASSWORD, with MESH_NATS_USER=worker). Fetched by the worker's service at every start (a credentials file into /run/mesh/nats.creds); never in user-data. null: no credentials."
   type        = string
   default     = null
 }

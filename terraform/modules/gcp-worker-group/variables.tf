@@ -57,7 +57,7 @@ variable "nats_url" {
 }
 
 variable "nats_credentials_secret" {
-  description = "Secret Manager secret (projects/<project>/secrets/<name>) whose latest version is the workers' NATS credentials file. Fetched by the worker's service at every start into /run/mesh/nats.creds (exported as MESH_NATS_CREDS); never in metadata. null: no credentials. Must be known at plan time (it decides whether the access grant exists): build it from the project and secret_id rather than passing the new secret's id attribute."
+  description = "Secret Manager secret (projects/<project>/secrets/<name>) whose latest version is the workers' NATS credentials: a credentials file (JWT, exported as MESH_NATS_CREDS) or the password of the `worker` user of nats/auth.conf (exported as MESH_NATS_PASSWORD, with MESH_NATS_USER=worker). Fetched by the worker's service at every start (a credentials file into /run/mesh/nats.creds); never in metadata. null: no credentials. Must be known at plan time (it decides whether the access grant exists): build it from the project and secret_id rather than passing the new secret's id attribute."
   type        = string
   default     = null
 

@@ -134,8 +134,13 @@ impl Local {
                 &token(self.spec.sizes.iter().map(|s| s.label()).collect()),
             ]);
         cmd.args(["--slots", &self.spec.slots.to_string()])
-            .args(&self.config.args)
-            .envs(&self.config.env)
+            .args(&self.config.args);
+        // Workers connect as the worker role: the autoscaler's own identity stays here, and
+        // the group's `env` gives theirs (e.g. MESH_NATS_USER=worker).
+        for var in crate::cli::NATS_IDENTITY_ENV {
+            cmd.env_remove(var);
+        }
+        cmd.envs(&self.config.env)
             .stdin(Stdio::null())
             .kill_on_drop(false);
         match &self.config.log_dir {

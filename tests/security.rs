@@ -1,0 +1,651 @@
+//! Least privilege against a real nats-server running the roles `mesh-publisher init --roles`
+//! writes: each role can do its job, the server refuses everything else (a refusal is told apart
+//! from a failure by the server's own permissions violation), the mesh turns refusals into clear
+//! messages, and the quick-start flow works over TLS with a CA generated here.
+//! `--no-capture` prints the matrix of actions × roles.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::pull;
+use bytes::Bytes;
+use futures::StreamExt;
+use mesh::broker::Broker;
+use mesh::broker::topology::{Topology, ensure_task_consumer};
+use mesh::model::{Phase, SectorSize, TaskClass};
+use mesh_tests::{
+    NatsServer, Proc, SecureNats, bin, lines, require_2kib_params, verify_out_line, wait_for,
+};
+
+const ROLES: [&str; 5] = [
+    "miner-f01000",
+    "miner-f01001",
+    "worker",
+    "autoscaler",
+    "admin",
+];
+
+type Op = Box<dyn Fn(Broker) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>>;
+
+fn op<F, Fut>(f: F) -> Op
+where
+    F: Fn(Broker) -> Fut + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    Box::new(move |b| Box::pin(f(b)))
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+async fn js_publish(b: &Broker, subject: &str, body: &'static [u8]) -> Result<(), String> {
+    b.js()
+        .publish(subject.to_string(), Bytes::from_static(body))
+        .await
+        .map_err(err)?
+        .await
+        .map_err(err)?;
+    Ok(())
+}
+
+async fn kv_put(b: &Broker, bucket: &str, key: &str) -> Result<(), String> {
+    b.bucket(bucket)
+        .await
+        .map_err(err)?
+        .put(key, Bytes::from_static(b"{}"))
+        .await
+        .map_err(err)?;
+    Ok(())
+}
+
+/// The actions of the matrix, with the roles that may do them. Destructive ones come last.
+fn actions() -> Vec<(&'static str, &'static [&'static str], Op)> {
+    let f01000 = || "f01000".parse().unwrap();
+    let f01001 = || "f01001".parse().unwrap();
+    vec![
+        (
+            "read stream info",
+            &[
+                "miner-f01000",
+                "miner-f01001",
+                "worker",
+                "autoscaler",
+                "admin",
+            ],
+            op(|b| async move {
+                b.stream("MESH_TASK_PC1_2KIB").await.map_err(err)?;
+                Ok(())
+            }),
+        ),
+        (
+            "publish a task of f01000",
+            &["miner-f01000", "admin"],
+            op(|b| async move { js_publish(&b, "mesh.task.ap.2kib.f01000.cc", b"task").await }),
+        ),
+        (
+            "create f01001's task consumer",
+            &["miner-f01001", "admin"],
+            op(move |b| async move {
+                ensure_task_consumer(
+                    &b,
+                    Phase::AddPiece,
+                    SectorSize::KiB2,
+                    f01001(),
+                    TaskClass::Cc,
+                )
+                .await
+                .map_err(err)
+            }),
+        ),
+        (
+            "pull a task of f01000",
+            &["worker", "admin"],
+            op(|b| async move {
+                let stream = b.stream("MESH_TASK_AP_2KIB").await.map_err(err)?;
+                let consumer = stream
+                    .get_consumer::<pull::Config>("workers-f01000-cc")
+                    .await
+                    .map_err(err)?;
+                let mut batch = consumer
+                    .fetch()
+                    .max_messages(1)
+                    .expires(Duration::from_millis(500))
+                    .messages()
+                    .await
+                    .map_err(err)?;
+                if let Some(msg) = batch.next().await {
+                    msg.map_err(err)?;
+                }
+                Ok(())
+            }),
+        ),
+        (
+            "publish a result of f01000",
+            &["worker", "admin"],
+            op(|b| async move { js_publish(&b, "mesh.result.f01000.1.ap", b"result").await }),
+        ),
+        (
+            "read f01000's results",
+            &["miner-f01000", "admin"],
+            op(move |b| async move {
+                let consumer = b
+                    .js()
+                    .create_consumer_on_stream(
+                        Topology::default().result_consumer(f01000()),
+                        "MESH_RESULT",
+                    )
+                    .await
+                    .map_err(err)?;
+                let mut batch = consumer
+                    .fetch()
+                    .max_messages(1)
+                    .expires(Duration::from_millis(500))
+                    .messages()
+                    .await
+                    .map_err(err)?;
+                if let Some(msg) = batch.next().await {
+                    msg.map_err(err)?
+                        .ack_with(async_nats::jetstream::AckKind::Nak(None))
+                        .await
+                        .map_err(err)?;
+                }
+                Ok(())
+            }),
+        ),
+        (
+            "read a result by sequence",
+            &["admin"],
+            op(|b| async move {
+                let stream = b.stream("MESH_RESULT").await.map_err(err)?;
+                stream.get_raw_message(1).await.map_err(err)?;
+                Ok(())
+            }),
+        ),
+        (
+            "read sector key f01000.1",
+            &["miner-f01000", "worker", "admin"],
+            op(|b| async move {
+                b.bucket("mesh-sectors")
+                    .await
+                    .map_err(err)?
+                    .get("f01000.1")
+                    .await
+                    .map_err(err)?;
+                Ok(())
+            }),
+        ),
+        (
+            "write sector key f01000.1",
+            &["miner-f01000", "admin"],
+            op(|b| async move { kv_put(&b, "mesh-sectors", "f01000.1").await }),
+        ),
+        (
+            "list f01000's sector keys",
+            &["miner-f01000", "worker", "admin"],
+            op(|b| async move {
+                b.keys_under("mesh-sectors", "f01000.>")
+                    .await
+                    .map_err(err)?;
+                Ok(())
+            }),
+        ),
+        (
+            "list every sector key",
+            &["worker", "admin"],
+            op(|b| async move {
+                let keys = b
+                    .bucket("mesh-sectors")
+                    .await
+                    .map_err(err)?
+                    .keys()
+                    .await
+                    .map_err(err)?;
+                let _: Vec<String> = futures::TryStreamExt::try_collect(keys)
+                    .await
+                    .map_err(err)?;
+                Ok(())
+            }),
+        ),
+        (
+            "read the worker registry",
+            &["worker", "autoscaler", "admin"],
+            op(|b| async move {
+                mesh::worker::registry::list(&b).await.map_err(err)?;
+                Ok(())
+            }),
+        ),
+        (
+            "write a worker record",
+            &["worker", "admin"],
+            op(|b| async move { kv_put(&b, "mesh-workers", "w-test").await }),
+        ),
+        (
+            "write a drain mark",
+            &["autoscaler", "admin"],
+            op(|b| async move { kv_put(&b, "mesh-drain", "w-test").await }),
+        ),
+        (
+            "listen to f01000's replies",
+            &["miner-f01000", "admin"],
+            op(|b| async move {
+                let _sub = b
+                    .client()
+                    .subscribe("_INBOX.miner-f01000.>")
+                    .await
+                    .map_err(err)?;
+                b.client().flush().await.map_err(err)?;
+                // A refused subscription is answered only by the server's error.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok(())
+            }),
+        ),
+        (
+            "delete a task consumer",
+            &["admin"],
+            op(|b| async move {
+                b.js()
+                    .delete_consumer_from_stream("workers-f01001-cc", "MESH_TASK_AP_2KIB")
+                    .await
+                    .map_err(err)?;
+                Ok(())
+            }),
+        ),
+        (
+            "delete a stream",
+            &["admin"],
+            op(|b| async move {
+                b.js().delete_stream("MESH_DLQ").await.map_err(err)?;
+                Ok(())
+            }),
+        ),
+    ]
+}
+
+/// Runs `action` as the broker's user: `Ok(true)` done, `Ok(false)` refused by the server,
+/// `Err` failed otherwise.
+async fn attempt(broker: &Broker, action: &Op) -> Result<bool, String> {
+    let mut refusals = broker.refusals();
+    refusals.borrow_and_update();
+    let run = action(broker.clone());
+    tokio::select! {
+        done = run => match done {
+            Ok(()) => Ok(true),
+            // The error may have raced the server's refusal.
+            Err(e) => match refusals.has_changed() {
+                Ok(true) => Ok(false),
+                _ => Err(e),
+            },
+        },
+        _ = refusals.changed() => Ok(false),
+        _ = tokio::time::sleep(Duration::from_secs(20)) => Err("neither done nor refused in 20 s".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_role_does_its_job_and_the_server_refuses_the_rest() {
+    let nats = SecureNats::start(&["f01000", "f01001"], false);
+    let (ok, _, stderr) = nats.publisher("admin", &["init", "--sizes", "2KiB"]);
+    assert!(ok, "init as admin: {stderr}");
+
+    // What the actions work on: f01000's task consumer, a sector key, a result.
+    let admin = nats.connect("admin").await;
+    ensure_task_consumer(
+        &admin,
+        Phase::AddPiece,
+        SectorSize::KiB2,
+        "f01000".parse().unwrap(),
+        TaskClass::Cc,
+    )
+    .await
+    .unwrap();
+    kv_put(&admin, "mesh-sectors", "f01000.1").await.unwrap();
+    js_publish(&admin, "mesh.result.f01000.1.ap", b"result")
+        .await
+        .unwrap();
+
+    let mut brokers = Vec::new();
+    for role in ROLES {
+        brokers.push(nats.connect(role).await);
+    }
+    let mut rows = vec![{
+        let mut header = vec!["action".to_string()];
+        header.extend(ROLES.iter().map(|r| r.to_string()));
+        header
+    }];
+    let mut wrong = Vec::new();
+    for (name, allowed, action) in actions() {
+        let mut row = vec![name.to_string()];
+        for (role, broker) in ROLES.iter().zip(&brokers) {
+            let expected = allowed.contains(role);
+            let cell = match attempt(broker, &action).await {
+                Ok(true) => "allowed".to_string(),
+                Ok(false) => "denied".to_string(),
+                Err(e) => format!("FAILED ({e})"),
+            };
+            if cell != if expected { "allowed" } else { "denied" } {
+                wrong.push(format!(
+                    "{name} as {role}: {cell}, expected {}",
+                    if expected { "allowed" } else { "denied" }
+                ));
+            }
+            row.push(cell);
+        }
+        rows.push(row);
+    }
+    // No user at all, and a wrong password.
+    let anonymous = Broker::connect(&nats.url(), "test anonymous").await;
+    let mut bad = nats.config("worker");
+    bad.password = Some(mesh::broker::Secret::new("wrong"));
+    let wrong_password = Broker::connect_with(&bad, "test wrong password").await;
+    let mut row = vec!["connect without a user / with a wrong password".to_string()];
+    for result in [anonymous, wrong_password] {
+        match result {
+            Err(e @ mesh::broker::BrokerError::Refused { .. }) => {
+                assert!(
+                    !e.to_string().contains("wrong"),
+                    "a password is printed: {e}"
+                );
+                row.push("denied".into());
+            }
+            Err(e) => wrong.push(format!("connect: {e}, expected a refusal")),
+            Ok(_) => wrong.push("connect: allowed, expected a refusal".into()),
+        }
+    }
+    rows.push(row);
+    println!("{}", mesh::cli::table(&rows));
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_committed_roles_are_what_init_writes() {
+    let out = std::process::Command::new(bin("mesh-publisher"))
+        .args(["init", "--roles", "-", "--miners", "f01000,f01001"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let committed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../nats/auth.conf");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(committed).unwrap(),
+        "nats/auth.conf is stale: run mesh-publisher init --roles nats/auth.conf --miners \
+         f01000,f01001"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_and_bad_credentials_are_explained() {
+    let nats = SecureNats::start(&["f01000", "f01001"], true);
+    let (ok, _, stderr) = nats.publisher("admin", &["init", "--sizes", "2KiB"]);
+    assert!(ok, "init as admin: {stderr}");
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().display());
+
+    // Miner f01001's user sealing for f01000: the server refuses, and the error says so.
+    let (ok, _, stderr) = nats.publisher(
+        "miner-f01001",
+        &[
+            "seal", "--miner", "f01000", "--count", "1", "--store", &store,
+        ],
+    );
+    assert!(!ok);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ")
+            && last.contains("refused this user")
+            && last.contains("Permissions Violation")
+            && last.contains("f01000"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(&nats.passwords["miner-f01001"]),
+        "{stderr}"
+    );
+    println!("miner-f01001 sealing for f01000:\n  {last}");
+
+    // No credentials, a wrong password, no CA: one line each, saying what to pass.
+    let run = |env: Vec<(String, String)>| {
+        let out = std::process::Command::new(bin("mesh-publisher"))
+            .args(["status"])
+            .env_clear()
+            .envs(env)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let e = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        println!("  {e}");
+        e
+    };
+    let mut anonymous = nats.tls_env();
+    anonymous.push(("MESH_NATS".into(), nats.url()));
+    let e = run(anonymous.clone());
+    assert!(
+        e.contains("refused the connection") && e.contains("--nats-user"),
+        "{e}"
+    );
+
+    let mut wrong = nats.env("admin");
+    wrong.retain(|(k, _)| k != "MESH_NATS_PASSWORD");
+    wrong.push(("MESH_NATS_PASSWORD".into(), "not-the-password".into()));
+    let e = run(wrong);
+    assert!(e.contains("refused the connection"), "{e}");
+    assert!(!e.contains("not-the-password"), "{e}");
+
+    let mut no_ca = nats.env("admin");
+    no_ca.retain(|(k, _)| k != "MESH_NATS_CA");
+    let e = run(no_ca);
+    assert!(e.contains("TLS") && e.contains("--nats-ca"), "{e}");
+
+    let mut half = nats.env("admin");
+    half.retain(|(k, _)| k != "MESH_NATS_PASSWORD");
+    let e = run(half);
+    assert!(e.contains("--nats-user needs --nats-password"), "{e}");
+}
+
+/// The quick start's flow (init, an autoscaled local worker group, a miner sealing a real 2KiB
+/// sector, proof verified, the group back to zero) with every process logged in as its role,
+/// on a server that requires TLS and client certificates from a CA made by this test.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quick_start_runs_over_tls_with_every_role() {
+    let params = require_2kib_params();
+    let nats = SecureNats::start(&["f01000"], true);
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().join("store").display());
+    let (ok, out, stderr) = nats.publisher("admin", &["init", "--sizes", "2KiB"]);
+    assert!(ok, "init as admin: {stderr}");
+    assert!(out.contains("topology ready"), "{out}");
+
+    // The autoscaler starts workers as the worker role: its own identity is not passed on.
+    let worker_env: String = nats
+        .env("worker")
+        .iter()
+        .filter(|(k, _)| k.starts_with("MESH_NATS_"))
+        .map(|(k, v)| format!("{k} = \"{v}\"\n"))
+        .collect();
+    let config = dir.path().join("autoscaler.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[group]]
+name = "local"
+phases = ["ap", "pc1", "pc2", "c1", "c2", "fin"]
+sizes = ["2KiB"]
+slots = 1
+min = 0
+max = 1
+scale_down_window = "2s"
+drain_timeout = "1m"
+poll_interval = "250ms"
+
+[group.provider]
+kind = "local"
+worker = "{worker}"
+args = ["--store", "{store}", "--scratch", "{scratch}", "--param-cache", "{params}"]
+log_dir = "{logs}"
+
+[group.provider.env]
+{worker_env}"#,
+            worker = bin("mesh-worker").display(),
+            scratch = dir.path().join("scratch").display(),
+            params = params.display(),
+            logs = dir.path().join("workers").display(),
+        ),
+    )
+    .unwrap();
+    let autoscaler_log = dir.path().join("autoscaler.log");
+    let env = nats.env("autoscaler");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let _autoscaler = Proc::spawn(
+        &bin("mesh-autoscaler"),
+        &["run", "--config", &config.display().to_string()],
+        &env,
+        &autoscaler_log,
+    );
+
+    let env = nats.env("miner-f01000");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let seal_log = dir.path().join("seal.log");
+    let out = dir.path().join("sealed.jsonl");
+    let mut seal = Proc::spawn(
+        &bin("mesh-publisher"),
+        &[
+            "seal",
+            "--miner",
+            "f01000",
+            "--count",
+            "1",
+            "--store",
+            &store,
+            "--param-cache",
+            &params.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ],
+        &env,
+        &seal_log,
+    );
+    let status = seal.wait(Duration::from_secs(600)).await;
+    assert!(
+        status.success(),
+        "seal over TLS failed:\n{}\nautoscaler:\n{}",
+        seal.tail(30),
+        lines(&autoscaler_log).join("\n")
+    );
+    let proofs: Vec<u64> = lines(&out).iter().map(|l| verify_out_line(l)).collect();
+    assert_eq!(proofs, [1], "{}", seal.tail(30));
+
+    // The miner reads its sectors; the autoscaler takes the idle group back to zero.
+    let (ok, out, stderr) = nats.publisher("miner-f01000", &["sectors", "--miner", "f01000"]);
+    assert!(ok && out.contains("sealed"), "{out}{stderr}");
+    wait_for("the group back at zero", Duration::from_secs(60), || {
+        let log = autoscaler_log.clone();
+        async move {
+            lines(&log)
+                .iter()
+                .any(|l| l.contains("removed") && l.contains("reason=drained"))
+                .then_some(())
+        }
+    })
+    .await;
+    for log in [&seal_log, &autoscaler_log] {
+        let text = lines(log).join("\n");
+        assert!(!text.contains("refused this user"), "{text}");
+    }
+    let mut logs = 0;
+    for entry in std::fs::read_dir(dir.path().join("workers")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(!text.contains("refused"), "{text}");
+        assert!(text.contains("task done"), "{text}");
+        logs += 1;
+    }
+    assert!(logs >= 1, "no worker ran");
+}
+
+/// The other ways to log in: an nkey seed file and a token (each on a server configured for it),
+/// and a credentials file that is not one.
+#[tokio::test(flavor = "multi_thread")]
+async fn nkey_and_token_logins_work_and_wrong_ones_are_refused() {
+    let user = nkeys::KeyPair::new_user();
+    let dir = tempfile::tempdir().unwrap();
+    let seed_file = dir.path().join("user.nk");
+    std::fs::write(&seed_file, user.seed().unwrap()).unwrap();
+    let stranger_file = dir.path().join("stranger.nk");
+    std::fs::write(&stranger_file, nkeys::KeyPair::new_user().seed().unwrap()).unwrap();
+    let server = |auth: String| {
+        NatsServer::configured(
+            tempfile::tempdir().unwrap(),
+            move |port, store| {
+                format!(
+                    "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\" }}\n{auth}\n",
+                    store.display()
+                )
+            },
+            Vec::new(),
+        )
+    };
+    let nkey_server = server(format!(
+        "authorization {{ users: [ {{ nkey: {} }} ] }}",
+        user.public_key()
+    ));
+    let with_nkey = |path: &std::path::Path| mesh::broker::NatsConfig {
+        nkey: Some(path.to_path_buf()),
+        ..mesh::broker::NatsConfig::new(nkey_server.url())
+    };
+    Broker::connect_with(&with_nkey(&seed_file), "test nkey")
+        .await
+        .expect("log in with the nkey seed");
+    let e = Broker::connect_with(&with_nkey(&stranger_file), "test nkey")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, mesh::broker::BrokerError::Refused { .. }),
+        "{e}"
+    );
+    let not_a_seed = dir.path().join("junk.nk");
+    std::fs::write(&not_a_seed, "hello").unwrap();
+    let e = Broker::connect_with(&with_nkey(&not_a_seed), "test nkey")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no user nkey seed"), "{e}");
+
+    let token_server = server("authorization { token: \"t0ken-for-test\" }".into());
+    let with_token = |token: &str| mesh::broker::NatsConfig {
+        token: Some(mesh::broker::Secret::new(token)),
+        ..mesh::broker::NatsConfig::new(token_server.url())
+    };
+    Broker::connect_with(&with_token("t0ken-for-test"), "test token")
+        .await
+        .expect("log in with the token");
+    let e = Broker::connect_with(&with_token("wrong-token"), "test token")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("refused the connection") && !e.contains("wrong-token"),
+        "{e}"
+    );
+
+    let creds = dir.path().join("user.creds");
+    std::fs::write(&creds, "not a credentials file").unwrap();
+    let e = Broker::connect_with(
+        &mesh::broker::NatsConfig {
+            creds: Some(creds),
+            ..mesh::broker::NatsConfig::new(token_server.url())
+        },
+        "test creds",
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("--nats-creds") && e.contains("not a NATS credentials file"),
+        "{e}"
+    );
+}
