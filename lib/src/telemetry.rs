@@ -9,7 +9,7 @@ use tracing_subscriber::EnvFilter;
 pub fn init(filter: Option<&str>) {
     let filter = filter
         .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new("info,async_nats=warn,storage_proofs_core=warn,storage_proofs_porep=warn,filecoin_proofs=warn"));
+        .unwrap_or_else(|| EnvFilter::new("info,async_nats=warn,aws_config=warn,storage_proofs_core=warn,storage_proofs_porep=warn,filecoin_proofs=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

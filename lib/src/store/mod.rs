@@ -2,6 +2,8 @@
 //! default, `s3://`, `gs://`, `az://`), streamed both ways, every download checked against the
 //! sha256 its producer recorded.
 
+mod aws_credentials;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::model::ObjectRef;
+use aws_credentials::{ChainCredentials, NoCredentials};
 
 /// Files up to this size are uploaded in one request (held in memory); larger ones stream in
 /// parts, so no sector file of 8MiB or more is ever read whole into memory.
@@ -112,6 +115,8 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
     name: String,
+    /// Where the credentials come from, for the error when the store refuses them.
+    credentials: &'static str,
 }
 
 impl Store {
@@ -154,6 +159,7 @@ impl Store {
                 url.scheme()
             ))
         };
+        let mut credentials = "the configured credentials";
         let (inner, prefix): (Arc<dyn ObjectStore>, String) = match url.scheme() {
             "file" => {
                 if let Some((k, _)) = config.options.first() {
@@ -172,18 +178,62 @@ impl Store {
                 (Arc::new(fs), String::new())
             }
             "s3" | "s3a" => {
+                use aws::AmazonS3ConfigKey as Key;
                 let mut b = aws::AmazonS3Builder::new()
                     .with_url(url.as_str())
                     .with_retry(retry);
+                let mut keys = Vec::new();
                 for (k, v) in &config.options {
-                    let key: aws::AmazonS3ConfigKey = k.parse().map_err(|_| unknown(k))?;
+                    let key: Key = k.parse().map_err(|_| unknown(k))?;
+                    keys.push(key);
                     b = b.with_config(key, v);
                 }
+                let given = |key: Key| keys.contains(&key);
+                match (given(Key::AccessKeyId), given(Key::SecretAccessKey)) {
+                    (true, false) => {
+                        return Err(bad("an access key id without its secret: add \
+                                        --s3-secret-access-key (or AWS_SECRET_ACCESS_KEY)"
+                            .into()));
+                    }
+                    (false, true) => {
+                        return Err(bad("a secret access key without its key id: add \
+                                        --s3-access-key-id (or AWS_ACCESS_KEY_ID)"
+                            .into()));
+                    }
+                    _ => {}
+                }
+                let region = match b.get_config_value(&Key::Region) {
+                    Some(region) => region,
+                    None => match aws_credentials::configured_region() {
+                        Some(region) => {
+                            tracing::info!(%region, "s3 region from the AWS environment or profile");
+                            b = b.with_region(&region);
+                            region
+                        }
+                        None => "us-east-1".to_string(),
+                    },
+                };
+                // Keys, or another credential source chosen by store options, are used as given;
+                // otherwise the standard AWS chain provides them.
+                let chosen = [
+                    Key::WebIdentityTokenFile,
+                    Key::ContainerCredentialsRelativeUri,
+                    Key::ContainerCredentialsFullUri,
+                ];
+                credentials = if given(Key::AccessKeyId) {
+                    "the keys given (--s3-access-key-id, AWS_ACCESS_KEY_ID or store options)"
+                } else if chosen.into_iter().any(given) {
+                    "the credentials the store options name"
+                } else {
+                    b = b.with_credentials(Arc::new(ChainCredentials::new(region)));
+                    "the credentials of the AWS chain (environment, AWS_PROFILE, web identity, \
+                     ECS or instance role)"
+                };
                 let s3 = b.build().map_err(|e| bad(e.to_string()))?;
                 (Arc::new(s3), url.path().trim_matches('/').to_string())
             }
             "gs" => {
-                let mut b = gcp::GoogleCloudStorageBuilder::new()
+                let mut b = gcp::GoogleCloudStorageBuilder::from_env()
                     .with_url(url.as_str())
                     .with_retry(retry);
                 for (k, v) in &config.options {
@@ -194,7 +244,7 @@ impl Store {
                 (Arc::new(gs), url.path().trim_matches('/').to_string())
             }
             "az" | "azure" | "abfs" | "abfss" => {
-                let mut b = azure::MicrosoftAzureBuilder::new()
+                let mut b = azure::MicrosoftAzureBuilder::from_env()
                     .with_url(url.as_str())
                     .with_retry(retry);
                 for (k, v) in &config.options {
@@ -214,6 +264,7 @@ impl Store {
             inner,
             prefix: ObjectPath::from(prefix),
             name: redact_url(&url),
+            credentials,
         })
     }
 
@@ -243,17 +294,29 @@ impl Store {
     }
 
     fn unavailable(&self, action: &'static str, key: &str, e: object_store::Error) -> StoreError {
-        match e {
-            object_store::Error::NotFound { .. } => StoreError::NotFound {
-                store: self.name.clone(),
-                key: key.to_string(),
-            },
-            other => StoreError::Unavailable {
-                store: self.name.clone(),
-                action,
-                key: key.to_string(),
-                reason: other.to_string(),
-            },
+        let reason = match e {
+            object_store::Error::NotFound { .. } => {
+                return StoreError::NotFound {
+                    store: self.name.clone(),
+                    key: key.to_string(),
+                };
+            }
+            object_store::Error::Generic { source, .. } if source.is::<NoCredentials>() => {
+                source.to_string()
+            }
+            e @ (object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }) => format!(
+                "{e}; the store refused {}: check them, and that they may use this bucket and \
+                 prefix",
+                self.credentials
+            ),
+            other => other.to_string(),
+        };
+        StoreError::Unavailable {
+            store: self.name.clone(),
+            action,
+            key: key.to_string(),
+            reason,
         }
     }
 
@@ -262,6 +325,16 @@ impl Store {
         match self.inner.head(&self.path(".mesh-probe")).await {
             Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.unavailable("reach", ".mesh-probe", e)),
+        }
+    }
+
+    /// Checks that the store answers under `prefix` (e.g. a miner's `f01000/`) by listing it: a
+    /// principal that a bucket policy fences to that prefix may read nothing above it, not even
+    /// the probe [`Store::check`] asks for.
+    pub async fn check_under(&self, prefix: &str) -> Result<(), StoreError> {
+        match self.inner.list(Some(&self.path(prefix))).next().await {
+            None | Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(self.unavailable("list", prefix, e)),
         }
     }
 
@@ -503,6 +576,36 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("unknown store option 'aws_endpoit'"), "{err}");
+        for (key, needle) in [
+            ("aws_access_key_id", "add --s3-secret-access-key"),
+            ("aws_secret_access_key", "add --s3-access-key-id"),
+        ] {
+            let err = Store::open(&StoreConfig {
+                url: "s3://bucket".into(),
+                options: vec![(key.into(), "x".into())],
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(needle), "{key}: {err}");
+        }
+    }
+
+    /// The AWS chain is asked only on the first request; opening needs neither a runtime nor
+    /// the network (a region lookup reads only the environment and profile files).
+    #[test]
+    fn an_s3_store_without_keys_opens_anywhere() {
+        let open = || {
+            Store::open(&StoreConfig {
+                url: "s3://bucket/prefix".into(),
+                options: vec![],
+            })
+            .unwrap()
+        };
+        assert!(open().credentials.contains("AWS chain"));
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async { open() });
     }
 
     #[test]
@@ -512,11 +615,18 @@ mod tests {
             options: vec![
                 ("aws_access_key_id".into(), "AKIA".into()),
                 ("aws_secret_access_key".into(), "hunter2".into()),
+                ("aws_session_token".into(), "tok3n".into()),
             ],
         };
         let shown = format!("{cfg:?}");
         assert!(
-            shown.contains("AKIA") && !shown.contains("hunter2"),
+            shown.contains("AKIA") && !shown.contains("hunter2") && !shown.contains("tok3n"),
+            "{shown}"
+        );
+        let store = Store::open(&cfg).unwrap();
+        let shown = format!("{store:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("tok3n"),
             "{shown}"
         );
     }
