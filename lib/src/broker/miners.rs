@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{Broker, BrokerError};
-use crate::model::MinerId;
+use crate::model::{MinerId, decode_json};
 use crate::names;
 
 /// Largest weight a miner may have: a miner with weight w gets w shares for every one share of
@@ -82,7 +82,7 @@ async fn read(bucket: &kv::Store, key: &str) -> Result<Option<MinerEntry>, Broke
     else {
         return Ok(None);
     };
-    Ok(serde_json::from_slice(&value).ok())
+    Ok(decode_json(&value).ok())
 }
 
 /// Every registered miner.
@@ -125,7 +125,7 @@ impl Weights {
                         continue;
                     };
                     let mut map = self.map.write().expect("weights lock");
-                    match serde_json::from_slice::<MinerEntry>(&entry.value) {
+                    match decode_json::<MinerEntry>(&entry.value) {
                         Ok(e) if entry.operation == kv::Operation::Put => {
                             map.insert(miner, e.weight.clamp(1, MAX_WEIGHT));
                         }

@@ -9,8 +9,15 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use super::task::{ObjectRef, Outcome, PhaseOutput, PhaseParams, PieceSpec, Task, TaskResult};
-use super::{MESSAGE_VERSION, MinerId, Phase, PieceInfo, SectorNum, SectorSize, TaskId, WorkerId};
+use super::{
+    MAX_MESSAGE_BYTES, MESSAGE_VERSION, MinerId, Phase, PieceInfo, SectorNum, SectorSize, TaskId,
+    WorkerId,
+};
 use crate::proofs::RegisteredSealProof;
+
+/// Largest encoded record a result may leave: half a message, so that the record always fits in
+/// the bucket and the next task (its inputs and parameters come from the record) in its stream.
+const MAX_RECORD_BYTES: usize = MAX_MESSAGE_BYTES / 2;
 
 /// Where a sector is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,14 +73,29 @@ pub struct PhaseRun {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stale {
     Finished(String),
-    OtherPhase { sector: Phase, result: Phase },
-    OtherTask { expected: TaskId, got: TaskId },
+    OtherSector {
+        sector: (MinerId, SectorNum),
+        result: (MinerId, SectorNum),
+    },
+    OtherPhase {
+        sector: Phase,
+        result: Phase,
+    },
+    OtherTask {
+        expected: TaskId,
+        got: TaskId,
+    },
 }
 
 impl fmt::Display for Stale {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Stale::Finished(state) => write!(f, "sector is already {state}"),
+            Stale::OtherSector { sector, result } => write!(
+                f,
+                "result is for sector {}.{}, not {}.{}",
+                result.0, result.1, sector.0, sector.1
+            ),
             Stale::OtherPhase { sector, result } => {
                 write!(f, "sector is in {sector}, result is for {result}")
             }
@@ -166,8 +188,15 @@ impl SectorRecord {
     }
 
     /// Result fencing: only a result of the task the sector waits for is accepted; a late
-    /// result of an earlier attempt, phase or generation is dropped.
+    /// result of an earlier attempt, phase or generation is dropped, and so is one whose body
+    /// names another sector than the one it was applied to.
     pub fn fence(&self, result: &TaskResult) -> Result<(), Stale> {
+        if (result.miner, result.sector) != (self.miner, self.sector) {
+            return Err(Stale::OtherSector {
+                sector: (self.miner, self.sector),
+                result: (result.miner, result.sector),
+            });
+        }
         match &self.state {
             SectorState::Active { phase, task, .. } => {
                 if *phase != result.phase {
@@ -190,23 +219,36 @@ impl SectorRecord {
 
     /// Applies an accepted result: stores its outputs and moves to the next phase (drawing the
     /// interactive seed when PreCommit2 completes), to sealed after Finalize, or to failed.
-    /// A result that does not carry what its phase must produce fails the sector with the reason.
+    /// A result that does not carry what its phase must produce, or that fails
+    /// [`TaskResult::validate`], fails the sector with the reason, leaving its objects as they
+    /// were.
     pub fn apply(&mut self, result: &TaskResult, seed: impl FnOnce() -> [u8; 32], now_ms: u64) {
         let since = match &self.state {
             SectorState::Active { since_ms, .. } => *since_ms,
             _ => now_ms,
         };
+        let unusable = |reason: String| {
+            format!(
+                "{} result from worker {} is unusable: {reason}",
+                result.phase, result.worker
+            )
+        };
+        if let Err(reason) = result.validate() {
+            self.fail(result.phase, unusable(reason), now_ms);
+            return;
+        }
         match &result.outcome {
             Outcome::Failed { reason } => self.fail(result.phase, reason.clone(), now_ms),
             Outcome::Done { outputs, output } => {
-                if let Err(reason) = self.absorb(result.phase, outputs, output, seed) {
-                    let reason = format!(
-                        "{} result from worker {} is unusable: {reason}",
-                        result.phase, result.worker
-                    );
-                    self.fail(result.phase, reason, now_ms);
+                let mut next = self.clone();
+                let absorbed = next
+                    .absorb(result.phase, outputs, output, seed)
+                    .and_then(|()| next.check_size());
+                if let Err(reason) = absorbed {
+                    self.fail(result.phase, unusable(reason), now_ms);
                     return;
                 }
+                *self = next;
                 self.history.push(PhaseRun {
                     phase: result.phase,
                     worker: result.worker.clone(),
@@ -289,13 +331,25 @@ impl SectorRecord {
         }
     }
 
+    /// Fails the sector; the reason is kept on one line and cut short (see [`super::one_line`]),
+    /// as workers put it on the task's dead letter.
     pub fn fail(&mut self, phase: Phase, reason: String, now_ms: u64) {
         self.state = SectorState::Failed {
             phase,
-            reason,
+            reason: super::one_line(&reason),
             at_ms: now_ms,
         };
         self.updated_ms = now_ms;
+    }
+
+    fn check_size(&self) -> Result<(), String> {
+        let len = super::encode(self).len();
+        if len > MAX_RECORD_BYTES {
+            return Err(format!(
+                "the sector's record would grow to {len} bytes, over the {MAX_RECORD_BYTES} allowed"
+            ));
+        }
+        Ok(())
     }
 
     fn absorb(
@@ -319,6 +373,7 @@ impl SectorRecord {
                 if !has("unsealed") || piece_infos.is_empty() {
                     return Err("no unsealed file or piece infos".into());
                 }
+                super::task::check_pieces(piece_infos.iter().map(|p| p.size), self.size)?;
                 self.piece_infos = piece_infos.clone();
             }
             PhaseOutput::PreCommit1 { pc1_output } => {
@@ -687,6 +742,16 @@ mod tests {
         let mut sealed = record();
         drive_to_sealed(&mut sealed);
         assert!(matches!(sealed.fence(&ap), Err(Stale::Finished(s)) if s == "sealed"));
+        // A result whose body names another sector is not this sector's, whatever its task id.
+        let rec = record();
+        let mut elsewhere = ap_done(&rec);
+        elsewhere.miner = "f01001".parse().unwrap();
+        let err = rec.fence(&elsewhere).unwrap_err();
+        assert!(matches!(err, Stale::OtherSector { .. }));
+        assert_eq!(
+            err.to_string(),
+            "result is for sector f01001.3, not f01000.3"
+        );
     }
 
     #[test]
@@ -720,6 +785,64 @@ mod tests {
             matches!(&rec.state, SectorState::Failed { reason, .. } if reason.contains("outside")),
             "{:?}",
             rec.state
+        );
+
+        // Piece infos that do not fit the sector, or a record grown past what the bucket
+        // holds, are unusable too; the record keeps its objects as they were.
+        for (piece_infos, why) in [(vec![2032, 2032], "do not fit"), (vec![2000], "127 × 2^k")] {
+            let mut rec = record();
+            let piece_infos = piece_infos
+                .into_iter()
+                .map(|size| PieceInfo {
+                    comm_p: [1; 32],
+                    size,
+                })
+                .collect();
+            let bad = done(
+                &rec,
+                vec![object("unsealed", "ap")],
+                PhaseOutput::AddPiece { piece_infos },
+            );
+            rec.apply(&bad, || [0; 32], 5);
+            assert!(
+                matches!(&rec.state, SectorState::Failed { reason, .. } if reason.contains(why)),
+                "{:?}",
+                rec.state
+            );
+            assert!(rec.objects.is_empty());
+        }
+        let mut rec = record();
+        let ap = ap_done(&rec);
+        rec.apply(&ap, || [0; 32], 1);
+        let names = (0..1000).map(|i| object(&format!("cache/{i:0>250}/{i:0>100}"), "pc1"));
+        let huge = done(
+            &rec,
+            names.collect(),
+            PhaseOutput::PreCommit1 {
+                pc1_output: ByteBuf::from(vec![1]),
+            },
+        );
+        rec.apply(&huge, || [0; 32], 5);
+        assert!(
+            matches!(&rec.state, SectorState::Failed { reason, .. } if reason.contains("grow")),
+            "{:?}",
+            rec.state
+        );
+        assert_eq!(rec.objects.len(), 1, "only AddPiece's unsealed file");
+
+        // A reason is kept on one line and cut short.
+        let mut rec = record();
+        let mut failed = done(&rec, vec![], PhaseOutput::Commit1);
+        failed.outcome = Outcome::Failed {
+            reason: format!("bad\n{}", "x".repeat(5000)),
+        };
+        rec.apply(&failed, || [0; 32], 5);
+        let SectorState::Failed { reason, .. } = &rec.state else {
+            panic!("not failed: {:?}", rec.state)
+        };
+        assert!(
+            reason.starts_with("bad x") && reason.len() == 1000,
+            "{reason}"
         );
     }
 }

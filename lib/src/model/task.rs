@@ -4,7 +4,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use super::{MinerId, Phase, PieceInfo, SectorNum, TaskId, WorkerId};
+use super::{MinerId, Phase, PieceInfo, SectorNum, SectorSize, TaskId, WorkerId};
 use crate::proofs::{self, RegisteredSealProof};
 
 /// Version of the task and result structs; a reader refuses newer versions it cannot know.
@@ -12,6 +12,22 @@ pub const MESSAGE_VERSION: u16 = 1;
 
 /// Largest task or result body accepted (the NATS default `max_payload`).
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+/// Longest object name or key (S3's limit on keys); each `/`-separated segment is a file name
+/// of at most 255 bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+const MAX_SEGMENT_BYTES: usize = 255;
+/// Most objects one task reads, one result writes or Finalize keeps (a 64GiB PC2 writes ~35).
+pub const MAX_OBJECTS: usize = 1024;
+/// Most pieces in one sector (the market actor allows 512 deals a sector; fillers add ~30).
+pub const MAX_PIECES: usize = 4096;
+/// Largest opaque proof output a message carries (PC1 output, C2 proof); real ones are a few
+/// KiB, and a sector record holds both.
+pub const MAX_BLOB_BYTES: usize = 128 << 10;
+/// Longest failure reason kept, in characters.
+pub const MAX_REASON_CHARS: usize = 1000;
+/// Longest worker id a result may carry.
+const MAX_WORKER_ID_BYTES: usize = 256;
 
 /// An object in the store: where it is, how big, and its sha256.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +135,15 @@ impl Task {
         super::TaskClass::of(self.has_deals)
     }
 
+    /// The generation the task's id names, if the id is `<miner>.<sector>.<phase>.<generation>`
+    /// of this task's own miner, sector and phase.
+    pub fn generation(&self) -> Option<u32> {
+        let (_, generation) = self.id.0.rsplit_once('.')?;
+        let generation = generation.parse().ok()?;
+        (TaskId::new(self.miner, self.sector, self.phase, generation) == self.id)
+            .then_some(generation)
+    }
+
     pub fn head(&self) -> TaskHead {
         TaskHead {
             id: self.id.clone(),
@@ -136,7 +161,9 @@ pub struct InvalidTask(pub String);
 
 impl Task {
     /// Checks what decoding cannot: versions, that the proof matches the stream's size, that the
-    /// params match the phase, and that every object stays inside the sector's prefix.
+    /// params match the phase, that the id is the sector's and phase's, that every object stays
+    /// inside the sector's prefix (and pieces name inputs), and that piece sizes and blobs are
+    /// ones a proof step can take.
     pub fn validate(&self, stream_size: super::SectorSize) -> Result<(), InvalidTask> {
         if self.version > MESSAGE_VERSION {
             return Err(InvalidTask(format!(
@@ -167,39 +194,140 @@ impl Task {
                 self.params.phase()
             )));
         }
+        // The id names the attempt's scratch directory and the result the publisher fences:
+        // it must be this very sector's and phase's.
+        if self.generation().is_none() {
+            return Err(InvalidTask(format!(
+                "task id '{}' is not {}.{}.{}.<generation>",
+                shown(&self.id.0),
+                self.miner,
+                self.sector,
+                self.phase
+            )));
+        }
+        if self.inputs.len() > MAX_OBJECTS {
+            return Err(InvalidTask(format!(
+                "task has {} inputs, more than the {MAX_OBJECTS} allowed",
+                self.inputs.len()
+            )));
+        }
         let prefix = crate::names::sector_prefix(self.miner, self.sector);
         for input in &self.inputs {
             check_object(input, &prefix).map_err(InvalidTask)?;
+        }
+        match &self.params {
+            PhaseParams::AddPiece { pieces } => {
+                for piece in pieces {
+                    if let Some(name) = &piece.object
+                        && !self.inputs.iter().any(|input| input.name == *name)
+                    {
+                        return Err(InvalidTask(format!(
+                            "piece object '{}' is not among the task's inputs",
+                            shown(name)
+                        )));
+                    }
+                }
+                check_pieces(pieces.iter().map(|p| p.size), stream_size).map_err(InvalidTask)?;
+            }
+            PhaseParams::PreCommit1 { piece_infos, .. }
+            | PhaseParams::Commit1 { piece_infos, .. } => {
+                check_pieces(piece_infos.iter().map(|p| p.size), stream_size)
+                    .map_err(InvalidTask)?;
+            }
+            PhaseParams::PreCommit2 { pc1_output } => {
+                check_blob("pc1 output", pc1_output).map_err(InvalidTask)?;
+            }
+            PhaseParams::Commit2 | PhaseParams::Finalize => {}
         }
         Ok(())
     }
 }
 
-/// Refuses object names that could escape a scratch directory and keys outside the sector.
-pub fn check_object(object: &ObjectRef, prefix: &str) -> Result<(), String> {
-    let name_ok = !object.name.is_empty()
-        && !object.name.starts_with('/')
-        && object.name.split('/').all(|part| {
-            !part.is_empty()
-                && part != "."
-                && part != ".."
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        });
-    if !name_ok {
+/// Checks pieces' unpadded sizes: each is 127 × 2^k, and together they fit in the sector as
+/// `add_piece` lays them out (so no proof step is handed sizes it cannot place).
+pub(crate) fn check_pieces(
+    sizes: impl ExactSizeIterator<Item = u64>,
+    sector: SectorSize,
+) -> Result<(), String> {
+    if sizes.len() > MAX_PIECES {
         return Err(format!(
-            "object name '{}' is not a safe relative path",
-            object.name
+            "{} pieces, more than the {MAX_PIECES} a sector may hold",
+            sizes.len()
         ));
     }
-    if !object.key.starts_with(prefix) || object.key.split('/').any(|p| p == "..") {
+    let sizes: Vec<u64> = sizes.collect();
+    if let Some(bad) = sizes.iter().find(|&&size| {
+        size < 127
+            || size % 127 != 0
+            || !(size / 127).is_power_of_two()
+            || size > sector.unpadded_bytes()
+    }) {
         return Err(format!(
-            "object key '{}' is outside the sector's prefix '{prefix}'",
-            object.key
+            "piece size {bad} is not 127 × 2^k bytes within a {sector} sector"
+        ));
+    }
+    super::fillers(sector, &sizes).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn check_blob(what: &str, bytes: &[u8]) -> Result<(), String> {
+    if bytes.len() > MAX_BLOB_BYTES {
+        return Err(format!(
+            "{what} of {} bytes is larger than the {MAX_BLOB_BYTES} bytes allowed",
+            bytes.len()
         ));
     }
     Ok(())
+}
+
+/// An untrusted string as an error message may quote it: escaped and cut short.
+fn shown(s: &str) -> String {
+    s.escape_debug().take(200).collect()
+}
+
+/// A reason as it travels in a header and stays in a sector record: control characters
+/// (newlines, terminal escapes) become spaces, and it ends after [`MAX_REASON_CHARS`].
+pub fn one_line(s: &str) -> String {
+    s.chars()
+        .take(MAX_REASON_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Refuses object names that could escape a scratch directory and keys outside the sector:
+/// a name is a relative path of safe segments, and a key is `prefix` followed by one.
+pub fn check_object(object: &ObjectRef, prefix: &str) -> Result<(), String> {
+    if !is_safe_path(&object.name) {
+        return Err(format!(
+            "object name '{}' is not a safe relative path",
+            shown(&object.name)
+        ));
+    }
+    let inside = object.key.len() <= MAX_KEY_BYTES
+        && object.key.strip_prefix(prefix).is_some_and(is_safe_path);
+    if !inside {
+        return Err(format!(
+            "object key '{}' is outside the sector's prefix '{prefix}'",
+            shown(&object.key)
+        ));
+    }
+    Ok(())
+}
+
+/// Non-empty `/`-separated segments of `[A-Za-z0-9._-]`, none of them `.` or `..`: a path that
+/// stays below whatever directory or prefix it is joined to.
+fn is_safe_path(path: &str) -> bool {
+    path.len() <= MAX_KEY_BYTES && path.split('/').all(is_safe_segment)
+}
+
+fn is_safe_segment(part: &str) -> bool {
+    !part.is_empty()
+        && part.len() <= MAX_SEGMENT_BYTES
+        && part != "."
+        && part != ".."
+        && part
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// Timings of one attempt, in milliseconds.
@@ -279,6 +407,56 @@ impl TaskResult {
     pub fn message_id(&self) -> String {
         format!("{}.{}.{}", self.task, self.attempt, self.worker)
     }
+
+    /// Checks what decoding cannot before a publisher applies the result: the worker id is
+    /// printable, output objects stay inside the result's sector, Finalize keeps plain file
+    /// names, and nothing is larger than a sector record can hold. (Whether the result belongs
+    /// to the sector at all is [`SectorRecord::fence`](super::SectorRecord::fence)'s job.)
+    pub fn validate(&self) -> Result<(), String> {
+        let worker = &self.worker.0;
+        if worker.is_empty()
+            || worker.len() > MAX_WORKER_ID_BYTES
+            || worker.chars().any(char::is_control)
+        {
+            return Err(format!("worker id '{}' is not printable", shown(worker)));
+        }
+        let Outcome::Done { outputs, output } = &self.outcome else {
+            return Ok(());
+        };
+        if outputs.len() > MAX_OBJECTS {
+            return Err(format!(
+                "{} outputs, more than the {MAX_OBJECTS} allowed",
+                outputs.len()
+            ));
+        }
+        let prefix = crate::names::sector_prefix(self.miner, self.sector);
+        for object in outputs {
+            check_object(object, &prefix)?;
+        }
+        match output {
+            PhaseOutput::AddPiece { piece_infos } if piece_infos.len() > MAX_PIECES => {
+                Err(format!(
+                    "{} pieces, more than the {MAX_PIECES} allowed",
+                    piece_infos.len()
+                ))
+            }
+            PhaseOutput::PreCommit1 { pc1_output } => check_blob("pc1 output", pc1_output),
+            PhaseOutput::Commit2 { proof } => check_blob("proof", proof),
+            PhaseOutput::Finalize { kept } => {
+                if kept.len() > MAX_OBJECTS {
+                    return Err(format!(
+                        "{} kept files, more than the {MAX_OBJECTS} allowed",
+                        kept.len()
+                    ));
+                }
+                match kept.iter().find(|k| !is_safe_segment(k)) {
+                    Some(bad) => Err(format!("kept file '{}' is not a file name", shown(bad))),
+                    None => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -287,6 +465,8 @@ pub enum DecodeError {
     TooLarge(usize),
     #[error("undecodable message body: {0}")]
     Malformed(#[from] rmp_serde::decode::Error),
+    #[error("undecodable JSON body: {0}")]
+    MalformedJson(#[from] serde_json::Error),
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -298,6 +478,15 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
         return Err(DecodeError::TooLarge(bytes.len()));
     }
     Ok(rmp_serde::from_slice(bytes)?)
+}
+
+/// [`decode`] for the JSON bodies of the registry buckets (workers, miners, drain marks), which
+/// stay JSON so that `nats kv get` shows them.
+pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(DecodeError::TooLarge(bytes.len()));
+    }
+    Ok(serde_json::from_slice(bytes)?)
 }
 
 #[cfg(test)]
@@ -367,6 +556,53 @@ mod tests {
             assert!(bad.validate(SectorSize::KiB2).is_err(), "{name} {key}");
         }
 
+        // An id that is not this sector's and phase's would name another scratch directory.
+        for id in [
+            "../../etc",
+            "f01000.7.pc1.x",
+            "f01000.8.pc1.0",
+            "f01000.7.pc2.0",
+            "f01000.7.pc1.01",
+        ] {
+            let mut bad = sample_task();
+            bad.id = TaskId(id.into());
+            assert_eq!(bad.generation(), None, "{id}");
+            let err = bad.validate(SectorSize::KiB2).unwrap_err().0;
+            assert!(err.contains("f01000.7.pc1.<generation>"), "{err}");
+        }
+        let mut redriven = sample_task();
+        redriven.id = TaskId::new(redriven.miner, redriven.sector, redriven.phase, 3);
+        assert_eq!(redriven.generation(), Some(3));
+
+        // AddPiece reads its pieces from the task's inputs, and they must fit the sector.
+        let mut ap = sample_task();
+        ap.phase = Phase::AddPiece;
+        ap.id = TaskId::new(ap.miner, ap.sector, ap.phase, 0);
+        ap.inputs[0].name = "piece-0".into();
+        ap.inputs[0].key = "f01000/7/piece-0".into();
+        let piece = |object: &str, size| PieceSpec {
+            object: Some(object.into()),
+            size,
+        };
+        ap.params = PhaseParams::AddPiece {
+            pieces: vec![piece("piece-0", 1016)],
+        };
+        ap.validate(SectorSize::KiB2).unwrap();
+        for (pieces, why) in [
+            (
+                vec![piece("../../etc/shadow", 1016)],
+                "not among the task's inputs",
+            ),
+            (vec![piece("piece-0", 0)], "127 × 2^k"),
+            (vec![piece("piece-0", 1000)], "127 × 2^k"),
+            (vec![piece("piece-0", 4064)], "127 × 2^k"),
+            (vec![piece("piece-0", 1016); 3], "do not fit"),
+        ] {
+            ap.params = PhaseParams::AddPiece { pieces };
+            let err = ap.validate(SectorSize::KiB2).unwrap_err().0;
+            assert!(err.contains(why), "{err}");
+        }
+
         let mut future = sample_task();
         future.version = MESSAGE_VERSION + 1;
         assert!(
@@ -379,6 +615,73 @@ mod tests {
     }
 
     #[test]
+    fn results_carry_only_safe_objects_and_bounded_fields() {
+        let task = sample_task();
+        let result = |outcome| TaskResult {
+            version: MESSAGE_VERSION,
+            task: task.id.clone(),
+            miner: task.miner,
+            sector: task.sector,
+            phase: Phase::Finalize,
+            attempt: 1,
+            worker: WorkerId("w1".into()),
+            outcome,
+            timings: Timings::default(),
+            finished_ms: 0,
+        };
+        let kept = |kept: Vec<&str>| Outcome::Done {
+            outputs: vec![],
+            output: PhaseOutput::Finalize {
+                kept: kept.into_iter().map(String::from).collect(),
+            },
+        };
+        result(kept(vec!["p_aux", "t_aux"])).validate().unwrap();
+        for bad in ["../sealed", "a/b", "", ".."] {
+            let err = result(kept(vec![bad])).validate().unwrap_err();
+            assert!(err.contains("not a file name"), "{err}");
+        }
+        let outputs = |name: &str, key: &str| Outcome::Done {
+            outputs: vec![ObjectRef {
+                name: name.into(),
+                key: key.into(),
+                size: 1,
+                sha256: [0; 32],
+            }],
+            output: PhaseOutput::Commit1,
+        };
+        result(outputs("c1.out", "f01000/7/c1-1/c1.out"))
+            .validate()
+            .unwrap();
+        for (name, key) in [
+            ("c1.out", "f01000/8/c1-1/c1.out"),
+            ("c1.out", "f01000/7/"),
+            ("c1.out", "f01000/7//c1.out"),
+            ("c1.out", "f01000/7/c1-1/%2e%2e/x"),
+            ("../c1.out", "f01000/7/c1-1/c1.out"),
+        ] {
+            assert!(
+                result(outputs(name, key)).validate().is_err(),
+                "{name} {key}"
+            );
+        }
+        let proof = Outcome::Done {
+            outputs: vec![],
+            output: PhaseOutput::Commit2 {
+                proof: ByteBuf::from(vec![0; MAX_BLOB_BYTES + 1]),
+            },
+        };
+        assert!(result(proof).validate().unwrap_err().contains("proof"));
+        let mut odd_worker = result(kept(vec!["p_aux"]));
+        odd_worker.worker = WorkerId("w\x1b[2J".into());
+        assert!(odd_worker.validate().is_err());
+
+        let reason = one_line(&format!("line\nbreak\x1b[31m{}", "x".repeat(5000)));
+        assert!(reason.starts_with("line break [31m"), "{reason}");
+        assert_eq!(reason.chars().count(), MAX_REASON_CHARS);
+        assert_eq!(one_line(&reason), reason);
+    }
+
+    #[test]
     fn garbage_and_oversized_bodies_are_refused() {
         assert!(matches!(
             decode::<Task>(b"garbage"),
@@ -388,6 +691,14 @@ mod tests {
         assert!(matches!(
             decode::<Task>(&big),
             Err(DecodeError::TooLarge(_))
+        ));
+        assert!(matches!(
+            decode_json::<u32>(&big),
+            Err(DecodeError::TooLarge(_))
+        ));
+        assert!(matches!(
+            decode_json::<u32>(b"{"),
+            Err(DecodeError::MalformedJson(_))
         ));
     }
 }

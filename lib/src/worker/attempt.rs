@@ -14,7 +14,7 @@ use super::registry::RunningTask;
 use super::{Ctx, phases};
 use crate::model::{
     MESSAGE_VERSION, MinerId, ObjectRef, Outcome, Phase, SectorRecord, SectorSize, SectorState,
-    Task, TaskHead, TaskResult, Timings, decode, encode,
+    Task, TaskHead, TaskResult, Timings, decode, encode, one_line,
 };
 use crate::names;
 use crate::proofs::job::FailureKind;
@@ -296,14 +296,6 @@ async fn superseded(ctx: &Ctx, task: &Task) -> Option<String> {
     }
 }
 
-fn one_line(s: &str) -> String {
-    let flat: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    flat.chars().take(1000).collect()
-}
-
 async fn execute(
     ctx: &Ctx,
     task: &Task,
@@ -333,7 +325,13 @@ async fn execute_in(
 ) -> Result<TaskResult, Failure> {
     let started = Instant::now();
     for input in &task.inputs {
-        let path = dir.join(&input.name);
+        // `validate` refused unsafe names already; this holds even if it had not run.
+        let path = super::scratch::join_inside(dir, &input.name).ok_or_else(|| {
+            Failure::Permanent(format!(
+                "input name {:?} leaves the scratch directory",
+                input.name
+            ))
+        })?;
         with_store(ctx, &format!("input {}", input.name), abort, || {
             ctx.store.get_object(input, &path)
         })

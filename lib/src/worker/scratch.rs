@@ -2,7 +2,7 @@
 //! when the attempt ends. Directories of dead workers on this host are removed at start, so a
 //! SIGKILLed worker leaks nothing for long.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use tracing::{info, warn};
 
@@ -73,9 +73,16 @@ impl ScratchRoot {
         &self.dir
     }
 
-    /// A fresh directory for one attempt.
+    /// A fresh directory for one attempt; `name` must be one plain path component.
     pub fn attempt(&self, name: &str) -> std::io::Result<AttemptDir> {
-        let dir = self.dir.join(name);
+        let dir = join_inside(&self.dir, name)
+            .filter(|_| Path::new(name).components().count() == 1)
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("attempt name {name:?} is not a plain directory name"),
+                )
+            })?;
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
@@ -89,6 +96,19 @@ impl ScratchRoot {
             warn!(dir = %self.dir.display(), error = %e, "could not remove scratch root");
         }
     }
+}
+
+/// `dir/name`, or `None` unless `name` is a relative path of plain components (no root, `.`,
+/// `..` or NUL): whatever a message names stays inside `dir`, even if the message was never
+/// validated. (Symbolic links inside `dir` are not followed here; the attempt directory is
+/// fresh and only the mesh writes to it.)
+pub fn join_inside(dir: &Path, name: &str) -> Option<PathBuf> {
+    let plain = !name.is_empty()
+        && !name.contains('\0')
+        && Path::new(name)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+    plain.then(|| dir.join(name))
 }
 
 fn sweep_dead(base: &Path, host: &str) {
@@ -175,5 +195,23 @@ mod tests {
         assert!(!path.exists());
         root.remove();
         assert!(!root.path().exists());
+    }
+
+    #[test]
+    fn names_from_messages_stay_inside_the_attempt() {
+        let dir = Path::new("/scratch/w/t-1");
+        assert_eq!(
+            join_inside(dir, "cache/p_aux"),
+            Some(dir.join("cache/p_aux"))
+        );
+        for bad in ["", "/etc/passwd", "../x", "cache/../../x", "./x", "a\0b"] {
+            assert_eq!(join_inside(dir, bad), None, "{bad:?}");
+        }
+        let base = tempfile::tempdir().unwrap();
+        let root = ScratchRoot::create(base.path(), "w", "h").unwrap();
+        for bad in ["../escape", "a/b", "/tmp/x", ".."] {
+            assert!(root.attempt(bad).is_err(), "{bad:?}");
+        }
+        assert!(!base.path().join("escape").exists());
     }
 }
