@@ -166,23 +166,32 @@ fn aws_files(dir: &std::path::Path, profile: &str, key: &str, secret: &str) -> (
     )
 }
 
+/// The environment of a worker whose only credentials are profile `meshprof` of `aws_files`
+/// (no AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_REGION), talking to `endpoint`.
+fn profile_env(
+    dir: &std::path::Path,
+    files: (String, String),
+    endpoint: String,
+) -> Vec<(&'static str, String)> {
+    let (credentials, config) = files;
+    vec![
+        ("HOME", dir.display().to_string()),
+        ("AWS_SHARED_CREDENTIALS_FILE", credentials),
+        ("AWS_CONFIG_FILE", config),
+        ("AWS_PROFILE", "meshprof".into()),
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn credentials_and_region_come_from_an_aws_profile() {
     let s3 = Seaweed::start();
     let admin = s3_store(&s3, "").await;
     let dir = tempfile::tempdir().unwrap();
-    let (credentials, config) = aws_files(dir.path(), "meshprof", &s3.access_key, &s3.secret_key);
-    let home = dir.path().display().to_string();
-    let endpoint = s3.endpoint();
-    // No AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_REGION: the profile is the only source.
-    let env = [
-        ("HOME", home.as_str()),
-        ("AWS_SHARED_CREDENTIALS_FILE", &credentials),
-        ("AWS_CONFIG_FILE", &config),
-        ("AWS_PROFILE", "meshprof"),
-        ("AWS_ENDPOINT_URL", &endpoint),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ];
+    let files = aws_files(dir.path(), "meshprof", &s3.access_key, &s3.secret_key);
+    let env = profile_env(dir.path(), files, s3.endpoint());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let url = format!("s3://{}/profile", s3.bucket);
     let pushed = dir.path().join("pushed");
     let names = fake_params(&pushed);
@@ -225,17 +234,9 @@ async fn a_profile_with_a_wrong_secret_is_refused_without_showing_it() {
     s3_store(&s3, "").await;
     let dir = tempfile::tempdir().unwrap();
     let wrong = "not-the-secret-5f2b9c";
-    let (credentials, config) = aws_files(dir.path(), "meshprof", &s3.access_key, wrong);
-    let home = dir.path().display().to_string();
-    let endpoint = s3.endpoint();
-    let env = [
-        ("HOME", home.as_str()),
-        ("AWS_SHARED_CREDENTIALS_FILE", &credentials),
-        ("AWS_CONFIG_FILE", &config),
-        ("AWS_PROFILE", "meshprof"),
-        ("AWS_ENDPOINT_URL", &endpoint),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ];
+    let files = aws_files(dir.path(), "meshprof", &s3.access_key, wrong);
+    let env = profile_env(dir.path(), files, s3.endpoint());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let cache = dir.path().join("params");
     fake_params(&cache);
     let url = format!("s3://{}/wrong", s3.bucket);

@@ -15,7 +15,8 @@ use mesh::broker::Broker;
 use mesh::broker::topology::{Topology, ensure_task_consumer};
 use mesh::model::{Phase, SectorSize, TaskClass};
 use mesh_tests::{
-    NatsServer, Proc, SecureNats, bin, lines, require_2kib_params, verify_out_line, wait_for,
+    NatsServer, Proc, SecureNats, TestPki, bin, lines, require_2kib_params, verify_out_line,
+    wait_for,
 };
 
 const ROLES: [&str; 5] = [
@@ -48,6 +49,20 @@ async fn js_publish(b: &Broker, subject: &str, body: &'static [u8]) -> Result<()
         .await
         .map_err(err)?;
     Ok(())
+}
+
+/// One message from a pull consumer, if one comes within half a second.
+async fn fetch_one(
+    consumer: &async_nats::jetstream::consumer::Consumer<pull::Config>,
+) -> Result<Option<async_nats::jetstream::Message>, String> {
+    let mut batch = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_millis(500))
+        .messages()
+        .await
+        .map_err(err)?;
+    batch.next().await.transpose().map_err(err)
 }
 
 async fn kv_put(b: &Broker, bucket: &str, key: &str) -> Result<(), String> {
@@ -108,16 +123,7 @@ fn actions() -> Vec<(&'static str, &'static [&'static str], Op)> {
                     .get_consumer::<pull::Config>("workers-f01000-cc")
                     .await
                     .map_err(err)?;
-                let mut batch = consumer
-                    .fetch()
-                    .max_messages(1)
-                    .expires(Duration::from_millis(500))
-                    .messages()
-                    .await
-                    .map_err(err)?;
-                if let Some(msg) = batch.next().await {
-                    msg.map_err(err)?;
-                }
+                fetch_one(&consumer).await?;
                 Ok(())
             }),
         ),
@@ -138,16 +144,8 @@ fn actions() -> Vec<(&'static str, &'static [&'static str], Op)> {
                     )
                     .await
                     .map_err(err)?;
-                let mut batch = consumer
-                    .fetch()
-                    .max_messages(1)
-                    .expires(Duration::from_millis(500))
-                    .messages()
-                    .await
-                    .map_err(err)?;
-                if let Some(msg) = batch.next().await {
-                    msg.map_err(err)?
-                        .ack_with(async_nats::jetstream::AckKind::Nak(None))
+                if let Some(msg) = fetch_one(&consumer).await? {
+                    msg.ack_with(async_nats::jetstream::AckKind::Nak(None))
                         .await
                         .map_err(err)?;
                 }
@@ -568,9 +566,9 @@ log_dir = "{logs}"
 }
 
 /// The other ways to log in: an nkey seed file and a token (each on a server configured for it),
-/// and a credentials file that is not one.
+/// TLS with the handshake first, and a credentials file that is not one.
 #[tokio::test(flavor = "multi_thread")]
-async fn nkey_and_token_logins_work_and_wrong_ones_are_refused() {
+async fn nkey_token_and_tls_first_logins_work_and_wrong_ones_are_refused() {
     let user = nkeys::KeyPair::new_user();
     let dir = tempfile::tempdir().unwrap();
     let seed_file = dir.path().join("user.nk");
@@ -630,6 +628,28 @@ async fn nkey_and_token_logins_work_and_wrong_ones_are_refused() {
     assert!(
         e.contains("refused the connection") && !e.contains("wrong-token"),
         "{e}"
+    );
+
+    // A server that wants the TLS handshake before its greeting (`handshake_first`).
+    let pki = TestPki::generate(dir.path());
+    let tls_first_server = server(format!(
+        "tls {{ cert_file: \"{}\", key_file: \"{}\", handshake_first: true }}",
+        pki.server_cert.display(),
+        pki.server_key.display()
+    ));
+    let tls = |first: bool| mesh::broker::NatsConfig {
+        ca: Some(pki.ca.clone()),
+        tls_first: first,
+        ..mesh::broker::NatsConfig::new(tls_first_server.url())
+    };
+    Broker::connect_with(&tls(true), "test tls first")
+        .await
+        .expect("connect with the TLS handshake first");
+    assert!(
+        Broker::connect_with(&tls(false), "test tls later")
+            .await
+            .is_err(),
+        "a server with handshake_first lets in a client that waits for its greeting"
     );
 
     let creds = dir.path().join("user.creds");

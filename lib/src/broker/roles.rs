@@ -99,10 +99,8 @@ impl Role {
             Role::Worker => {
                 common(&mut p);
                 for stream in task_streams() {
+                    consumer_info(&mut p, &stream);
                     p.publish.extend([
-                        format!("$JS.API.CONSUMER.NAMES.{stream}"),
-                        format!("$JS.API.CONSUMER.LIST.{stream}"),
-                        format!("$JS.API.CONSUMER.INFO.{stream}.*"),
                         format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.*"),
                         format!("$JS.ACK.{stream}.>"),
                     ]);
@@ -124,11 +122,7 @@ impl Role {
             Role::Autoscaler => {
                 common(&mut p);
                 for stream in task_streams() {
-                    p.publish.extend([
-                        format!("$JS.API.CONSUMER.NAMES.{stream}"),
-                        format!("$JS.API.CONSUMER.LIST.{stream}"),
-                        format!("$JS.API.CONSUMER.INFO.{stream}.*"),
-                    ]);
+                    consumer_info(&mut p, &stream);
                 }
                 p.publish.push(format!("$KV.{}.>", names::DRAIN_BUCKET));
                 for bucket in [names::WORKERS_BUCKET, names::DRAIN_BUCKET] {
@@ -146,6 +140,15 @@ impl Role {
 fn common(p: &mut Permissions) {
     p.publish.push("$JS.API.INFO".into());
     p.publish.push("$JS.API.STREAM.INFO.*".into());
+}
+
+/// Reading which consumers a stream has and how far each is.
+fn consumer_info(p: &mut Permissions, stream: &str) {
+    p.publish.extend([
+        format!("$JS.API.CONSUMER.NAMES.{stream}"),
+        format!("$JS.API.CONSUMER.LIST.{stream}"),
+        format!("$JS.API.CONSUMER.INFO.{stream}.*"),
+    ]);
 }
 
 /// Reading a whole bucket: gets, and the ordered consumers `keys()` and watches create.
