@@ -240,6 +240,59 @@ async fn a_garbage_task_body_is_terminated_with_its_reason() {
     assert!(worker.wait(Duration::from_secs(30)).await.success());
 }
 
+/// A miner may publish only on its own task subjects; a body there that names another miner is
+/// a forgery: dead-lettered as nobody's, and the named miner gets no result (which would fail
+/// its sector).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_forged_for_another_miner_is_dead_lettered_as_nobodys() {
+    let mesh = Mesh::start().await;
+    let mut worker = mesh.worker("w1", &["--executor", "synthetic"]);
+    mesh.task_consumer("f01000", Phase::AddPiece, mesh::model::TaskClass::Cc)
+        .await;
+    let broker = mesh.broker().await;
+    let js = broker.js().clone();
+    // f01001's AddPiece, invalid besides (a 32GiB proof on the 2KiB stream), on f01000's subject.
+    let mut forged =
+        mesh_tests::synthetic_task("f01001".parse().unwrap(), 1, Phase::AddPiece, false, vec![]);
+    forged.proof = mesh::proofs::seal_proof(SectorSize::GiB32);
+    js.publish(
+        "mesh.task.ap.2kib.f01000.cc",
+        mesh::model::encode(&forged).into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+
+    let dead = wait_for("the dead letter", Duration::from_secs(30), || {
+        let js = js.clone();
+        async move {
+            let dead = dead_letters(&js).await;
+            (!dead.is_empty()).then_some(dead)
+        }
+    })
+    .await;
+    let (subject, reason, _) = &dead[0];
+    assert_eq!(subject, "mesh.dlq.ap.2kib.unknown");
+    assert!(
+        reason.contains("names miner f01001 but came on mesh.task.ap.2kib.f01000.cc"),
+        "{reason}"
+    );
+    wait_messages(&js, "MESH_TASK_AP_2KIB", 0, "the task stream to empty").await;
+    let results = js
+        .get_stream("MESH_RESULT")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages;
+    assert_eq!(results, 0, "a result was published for the forged task");
+    worker.signal(Signal::SIGTERM);
+    assert!(worker.wait(Duration::from_secs(30)).await.success());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn poison_tasks_fail_their_sector_with_the_reason_on_the_first_delivery() {
     use mesh::model::{Task, decode, encode};

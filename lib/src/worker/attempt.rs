@@ -43,13 +43,27 @@ pub(super) async fn run(
     let msg = Arc::new(msg);
     let delivered = msg.info().map(|i| i.delivered.max(1) as u32).unwrap_or(1);
     let _progress = Progress::start(msg.clone(), ctx.progress_every);
+    // The subject says whose task it is: only that miner may publish there (README: Security).
+    // A body naming another miner is a forgery, and that miner's sector is not told anything.
+    let publisher = names::parse_task_subject(&msg.subject).map(|(_, _, miner, _)| miner);
 
     let task = match decode::<Task>(&msg.payload) {
+        Ok(task) if Some(task.miner) != publisher => {
+            let reason = format!(
+                "task body names miner {} but came on {}",
+                task.miner, msg.subject
+            );
+            error!(subject = %msg.subject, %reason, "dead-lettering task");
+            fail_permanently(&ctx, &msg, phase, size, None, delivered, &reason).await;
+            return;
+        }
         Ok(task) => task,
         Err(e) => {
             let reason = format!("undecodable task on {}: {e}", msg.subject);
             // If the body still says whose task it is, that sector fails with the reason.
-            let head = decode::<TaskHead>(&msg.payload).ok();
+            let head = decode::<TaskHead>(&msg.payload)
+                .ok()
+                .filter(|head| Some(head.miner) == publisher);
             error!(subject = %msg.subject, %reason, task = ?head.as_ref().map(|h| &h.id), "dead-lettering task");
             fail_permanently(&ctx, &msg, phase, size, head.as_ref(), delivered, &reason).await;
             return;
