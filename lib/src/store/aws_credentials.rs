@@ -3,8 +3,6 @@
 //! roles, in the order the AWS SDKs and CLI use.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -13,8 +11,7 @@ use aws_config::default_provider::credentials::DefaultCredentialsChain;
 use aws_config::environment::EnvironmentVariableRegionProvider;
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::profile::ProfileFileRegionProvider;
-// The trait lives in aws-credential-types; the SDK crate re-exports it, which spares a dependency.
-use aws_sdk_autoscaling::config::ProvideCredentials;
+use aws_credential_types::provider::ProvideCredentials;
 use object_store::CredentialProvider;
 use object_store::aws::AwsCredential;
 use tokio::sync::Mutex;
@@ -147,27 +144,17 @@ fn explain(e: &(dyn std::error::Error + 'static)) -> String {
     )
 }
 
-type CredentialFuture<'a> =
-    Pin<Box<dyn Future<Output = object_store::Result<Arc<AwsCredential>>> + Send + 'a>>;
-
-/// `#[async_trait]` declares the trait; this is its expansion, written out to implement it
-/// without a dependency on the macro crate.
+#[async_trait::async_trait]
 impl CredentialProvider for ChainCredentials {
     type Credential = AwsCredential;
 
-    fn get_credential<'life0, 'async_trait>(&'life0 self) -> CredentialFuture<'async_trait>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move {
-            self.credential()
-                .await
-                .map_err(|e| object_store::Error::Generic {
-                    store: "S3",
-                    source: Box::new(e),
-                })
-        })
+    async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
+        self.credential()
+            .await
+            .map_err(|e| object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(e),
+            })
     }
 }
 
