@@ -33,6 +33,15 @@ async fn dead_letters(js: &jetstream::Context) -> Vec<(String, String, String)> 
     out
 }
 
+/// Waits for the first dead letter, then returns them all.
+async fn wait_dead_letters(js: &jetstream::Context) -> Vec<(String, String, String)> {
+    wait_for("the dead letter", Duration::from_secs(30), || async move {
+        let dead = dead_letters(js).await;
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await
+}
+
 async fn stream_messages(js: &jetstream::Context, name: &str) -> u64 {
     js.get_stream(name)
         .await
@@ -220,14 +229,7 @@ async fn a_garbage_task_body_is_terminated_with_its_reason() {
         .unwrap();
     assert_eq!(ack.stream, "MESH_TASK_PC1_2KIB");
 
-    let dead = wait_for("the dead letter", Duration::from_secs(30), || {
-        let js = js.clone();
-        async move {
-            let dead = dead_letters(&js).await;
-            (!dead.is_empty()).then_some(dead)
-        }
-    })
-    .await;
+    let dead = wait_dead_letters(&js).await;
     let (subject, reason, _) = &dead[0];
     assert_eq!(subject, "mesh.dlq.pc1.2kib.unknown");
     assert!(reason.contains("undecodable task"), "{reason}");
@@ -264,14 +266,7 @@ async fn a_task_forged_for_another_miner_is_dead_lettered_as_nobodys() {
     .await
     .unwrap();
 
-    let dead = wait_for("the dead letter", Duration::from_secs(30), || {
-        let js = js.clone();
-        async move {
-            let dead = dead_letters(&js).await;
-            (!dead.is_empty()).then_some(dead)
-        }
-    })
-    .await;
+    let dead = wait_dead_letters(&js).await;
     let (subject, reason, _) = &dead[0];
     assert_eq!(subject, "mesh.dlq.ap.2kib.unknown");
     assert!(
@@ -279,16 +274,11 @@ async fn a_task_forged_for_another_miner_is_dead_lettered_as_nobodys() {
         "{reason}"
     );
     wait_messages(&js, "MESH_TASK_AP_2KIB", 0, "the task stream to empty").await;
-    let results = js
-        .get_stream("MESH_RESULT")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .messages;
-    assert_eq!(results, 0, "a result was published for the forged task");
+    assert_eq!(
+        stream_messages(&js, "MESH_RESULT").await,
+        0,
+        "a result was published for the forged task"
+    );
     worker.signal(Signal::SIGTERM);
     assert!(worker.wait(Duration::from_secs(30)).await.success());
 }

@@ -93,7 +93,7 @@ impl SecureNats {
         users.extend(miners.iter().map(|m| format!("miner-{m}")));
         let passwords: BTreeMap<String, String> = users
             .into_iter()
-            .map(|u| (u, format!("pw-{:032x}", rand_u128())))
+            .map(|u| (u, format!("pw-{:032x}", rand::random::<u128>())))
             .collect();
         let env = passwords
             .iter()
@@ -203,15 +203,4 @@ impl SecureNats {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
-}
-
-fn rand_u128() -> u128 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = 0u128;
-    for _ in 0..2 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(out);
-        out = (out << 64) | u128::from(h.finish());
-    }
-    out
 }

@@ -202,24 +202,14 @@ pub fn render_failed(records: &[SectorRecord]) -> String {
 /// Keys that are not `<miner>.<sector>` (the `<miner>.next` counters) are skipped.
 pub async fn sectors(broker: &Broker, miner: Option<MinerId>) -> anyhow::Result<Vec<SectorRecord>> {
     let bucket = broker.bucket(names::SECTORS_BUCKET).await?;
-    let keys: Vec<String> = match miner {
-        // A miner's role may read only its own keys: list just those.
-        Some(miner) => {
-            broker
-                .keys_under(names::SECTORS_BUCKET, &format!("{miner}.>"))
-                .await?
-        }
-        None => bucket
-            .keys()
-            .await
-            .context("list the sectors bucket")?
-            .try_collect()
-            .await
-            .context("list the sectors bucket")?,
-    };
-    let keys = keys
+    // Listed through a consumer filtered on the miner's keys: a miner's role may read only
+    // those.
+    let filter = miner.map_or_else(|| ">".to_string(), |miner| format!("{miner}.>"));
+    let keys = broker
+        .keys_under(names::SECTORS_BUCKET, &filter)
+        .await?
         .into_iter()
-        .filter(|key| sector_key(key).is_some_and(|(m, _)| miner.is_none_or(|wanted| wanted == m)));
+        .filter(|key| sector_key(key).is_some());
     // A farm has thousands of sectors: fetch several at a time.
     let mut out: Vec<SectorRecord> = futures::stream::iter(keys)
         .map(|key| {
