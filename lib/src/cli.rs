@@ -339,55 +339,15 @@ pub fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Parses a byte count for flags: `1048576`, `64KiB`, `500GiB`, `2TB` (binary units; `KB`,
-/// `MB`… are read as their binary twins, as lotus does).
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        "p" | "pb" | "pib" => 1 << 50,
-        _ => {
-            return Err(format!(
-                "{s:?} has an unknown unit {unit:?}: write a byte count like 4096, 64KiB, 500GiB \
-                 or 2TiB"
-            ));
+/// A TOML error of a config file as one line: `line N: message`.
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().to_string();
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {message}")
         }
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a byte count: write e.g. 4096, 64KiB or 500GiB"))?;
-    let bytes = value * factor as f64;
-    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-        return Err(format!("{s:?} is too large"));
-    }
-    Ok(bytes as u64)
-}
-
-#[cfg(test)]
-mod bytes_tests {
-    use super::parse_bytes;
-
-    #[test]
-    fn byte_counts_parse_with_binary_units() {
-        assert_eq!(parse_bytes("4096"), Ok(4096));
-        assert_eq!(parse_bytes("64KiB"), Ok(65536));
-        assert_eq!(parse_bytes("1.5 GiB"), Ok(3 << 29));
-        assert_eq!(parse_bytes("2tb"), Ok(2 << 40));
-        let e = parse_bytes("12 parsecs").unwrap_err();
-        assert!(e.contains("unknown unit") && e.contains("500GiB"), "{e}");
-        assert!(
-            parse_bytes("1.2.3GiB")
-                .unwrap_err()
-                .contains("not a byte count")
-        );
+        None => message,
     }
 }
 
@@ -417,17 +377,5 @@ mod flag_tests {
         assert!(parse_endpoint("https://s3.example.com").is_ok());
         assert!(parse_endpoint("127.0.0.1:8333").is_err());
         assert!(parse_endpoint("s3://bucket").is_err());
-    }
-}
-
-/// A TOML error of a config file as one line: `line N: message`.
-pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().to_string();
-    match e.span() {
-        Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            format!("line {line}: {message}")
-        }
-        None => message,
     }
 }

@@ -11,6 +11,7 @@ pub mod proofs;
 pub mod resources;
 pub mod store;
 pub mod telemetry;
+pub mod units;
 pub mod worker;
 
 /// Milliseconds since the Unix epoch.

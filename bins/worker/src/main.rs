@@ -125,10 +125,10 @@ struct ServeArgs {
     #[arg(long, env = "MESH_CPUS", value_parser = mesh::cli::whole_number::<u32>("1 to 4096"))]
     cpus: Option<u32>,
     /// Memory to schedule on, instead of what is detected, e.g. 256GiB.
-    #[arg(long, env = "MESH_MEMORY", value_parser = mesh::cli::parse_bytes)]
+    #[arg(long, env = "MESH_MEMORY", value_parser = mesh::units::parse_bytes)]
     memory: Option<u64>,
     /// Swap to schedule on, instead of what is detected.
-    #[arg(long, env = "MESH_SWAP", value_parser = mesh::cli::parse_bytes)]
+    #[arg(long, env = "MESH_SWAP", value_parser = mesh::units::parse_bytes)]
     swap: Option<u64>,
     /// GPUs to schedule on, instead of those NVML finds (0: use none).
     #[arg(long, env = "MESH_GPUS", value_parser = mesh::cli::whole_number::<u32>("0 to 64"))]
@@ -142,7 +142,7 @@ struct ServeArgs {
     scratch: PathBuf,
     /// Scratch bytes this worker may fill, e.g. 2TiB; it takes a task only while the task's
     /// need fits beside those running (default: the free space under --scratch at start).
-    #[arg(long, env = "MESH_SCRATCH_LIMIT", value_parser = mesh::cli::parse_bytes)]
+    #[arg(long, env = "MESH_SCRATCH_LIMIT", value_parser = mesh::units::parse_bytes)]
     scratch_limit: Option<u64>,
 }
 

@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use crate::resources::human_bytes;
+use crate::units::human_bytes;
 use crate::worker::registry::WorkerRecord;
 
 /// Width of the bars, as lotus draws them.

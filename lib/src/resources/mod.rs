@@ -125,25 +125,6 @@ pub fn safe_name(name: &str) -> String {
     }
 }
 
-/// Bytes for people: `64.0 KiB`, `448.0 GiB`, `unlimited`.
-pub fn human_bytes(n: u64) -> String {
-    if n == u64::MAX {
-        return "unlimited".into();
-    }
-    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < units.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", units[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +169,5 @@ mod tests {
             .unwrap_err()
             .contains("--cpus 0")
         );
-        assert_eq!(human_bytes(448 << 30), "448.0 GiB");
     }
 }

@@ -258,9 +258,9 @@ fn set_field(need: &mut Need, field: &str, value: &str) -> Result<(), String> {
             .map_err(|_| format!("'{v}' is not a whole number"))
     };
     match field {
-        "MIN_MEMORY" => need.min_memory = crate::cli::parse_bytes(value)?,
-        "MAX_MEMORY" => need.max_memory = crate::cli::parse_bytes(value)?,
-        "BASE_MIN_MEMORY" => need.base_min_memory = crate::cli::parse_bytes(value)?,
+        "MIN_MEMORY" => need.min_memory = crate::units::parse_bytes(value)?,
+        "MAX_MEMORY" => need.max_memory = crate::units::parse_bytes(value)?,
+        "BASE_MIN_MEMORY" => need.base_min_memory = crate::units::parse_bytes(value)?,
         "GPU_UTILIZATION" => {
             need.gpu_utilization = value
                 .parse()
@@ -337,7 +337,7 @@ pub(crate) mod opt_bytes {
         match Option::<Raw>::deserialize(d)? {
             None => Ok(None),
             Some(Raw::Number(n)) => Ok(Some(n)),
-            Some(Raw::Text(s)) => crate::cli::parse_bytes(&s)
+            Some(Raw::Text(s)) => crate::units::parse_bytes(&s)
                 .map(Some)
                 .map_err(serde::de::Error::custom),
         }

@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use super::{Serving, WorkerConfig};
 use crate::cli::table;
-use crate::resources::{Machine, human_bytes};
+use crate::resources::Machine;
+use crate::units::human_bytes;
 
 #[derive(Serialize)]
 struct Info<'a> {
