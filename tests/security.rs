@@ -352,7 +352,7 @@ async fn each_role_does_its_job_and_the_server_refuses_the_rest() {
         }
     }
     rows.push(row);
-    println!("{}", mesh::cli::table(&rows));
+    println!("{}", mesh::render::table(&rows));
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 

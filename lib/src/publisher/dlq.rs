@@ -12,10 +12,10 @@ use serde::Serialize;
 use super::randomness::OsRandomness;
 use super::{Driver, PublisherConfig};
 use crate::broker::{Broker, BrokerError};
-use crate::cli::table;
 use crate::model::{MinerId, Phase, SectorSize, SectorState, Task, TaskId, decode, one_line};
 use crate::names;
 use crate::proofs::child::ChildRunner;
+use crate::render::table;
 use crate::store::Store;
 
 /// One message of the dead-letter stream.

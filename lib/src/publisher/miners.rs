@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::broker::{Broker, miners};
-use crate::cli::table;
 use crate::model::MinerId;
 use crate::names;
+use crate::render::table;
 
 /// One miner as `miners list` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]

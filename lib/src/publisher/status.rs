@@ -10,9 +10,9 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::broker::{Broker, BrokerError};
-use crate::cli::table;
 use crate::model::{MinerId, Phase, SectorNum, SectorRecord, SectorSize, SectorState, decode};
 use crate::names;
+use crate::render::table;
 
 /// One miner's sectors by state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::{Serving, WorkerConfig};
-use crate::cli::table;
+use crate::render::table;
 use crate::resources::Machine;
 use crate::units::human_bytes;
 
