@@ -623,7 +623,7 @@ fn bad_autoscaler_configs() {
         (
             "max = 2",
             "max = 2\nscale_down_window = \"soon\"",
-            "is not a duration",
+            "expected a duration",
         ),
         (
             "kind = \"local\"",

@@ -95,22 +95,6 @@ where
         .collect()
 }
 
-/// Durations written as `"90s"`, `"10m"`, `"4h"`.
-mod humantime_serde {
-    use std::time::Duration;
-
-    use serde::Deserialize;
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "{text:?} is not a duration ({e}): write e.g. \"30s\", \"10m\" or \"4h\""
-            ))
-        })
-    }
-}
-
 impl AutoscalerConfig {
     /// Reads and checks a config file; the error says what is wrong and where.
     pub fn load(path: &Path) -> Result<Self, String> {
@@ -120,8 +104,14 @@ impl AutoscalerConfig {
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        let config: AutoscalerConfig =
-            toml::from_str(text).map_err(|e| crate::cli::toml_error(text, &e))?;
+        let config: AutoscalerConfig = toml::from_str(text).map_err(|e| {
+            let mut message = crate::cli::toml_error(text, &e);
+            // humantime-serde says what it expected but not how to write it.
+            if message.ends_with("expected a duration") {
+                message.push_str(" such as \"30s\", \"10m\" or \"4h\"");
+            }
+            message
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -208,7 +198,11 @@ mod tests {
         bad("max = 3", "max = 3\nmin = 4", "min 4 is above max 3");
         bad("\"pc1\"]", "\"pc9\"]", "pc9");
         bad("\"2KiB\"", "\"3KiB\"", "3KiB");
-        bad("\"30s\"", "\"soon\"", "is not a duration");
+        bad(
+            "\"30s\"",
+            "\"soon\"",
+            "string \"soon\", expected a duration such as \"30s\", \"10m\" or \"4h\"",
+        );
         bad("kind = \"local\"", "kind = \"azure\"", "azure");
         bad("max = 3", "max = 3\nmaxx = 4", "maxx");
         bad("name = \"pc1\"", "name = \"pc 1\"", "a name is letters");
