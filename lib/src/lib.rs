@@ -8,6 +8,7 @@ pub mod broker;
 pub mod model;
 pub mod names;
 pub mod proofs;
+pub mod redact;
 pub mod render;
 pub mod resources;
 pub mod store;

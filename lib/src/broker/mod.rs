@@ -84,7 +84,7 @@ impl Broker {
     /// by itself (to any of the servers) for as long as the process lives.
     pub async fn connect_with(config: &NatsConfig, name: &str) -> Result<Self, BrokerError> {
         // What logs and errors show: no password written into the URL.
-        let shown = connect::redact_urls(&config.url);
+        let shown = crate::redact::urls(&config.url);
         let url = shown.as_str();
         let event_url = url.to_string();
         let (refused_tx, refused) = tokio::sync::watch::channel(None);

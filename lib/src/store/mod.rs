@@ -263,7 +263,7 @@ impl Store {
         Ok(Store {
             inner,
             prefix: ObjectPath::from(prefix),
-            name: redact_url(&url),
+            name: crate::redact::urls(url.as_str()),
             credentials,
         })
     }
@@ -483,14 +483,6 @@ impl Store {
             Err(e) => Err(self.unavailable("delete", key, e)),
         }
     }
-}
-
-fn redact_url(url: &url::Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_password(None);
-    let _ = shown.set_username("");
-    shown.set_query(None);
-    shown.to_string()
 }
 
 #[cfg(test)]
