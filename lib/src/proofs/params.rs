@@ -18,7 +18,7 @@ use super::RegisteredSealProof;
 use super::child::ChildRunner;
 use super::job::{Job, JobOutput};
 use crate::model::SectorSize;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, sha256_file};
 
 /// The default parameter cache, as filecoin-proofs and lotus use it.
 pub const DEFAULT_CACHE: &str = "/var/tmp/filecoin-proof-parameters";
@@ -281,14 +281,6 @@ pub enum PullError {
     Unavailable(ParamsUnavailable),
     #[error("{0:#}")]
     Other(anyhow::Error),
-}
-
-fn sha256_file(path: &Path) -> anyhow::Result<[u8; 32]> {
-    use sha2::Digest;
-    let mut file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
-    let mut hasher = sha2::Sha256::new();
-    std::io::copy(&mut file, &mut hasher).with_context(|| format!("read {}", path.display()))?;
-    Ok(hasher.finalize().into())
 }
 
 #[cfg(test)]

@@ -485,6 +485,14 @@ impl Store {
     }
 }
 
+/// The sha256 of a local file, read as a stream. It blocks: call it from `spawn_blocking`.
+pub fn sha256_file(path: &Path) -> Result<[u8; 32], StoreError> {
+    let mut file = std::fs::File::open(path).map_err(|e| local(path, e))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| local(path, e))?;
+    Ok(hasher.finalize().into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
