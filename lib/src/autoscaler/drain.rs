@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
+use backon::{ConstantBuilder, Retryable};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -55,21 +56,29 @@ pub async fn follow(
     held: watch::Sender<bool>,
     stop: CancellationToken,
 ) {
-    loop {
-        match bucket.watch_with_history(&worker).await {
-            Ok(mut watch) => loop {
-                let entry = tokio::select! {
-                    entry = watch.next() => entry,
-                    () = stop.cancelled() => return,
-                };
-                let Some(Ok(entry)) = entry else { break };
+    // Each try owns what it uses: a future borrowing from the closure would not be `Send`.
+    let held = std::sync::Arc::new(held);
+    let watch_once = || {
+        let (bucket, worker, held) = (bucket.clone(), worker.clone(), held.clone());
+        async move {
+            let mut watch = bucket.watch_with_history(&worker).await.map_err(Some)?;
+            while let Some(Ok(entry)) = watch.next().await {
                 held.send_replace(entry.operation == kv::Operation::Put);
-            },
-            Err(e) => warn!(error = %e, "cannot follow this worker's drain mark; retrying"),
+            }
+            // The watch ended (the connection went): open it again.
+            Err::<(), _>(None)
         }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(2)) => {}
-            () = stop.cancelled() => return,
-        }
-    }
+    };
+    let followed = watch_once
+        .retry(
+            ConstantBuilder::new()
+                .with_delay(Duration::from_secs(2))
+                .without_max_times(),
+        )
+        .notify(|e: &Option<kv::WatchError>, _| {
+            if let Some(e) = e {
+                warn!(error = %e, "cannot follow this worker's drain mark; retrying");
+            }
+        });
+    stop.run_until_cancelled(followed).await;
 }

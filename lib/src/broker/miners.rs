@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
+use backon::{ConstantBuilder, Retryable};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -113,18 +114,16 @@ impl Weights {
 
     /// Follows the bucket until `stop`, re-opening the watch after errors.
     pub async fn follow(self, bucket: kv::Store, stop: CancellationToken) {
-        loop {
-            match bucket.watch_with_history(">").await {
-                Ok(mut watch) => loop {
-                    let entry = tokio::select! {
-                        entry = watch.next() => entry,
-                        () = stop.cancelled() => return,
-                    };
-                    let Some(Ok(entry)) = entry else { break };
+        // Each try owns what it uses: a future borrowing from the closure would not be `Send`.
+        let watch_once = || {
+            let (weights, bucket) = (self.clone(), bucket.clone());
+            async move {
+                let mut watch = bucket.watch_with_history(">").await.map_err(Some)?;
+                while let Some(Ok(entry)) = watch.next().await {
                     let Ok(miner) = entry.key.parse::<MinerId>() else {
                         continue;
                     };
-                    let mut map = self.map.write().expect("weights lock");
+                    let mut map = weights.map.write().expect("weights lock");
                     match decode_json::<MinerEntry>(&entry.value) {
                         Ok(e) if entry.operation == kv::Operation::Put => {
                             map.insert(miner, e.weight.clamp(1, MAX_WEIGHT));
@@ -133,13 +132,22 @@ impl Weights {
                             map.remove(&miner);
                         }
                     }
-                },
-                Err(e) => warn!(error = %e, "cannot follow miner weights; retrying"),
+                }
+                // The watch ended (the connection went): open it again.
+                Err::<(), _>(None)
             }
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(2)) => {}
-                () = stop.cancelled() => return,
-            }
-        }
+        };
+        let followed = watch_once
+            .retry(
+                ConstantBuilder::new()
+                    .with_delay(Duration::from_secs(2))
+                    .without_max_times(),
+            )
+            .notify(|e: &Option<kv::WatchError>, _| {
+                if let Some(e) = e {
+                    warn!(error = %e, "cannot follow miner weights; retrying");
+                }
+            });
+        stop.run_until_cancelled(followed).await;
     }
 }

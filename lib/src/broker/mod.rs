@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::jetstream::kv;
+use backon::{ExponentialBuilder, Retryable};
 use tracing::{error, info, warn};
 
 pub use connect::{NatsConfig, Secret};
@@ -286,28 +287,29 @@ impl Broker {
         payload: bytes::Bytes,
         attempts: u32,
     ) -> Result<jetstream::publish::PublishAck, BrokerError> {
-        let mut delay = Duration::from_millis(200);
-        let mut last = String::new();
-        for attempt in 1..=attempts.max(1) {
+        let publish = || async {
             let mut headers = headers.clone().unwrap_or_default();
             headers.insert("Nats-Msg-Id", message_id);
-            let sent = self
+            let ack = self
                 .js
                 .publish_with_headers(subject.clone(), headers, payload.clone())
-                .await;
-            match sent {
-                Ok(ack) => match ack.await {
-                    Ok(ack) => return Ok(ack),
-                    Err(e) => last = e.to_string(),
-                },
-                Err(e) => last = e.to_string(),
-            }
-            if attempt < attempts {
+                .await
+                .map_err(|e| e.to_string())?;
+            ack.await.map_err(|e| e.to_string())
+        };
+        let mut attempt = 0;
+        publish
+            .retry(
+                ExponentialBuilder::new()
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(5))
+                    .with_max_times(attempts.max(1) as usize - 1),
+            )
+            .notify(|last, _| {
+                attempt += 1;
                 warn!(%subject, attempt, error = %last, "publish not acknowledged; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-        Err(BrokerError::api(format!("publish to {subject}"), last))
+            })
+            .await
+            .map_err(|last| BrokerError::api(format!("publish to {subject}"), last))
     }
 }

@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::kv;
 use async_nats::jetstream::{self, AckKind};
+use backon::{ExponentialBuilder, Retryable};
 use tracing::{error, info, warn};
 
 use super::randomness::Randomness;
@@ -158,29 +159,56 @@ impl Driver {
     /// Reserves `count` new sector numbers for this miner.
     async fn allocate(&self, count: u64) -> anyhow::Result<u64> {
         let key = names::sector_counter_key(self.config.miner);
-        loop {
-            match self.sectors.entry(&key).await? {
-                None => {
-                    let next = (1 + count).to_string();
-                    if self.sectors.create(&key, next.into()).await.is_ok() {
-                        return Ok(1);
-                    }
+        reserve(&key, &RESERVE_RETRIES, || self.try_reserve(&key, count)).await
+    }
+
+    /// One compare-and-set of the sector counter `key`: the first of `count` numbers.
+    async fn try_reserve(&self, key: &str, count: u64) -> Result<u64, ReserveError> {
+        let entry = self.sectors.entry(key).await.map_err(|e| {
+            let timed_out = e.kind() == kv::EntryErrorKind::TimedOut;
+            ReserveError::broker(timed_out, format!("read sector counter {key}"), e)
+        })?;
+        let Some(entry) = entry else {
+            return match self
+                .sectors
+                .create(key, (1 + count).to_string().into())
+                .await
+            {
+                Ok(_) => Ok(1),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    Err(ReserveError::Conflict)
                 }
-                Some(entry) => {
-                    let first: u64 = std::str::from_utf8(&entry.value)
-                        .ok()
-                        .and_then(|s| s.parse().ok())
-                        .with_context(|| format!("sector counter {key} is not a number"))?;
-                    let next = (first + count).to_string();
-                    if self
-                        .sectors
-                        .update(&key, next.into(), entry.revision)
-                        .await
-                        .is_ok()
-                    {
-                        return Ok(first);
-                    }
+                Err(e) => {
+                    let timed_out = matches!(
+                        e.kind(),
+                        kv::CreateErrorKind::Publish | kv::CreateErrorKind::Ack
+                    );
+                    Err(ReserveError::broker(
+                        timed_out,
+                        format!("create sector counter {key}"),
+                        e,
+                    ))
                 }
+            };
+        };
+        let first: u64 = std::str::from_utf8(&entry.value)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("sector counter {key} is not a number"))
+            .map_err(ReserveError::Failed)?;
+        let next = (first + count).to_string();
+        match self.sectors.update(key, next.into(), entry.revision).await {
+            Ok(_) => Ok(first),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                Err(ReserveError::Conflict)
+            }
+            Err(e) => {
+                let timed_out = e.kind() == kv::UpdateErrorKind::TimedOut;
+                Err(ReserveError::broker(
+                    timed_out,
+                    format!("update sector counter {key}"),
+                    e,
+                ))
             }
         }
     }
@@ -485,6 +513,84 @@ impl Driver {
     }
 }
 
+/// Why one try to reserve sector numbers did not.
+#[derive(Debug)]
+enum ReserveError {
+    /// Another publisher of this miner moved the counter first: read it again and retry.
+    Conflict,
+    /// The broker did not answer in time; it may next time.
+    Transient(anyhow::Error),
+    /// Retrying cannot help: the request was refused or the counter is broken.
+    Failed(anyhow::Error),
+}
+
+impl ReserveError {
+    fn broker(timed_out: bool, what: String, e: impl std::fmt::Display) -> Self {
+        // A refused request only times out: after a refusal, waiting is no use.
+        let refused = crate::broker::connect::recent_refusal().is_some();
+        let e = anyhow::Error::new(BrokerError::api(what, e));
+        if timed_out && !refused {
+            ReserveError::Transient(e)
+        } else {
+            ReserveError::Failed(e)
+        }
+    }
+}
+
+/// How `reserve` retries: a conflict soon (jittered, so racing publishers spread out), a broker
+/// that does not answer with backoff; both a bounded number of times.
+struct ReserveRetries {
+    conflicts: ExponentialBuilder,
+    outages: ExponentialBuilder,
+}
+
+const RESERVE_RETRIES: ReserveRetries = ReserveRetries {
+    conflicts: ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(5))
+        .with_max_delay(Duration::from_millis(250))
+        .with_jitter()
+        .with_max_times(30),
+    outages: ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(5),
+};
+
+/// Runs `try_once` until it reserves numbers, retrying as `retries` says; any other error is
+/// returned at once.
+async fn reserve<F, Fut>(key: &str, retries: &ReserveRetries, try_once: F) -> anyhow::Result<u64>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, ReserveError>>,
+{
+    let settle_conflicts = || {
+        (&try_once)
+            .retry(retries.conflicts)
+            .when(|e| matches!(e, ReserveError::Conflict))
+    };
+    let reserved = settle_conflicts
+        .retry(retries.outages)
+        .when(|e| matches!(e, ReserveError::Transient(_)))
+        .notify(|e, retry_in| {
+            if let ReserveError::Transient(e) = e {
+                warn!(%key, error = %format!("{e:#}"), ?retry_in, "cannot reserve sector numbers; retrying");
+            }
+        })
+        .await;
+    match reserved {
+        Ok(first) => Ok(first),
+        Err(ReserveError::Conflict) => bail!(
+            "reserve sector numbers: sector counter {key} kept changing under other publishers of \
+             this miner; run the command again"
+        ),
+        Err(ReserveError::Transient(e)) => Err(e.context(
+            "reserve sector numbers: NATS did not answer, also after retries; check that it is \
+             up and reachable, then run the command again",
+        )),
+        Err(ReserveError::Failed(e)) => Err(e.context("reserve sector numbers")),
+    }
+}
+
 fn log_transition(result: &TaskResult, next: &SectorRecord) {
     let sector = names::sector_key(next.miner, next.sector);
     match &next.state {
@@ -522,4 +628,92 @@ async fn ack(msg: &jetstream::Message) {
 
 async fn term(msg: &jetstream::Message) {
     let _ = msg.ack_with(AckKind::Term).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    const FAST: ReserveRetries = ReserveRetries {
+        conflicts: ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(1))
+            .with_jitter()
+            .with_max_times(4),
+        outages: ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(1))
+            .with_max_times(2),
+    };
+
+    /// Runs `reserve` over tries that fail as `outcome` says for the nth call (from 1).
+    async fn tries(
+        outcome: impl Fn(u32) -> Result<u64, ReserveError>,
+    ) -> (anyhow::Result<u64>, u32) {
+        let calls = Cell::new(0);
+        let reserved = reserve("f01000.next", &FAST, || {
+            calls.set(calls.get() + 1);
+            std::future::ready(outcome(calls.get()))
+        })
+        .await;
+        (reserved, calls.get())
+    }
+
+    #[tokio::test]
+    async fn conflicts_are_retried_a_bounded_number_of_times() {
+        let (reserved, calls) = tries(|n| {
+            if n < 3 {
+                Err(ReserveError::Conflict)
+            } else {
+                Ok(7)
+            }
+        })
+        .await;
+        assert_eq!((reserved.unwrap(), calls), (7, 3));
+
+        let (reserved, calls) = tries(|_| Err(ReserveError::Conflict)).await;
+        let e = format!("{:#}", reserved.unwrap_err());
+        assert!(
+            e.contains("kept changing") && e.contains("run the command again"),
+            "{e}"
+        );
+        // The conflict retries of each of the outage tries; a conflict is not an outage.
+        assert_eq!(calls, 5);
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_not_retried() {
+        let (reserved, calls) = tries(|_| {
+            Err(ReserveError::Failed(anyhow::anyhow!(
+                "create sector counter f01000.next: permissions violation"
+            )))
+        })
+        .await;
+        let e = format!("{:#}", reserved.unwrap_err());
+        assert_eq!(calls, 1, "{e}");
+        assert!(
+            e.starts_with("reserve sector numbers: create sector counter"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_outage_is_waited_out_then_reported() {
+        let (reserved, calls) = tries(|n| match n {
+            1 => Err(ReserveError::Transient(anyhow::anyhow!("timed out"))),
+            2 => Err(ReserveError::Conflict),
+            _ => Ok(3),
+        })
+        .await;
+        assert_eq!((reserved.unwrap(), calls), (3, 3));
+
+        let (reserved, calls) =
+            tries(|_| Err(ReserveError::Transient(anyhow::anyhow!("timed out")))).await;
+        let e = format!("{:#}", reserved.unwrap_err());
+        assert_eq!(calls, 3, "{e}");
+        assert!(
+            e.contains("check that it is up") && e.ends_with("timed out"),
+            "{e}"
+        );
+    }
 }

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -169,19 +170,19 @@ async fn reopen(
     driver: &Driver,
     cancel: &CancellationToken,
 ) -> anyhow::Result<async_nats::jetstream::consumer::pull::Stream> {
-    let mut delay = Duration::from_secs(1);
-    loop {
-        match driver.results().await {
-            Ok(results) => return Ok(results),
-            Err(e) => {
-                warn!(error = %format!("{e:#}"), retry_in = ?delay, "cannot read results; retrying")
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = cancel.cancelled() => anyhow::bail!("interrupted while waiting for the broker"),
-        }
-        delay = (delay * 2).min(Duration::from_secs(15));
+    let results = (|| driver.results())
+        .retry(
+            ExponentialBuilder::new()
+                .with_min_delay(Duration::from_secs(1))
+                .with_max_delay(Duration::from_secs(15))
+                .without_max_times(),
+        )
+        .notify(|e, retry_in| {
+            warn!(error = %format!("{e:#}"), ?retry_in, "cannot read results; retrying")
+        });
+    match cancel.run_until_cancelled(results).await {
+        Some(results) => results,
+        None => anyhow::bail!("interrupted while waiting for the broker"),
     }
 }
 

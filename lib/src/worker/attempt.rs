@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
@@ -438,8 +439,14 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
+    // A loop over backon's delays rather than its `Retry` future: this runs inside the spawned
+    // attempt, and rustc cannot prove that `Retry` over these borrowing closures is `Send`.
     let started = Instant::now();
-    let mut backoff = Duration::from_secs(1);
+    let mut delays = ExponentialBuilder::new()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(30))
+        .without_max_times()
+        .build();
     loop {
         match op().await {
             Ok(value) => return Ok(value),
@@ -447,12 +454,12 @@ where
             Err(e @ StoreError::Unavailable { .. })
                 if started.elapsed() < ctx.config.store_patience =>
             {
-                warn!(error = %e, retry_in = ?backoff, "store unavailable; waiting for it");
+                let retry_in = delays.next().expect("backoff without a limit");
+                warn!(error = %e, ?retry_in, "store unavailable; waiting for it");
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(retry_in) => {}
                     () = abort.cancelled() => return Err(Failure::Aborted),
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
             Err(e) => return Err(Failure::Retry(format!("{what}: {e}"))),
         }
