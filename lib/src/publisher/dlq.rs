@@ -13,9 +13,11 @@ use super::randomness::OsRandomness;
 use super::{Driver, PublisherConfig};
 use crate::broker::{Broker, BrokerError};
 use crate::cli::table;
-use crate::model::{MinerId, Phase, SectorSize, SectorState, Task, TaskId, decode, one_line};
+use crate::model::{MinerId, SectorSize, decode, one_line};
 use crate::names;
+use crate::phases::Phase;
 use crate::proofs::child::ChildRunner;
+use crate::sector::{SectorState, Task, TaskId};
 use crate::store::Store;
 
 /// One message of the dead-letter stream.

@@ -8,8 +8,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Machine, Need, human_bytes};
-use crate::model::{Phase, SectorSize};
+use super::{Machine, human_bytes};
+use crate::model::{Need, SectorSize};
+use crate::phases::Phase;
 
 /// GPU shares are counted in thousandths so that sums are exact.
 const GPU_UNITS: f64 = 1000.0;
