@@ -4,8 +4,9 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use mesh::model::{Phase, SectorSize};
+use mesh::model::SectorSize;
 use mesh::names;
+use mesh::phases::Phase;
 use mesh_tests::{Mesh, lines, require_2kib_params, verify_out_line, wait_for};
 use nix::sys::signal::Signal;
 
@@ -215,7 +216,7 @@ async fn a_garbage_task_body_is_terminated_with_its_reason() {
     let mut worker = mesh.worker("w1", &[]);
     mesh.task_consumer(
         "f01000",
-        mesh::model::Phase::PreCommit1,
+        mesh::phases::Phase::PreCommit1,
         mesh::model::TaskClass::Cc,
     )
     .await;
@@ -256,7 +257,7 @@ async fn a_task_forged_for_another_miner_is_dead_lettered_as_nobodys() {
     // f01001's AddPiece, invalid besides (a 32GiB proof on the 2KiB stream), on f01000's subject.
     let mut forged =
         mesh_tests::synthetic_task("f01001".parse().unwrap(), 1, Phase::AddPiece, false, vec![]);
-    forged.proof = mesh::proofs::seal_proof(SectorSize::GiB32);
+    forged.proof = SectorSize::GiB32.seal_proof();
     js.publish(
         "mesh.task.ap.2kib.f01000.cc",
         mesh::model::encode(&forged).into(),
@@ -285,7 +286,8 @@ async fn a_task_forged_for_another_miner_is_dead_lettered_as_nobodys() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn poison_tasks_fail_their_sector_with_the_reason_on_the_first_delivery() {
-    use mesh::model::{Task, decode, encode};
+    use mesh::model::{decode, encode};
+    use mesh::sector::Task;
     let mesh = Mesh::start().await;
     let mut publisher = mesh.seal("publisher", &["--count", "2", "--synthetic"]);
     // No worker yet: both AddPiece tasks wait, and are swapped for poisoned copies.
@@ -299,7 +301,7 @@ async fn poison_tasks_fail_their_sector_with_the_reason_on_the_first_delivery() 
         let mut task: Task = decode(&msg.payload).unwrap();
         let body = if task.sector.0 == 1 {
             // A proof type of another sector size on the 2KiB stream.
-            task.proof = mesh::proofs::seal_proof(SectorSize::GiB32);
+            task.proof = SectorSize::GiB32.seal_proof();
             encode(&task)
         } else {
             // A proof type (sector size) no one knows: the body no longer decodes as a task.

@@ -5,8 +5,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use mesh::model::{Phase, SectorSize};
+use mesh::model::SectorSize;
 use mesh::names;
+use mesh::phases::Phase;
 use mesh_tests::{Mesh, NatsServer, Proc, bin, wait_for};
 use serde_json::Value;
 
@@ -254,7 +255,7 @@ async fn bad_ids_undecodable_letters_and_a_missing_topology_get_clear_answers() 
     let _worker = mesh.worker("w1", &[]);
     mesh.task_consumer(
         "f01000",
-        mesh::model::Phase::PreCommit1,
+        mesh::phases::Phase::PreCommit1,
         mesh::model::TaskClass::Cc,
     )
     .await;

@@ -148,7 +148,7 @@ async fn killing_stream_leaders_in_a_3_node_cluster_loses_nothing() {
     for (stream, after) in [
         (
             names::task_stream(
-                mesh::model::Phase::PreCommit1,
+                mesh::phases::Phase::PreCommit1,
                 mesh::model::SectorSize::KiB2,
             ),
             3,

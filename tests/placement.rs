@@ -14,7 +14,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mesh::model::{MinerId, Phase, SectorNum, SectorSize, TaskClass};
+use mesh::model::{MinerId, SectorNum, SectorSize, TaskClass};
+use mesh::phases::Phase;
 use mesh::resources::{Claim, Ledger, Machine, Table};
 use mesh_tests::{Mesh, Proc, bin, log_field, log_time_ms, publish_task, synthetic_task, wait_for};
 

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use mesh::model::{Phase, SectorSize};
+use mesh::model::SectorSize;
+use mesh::phases::Phase;
 use mesh_tests::{Mesh, Proc, wait_for};
 use nix::sys::signal::Signal;
 
@@ -247,8 +248,8 @@ async fn a_killed_publisher_resumes_every_sector_and_no_task_runs_twice() {
 async fn a_worker_takes_only_tasks_that_fit_its_scratch_space() {
     let mesh = Mesh::start().await;
     // Room for one AddPiece (or a Commit2), not for PC1, PC2, C1 or Finalize.
-    let fits_ap = mesh::worker::scratch::need(Phase::AddPiece, SectorSize::KiB2);
-    assert!(fits_ap < mesh::worker::scratch::need(Phase::Commit1, SectorSize::KiB2));
+    let fits_ap = Phase::AddPiece.scratch(SectorSize::KiB2);
+    assert!(fits_ap < Phase::Commit1.scratch(SectorSize::KiB2));
     let limit = fits_ap.to_string();
     let small: Vec<&str> = SYNTHETIC
         .iter()
@@ -274,7 +275,7 @@ async fn a_worker_takes_only_tasks_that_fit_its_scratch_space() {
     for line in &started {
         let phase: Phase = field(line, "phase").unwrap().parse().unwrap();
         assert!(
-            mesh::worker::scratch::need(phase, SectorSize::KiB2) <= fits_ap,
+            phase.scratch(SectorSize::KiB2) <= fits_ap,
             "the small worker ran a task that does not fit: {line}"
         );
     }

@@ -97,8 +97,7 @@ async fn a_sector_seals_through_s3_with_parameters_pulled_from_it() {
     assert_eq!(verify_out_line(&lines[0]), 1);
 
     let files =
-        mesh::proofs::params::param_files(mesh::proofs::seal_proof(mesh::model::SectorSize::KiB2))
-            .unwrap();
+        mesh::proofs::params::param_files(mesh::model::SectorSize::KiB2.seal_proof()).unwrap();
     assert!(
         mesh::proofs::params::missing(&mesh.path("worker-params"), files.all()).is_empty(),
         "the worker pulled the parameters"
@@ -137,8 +136,7 @@ async fn worker_cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
 /// and check their sha256; nothing reads them as parameters here).
 fn fake_params(dir: &std::path::Path) -> Vec<String> {
     let files =
-        mesh::proofs::params::param_files(mesh::proofs::seal_proof(mesh::model::SectorSize::KiB2))
-            .unwrap();
+        mesh::proofs::params::param_files(mesh::model::SectorSize::KiB2.seal_proof()).unwrap();
     std::fs::create_dir_all(dir).unwrap();
     for name in files.names() {
         std::fs::write(dir.join(&name), format!("stand-in for {name}\n").repeat(50)).unwrap();

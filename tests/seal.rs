@@ -83,17 +83,17 @@ async fn two_workers_seal_two_sectors_and_the_proofs_verify() {
         .unwrap();
     assert_eq!(records.len(), 2);
     for record in &records {
-        let names: Vec<&str> = record.objects.keys().map(String::as_str).collect();
+        let names: Vec<&str> = record.data.objects.keys().map(String::as_str).collect();
         assert!(names.contains(&"sealed"), "{names:?}");
         assert!(!names.iter().any(|n| n.contains("layer")), "{names:?}");
         let dir = mesh.store_dir().join(format!("f01000/{}", record.sector));
         let stored = walk(&dir);
-        assert_eq!(stored.len(), record.objects.len(), "{stored:?}");
+        assert_eq!(stored.len(), record.data.objects.len(), "{stored:?}");
     }
 
     // The task streams are empty, and every result is in MESH_RESULT.
     let js = broker.js();
-    for phase in mesh::model::Phase::ALL {
+    for phase in mesh::phases::Phase::ALL {
         let name = mesh::names::task_stream(phase, mesh::model::SectorSize::KiB2);
         let mut stream = js.get_stream(&name).await.unwrap();
         assert_eq!(stream.info().await.unwrap().state.messages, 0, "{name}");

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use mesh::broker::Broker;
 use mesh::broker::topology::{Topology, ensure_task_consumer};
-use mesh::model::{Phase, SectorSize, TaskClass};
+use mesh::model::{SectorSize, TaskClass};
+use mesh::phases::Phase;
 use mesh_tests::{
     NatsServer, Proc, SecureNats, TestPki, bin, lines, require_2kib_params, verify_out_line,
     wait_for,

@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use mesh::model::{Phase, SectorSize};
+use mesh::model::SectorSize;
+use mesh::phases::Phase;
 use mesh_tests::{NatsServer, bin};
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,12 +5,16 @@
 
 pub mod autoscaler;
 pub mod broker;
+#[cfg(test)]
+mod fuzz;
 pub mod model;
 pub mod names;
+pub mod phases;
 pub mod proofs;
 pub mod redact;
 pub mod render;
 pub mod resources;
+pub mod sector;
 pub mod store;
 pub mod telemetry;
 pub mod units;

@@ -1,7 +1,8 @@
 //! Every subject, stream, consumer and bucket name of the mesh, built in this one place so that
 //! the code, the files in `nats/` and `nats stream report` always agree.
 
-use crate::model::{MinerId, Phase, SectorNum, SectorSize, TaskClass};
+use crate::model::{MinerId, SectorNum, SectorSize, TaskClass};
+use crate::phases::Phase;
 
 /// Results of every task, for every miner: `mesh.result.<miner>.<sector>.<phase>`.
 pub const RESULT_STREAM: &str = "MESH_RESULT";

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
-use mesh::model::{Phase, TaskClass};
+use mesh::model::TaskClass;
+use mesh::phases::Phase;
 use mesh_tests::report::Report;
 use mesh_tests::{Mesh, Proc, log_time_ms, percentile, publish_task, synthetic_task, wait_for};
 use nix::sys::signal::Signal;

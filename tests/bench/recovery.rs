@@ -18,7 +18,8 @@ use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::stream::Config as StreamConfig;
 use futures::StreamExt;
 use mesh::broker::topology::stored_ack_wait;
-use mesh::model::{MinerId, Phase, SectorSize, TaskClass};
+use mesh::model::{MinerId, SectorSize, TaskClass};
+use mesh::phases::Phase;
 use mesh_tests::report::Report;
 use mesh_tests::{Mesh, Proc, log_time_ms, wait_for};
 

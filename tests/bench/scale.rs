@@ -18,7 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
-use mesh::model::{Phase, SectorSize, TaskClass, WorkerId, encode};
+use mesh::model::{SectorSize, TaskClass, WorkerId, encode};
+use mesh::phases::Phase;
 use mesh::proofs::synthetic::Synthetic;
 use mesh::worker::{Executor, WorkerConfig};
 use mesh_tests::report::Report;

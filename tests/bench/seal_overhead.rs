@@ -7,99 +7,77 @@
 //! result being accepted, the time the proof took inside the worker's child process, and the
 //! overhead (mesh wall − direct).
 
-use std::fs;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mesh::model::{MinerId, Phase, SectorSize};
+use mesh::model::{MinerId, ObjectRef, PieceSpec, SectorIdentity, SectorSize};
+use mesh::phases::{self, Phase, SectorData};
 use mesh::proofs::exec::run;
-use mesh::proofs::job::{Job, JobOutput, PieceSource, SectorIdentity};
-use mesh::proofs::{prover_id, seal_proof};
+use mesh::proofs::job::{Job, JobOutput};
 use mesh_tests::report::Report;
 use mesh_tests::{Mesh, require_2kib_params};
 
+/// The objects a phase left in `dir`, named as a result would name them.
+fn written(phase: Phase, dir: &Path) -> Vec<ObjectRef> {
+    let object = |name: String| ObjectRef {
+        name,
+        key: String::new(),
+        size: 0,
+        sha256: [0; 32],
+    };
+    let mut out = Vec::new();
+    for artefact in phase.writes() {
+        if artefact.is_dir() {
+            for entry in std::fs::read_dir(artefact.path(dir)).unwrap() {
+                let file = entry.unwrap().file_name();
+                out.push(object(artefact.file(&file.to_string_lossy())));
+            }
+        } else {
+            out.push(object(artefact.name().to_string()));
+        }
+    }
+    out
+}
+
+/// Every phase of one committed-capacity sector called directly, in one directory, each task
+/// built and each output absorbed as the mesh's sector record does.
 fn direct() -> Vec<(Phase, Duration)> {
-    let proof = seal_proof(SectorSize::KiB2);
+    let size = SectorSize::KiB2;
     let miner: MinerId = "f01000".parse().unwrap();
     let id = SectorIdentity {
-        proof,
-        prover_id: prover_id(miner),
+        proof: size.seal_proof(),
+        prover_id: miner.prover_id(),
         sector: 1,
     };
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    fs::create_dir_all(d.join("cache")).unwrap();
+    let pieces = vec![PieceSpec {
+        object: None,
+        size: size.unpadded_bytes(),
+    }];
+    let mut data = SectorData::new(pieces, Vec::new(), [1u8; 32]);
     let mut times = Vec::new();
-    let mut timed = |phase: Phase, job: Job| -> JobOutput {
+    for phase in Phase::ALL {
+        let job = phases::Job {
+            id,
+            dir: dir.path().to_path_buf(),
+            params: phase.params(&data).unwrap(),
+        };
         let started = Instant::now();
-        let out = run(job).unwrap_or_else(|e| panic!("{phase}: {e}"));
+        let out = run(Job::Phase(job)).unwrap_or_else(|e| panic!("{phase}: {e}"));
         times.push((phase, started.elapsed()));
-        out
-    };
-    let JobOutput::AddPiece { piece_infos } = timed(
-        Phase::AddPiece,
-        Job::AddPiece {
-            proof,
-            pieces: vec![PieceSource {
-                path: None,
-                size: 2032,
-            }],
-            unsealed: d.join("unsealed"),
-        },
-    ) else {
-        unreachable!()
-    };
-    let ticket = [1u8; 32];
-    let JobOutput::PreCommit1 { pc1_output } = timed(
-        Phase::PreCommit1,
-        Job::PreCommit1 {
-            id,
-            ticket,
-            piece_infos: piece_infos.clone(),
-            cache: d.join("cache"),
-            unsealed: d.join("unsealed"),
-            sealed: d.join("sealed"),
-        },
-    ) else {
-        unreachable!()
-    };
-    let JobOutput::PreCommit2 { comm_r, comm_d } = timed(
-        Phase::PreCommit2,
-        Job::PreCommit2 {
-            pc1_output,
-            cache: d.join("cache"),
-            unsealed: d.join("unsealed"),
-            sealed: d.join("sealed"),
-        },
-    ) else {
-        unreachable!()
-    };
-    timed(
-        Phase::Commit1,
-        Job::Commit1 {
-            id,
-            ticket,
-            seed: [2u8; 32],
-            comm_r,
-            comm_d,
-            piece_infos,
-            cache: d.join("cache"),
-            sealed: d.join("sealed"),
-            c1_output: d.join("c1.out"),
-        },
-    );
-    timed(
-        Phase::Commit2,
-        Job::Commit2 {
-            id,
-            c1_output: d.join("c1.out"),
-        },
-    );
-    timed(
-        Phase::Finalize,
-        Job::Finalize {
-            cache: d.join("cache"),
-        },
-    );
+        let JobOutput::Phase(output) = out else {
+            unreachable!("{out:?}")
+        };
+        phase
+            .absorb(
+                &mut data,
+                size,
+                &written(phase, dir.path()),
+                &output,
+                || [2u8; 32],
+            )
+            .unwrap_or_else(|e| panic!("{phase}: {e}"));
+    }
     times
 }
 

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mesh::model::SectorState;
+use mesh::sector::SectorState;
 use mesh_tests::report::{Report, results_dir};
 use mesh_tests::{Mesh, Proc, log_field, log_time_ms, wait_for};
 use plotters::prelude::*;

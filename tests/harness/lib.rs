@@ -66,9 +66,8 @@ pub fn param_cache() -> PathBuf {
 /// Panics with the fix when the 2KiB parameters are missing (tests that run Commit2 need them).
 pub fn require_2kib_params() -> PathBuf {
     let cache = param_cache();
-    let files =
-        mesh::proofs::params::param_files(mesh::proofs::seal_proof(mesh::model::SectorSize::KiB2))
-            .expect("parameter names");
+    let files = mesh::proofs::params::param_files(mesh::model::SectorSize::KiB2.seal_proof())
+        .expect("parameter names");
     let missing = mesh::proofs::params::missing(&cache, files.all());
     assert!(
         missing.is_empty(),
@@ -304,7 +303,7 @@ impl Mesh {
     pub async fn task_consumer(
         &self,
         miner: &str,
-        phase: mesh::model::Phase,
+        phase: mesh::phases::Phase,
         class: mesh::model::TaskClass,
     ) {
         mesh::broker::topology::ensure_task_consumer(
@@ -402,36 +401,38 @@ pub fn percentile(values: &mut [f64], p: f64) -> f64 {
 pub fn synthetic_task(
     miner: mesh::model::MinerId,
     sector: u64,
-    phase: mesh::model::Phase,
+    phase: mesh::phases::Phase,
     deals: bool,
     inputs: Vec<mesh::model::ObjectRef>,
-) -> mesh::model::Task {
-    use mesh::model::{MESSAGE_VERSION, Phase, PhaseParams, SectorNum, SectorSize, Task, TaskId};
+) -> mesh::sector::Task {
+    use mesh::model::{SectorNum, SectorSize};
+    use mesh::phases::{Params, Phase, ap, c1, pc1, pc2};
+    use mesh::sector::{MESSAGE_VERSION, Task, TaskId};
     let params = match phase {
-        Phase::AddPiece => PhaseParams::AddPiece { pieces: Vec::new() },
-        Phase::PreCommit1 => PhaseParams::PreCommit1 {
+        Phase::AddPiece => Params::AddPiece(ap::Params { pieces: Vec::new() }),
+        Phase::PreCommit1 => Params::PreCommit1(pc1::Params {
             ticket: [1; 32],
             piece_infos: Vec::new(),
-        },
-        Phase::PreCommit2 => PhaseParams::PreCommit2 {
+        }),
+        Phase::PreCommit2 => Params::PreCommit2(pc2::Params {
             pc1_output: vec![1; 64].into(),
-        },
-        Phase::Commit1 => PhaseParams::Commit1 {
+        }),
+        Phase::Commit1 => Params::Commit1(c1::Params {
             ticket: [1; 32],
             seed: [2; 32],
             comm_r: [3; 32],
             comm_d: [4; 32],
             piece_infos: Vec::new(),
-        },
-        Phase::Commit2 => PhaseParams::Commit2,
-        Phase::Finalize => PhaseParams::Finalize,
+        }),
+        Phase::Commit2 => Params::Commit2,
+        Phase::Finalize => Params::Finalize,
     };
     Task {
         version: MESSAGE_VERSION,
         id: TaskId::new(miner, SectorNum(sector), phase, 0),
         miner,
         sector: SectorNum(sector),
-        proof: mesh::proofs::seal_proof(SectorSize::KiB2),
+        proof: SectorSize::KiB2.seal_proof(),
         phase,
         priority: phase.priority(),
         has_deals: deals,
@@ -445,7 +446,7 @@ pub fn synthetic_task(
 }
 
 /// Publishes a task made by [`synthetic_task`] to its 2KiB task stream, as a publisher would.
-pub async fn publish_task(broker: &mesh::broker::Broker, task: &mesh::model::Task) {
+pub async fn publish_task(broker: &mesh::broker::Broker, task: &mesh::sector::Task) {
     let subject = mesh::names::task_subject(
         task.phase,
         mesh::model::SectorSize::KiB2,

@@ -8,9 +8,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use mesh::broker::topology::Topology;
 use mesh::cli::{ExecArgs, NatsArgs, ParamArgs, Shutdown, StoreArgs, whole_number};
-use mesh::model::{MinerId, SectorSize, SectorState};
+use mesh::model::{MinerId, SectorSize};
 use mesh::publisher::randomness::OsRandomness;
 use mesh::publisher::{self, Driver, PublisherConfig, SealRequest, dlq};
+use mesh::sector::SectorState;
 
 #[derive(Parser)]
 #[command(

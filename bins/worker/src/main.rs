@@ -7,9 +7,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mesh::cli::{ExecArgs, NatsArgs, ParamArgs, Shutdown, StoreArgs};
-use mesh::model::{Phase, SectorSize, WorkerId};
+use mesh::model::{SectorSize, WorkerId};
+use mesh::phases::Phase;
+use mesh::proofs::params;
 use mesh::proofs::synthetic::Synthetic;
-use mesh::proofs::{params, seal_proof};
 use mesh::resources::{Declared, Table};
 use mesh::worker::config::WorkerFile;
 use mesh::worker::{self, Executor, WorkerConfig};
@@ -153,22 +154,26 @@ impl ServeArgs {
         let mut config = WorkerConfig::new(executor, self.scratch);
         config.phases = self.phases;
         let lotus_flags = [
-            (self.addpiece, &[Phase::AddPiece][..]),
-            (self.precommit1, &[Phase::PreCommit1]),
-            (self.precommit2, &[Phase::PreCommit2]),
-            (self.commit, &[Phase::Commit1, Phase::Commit2]),
-            (self.finalize, &[Phase::Finalize]),
+            ("addpiece", self.addpiece),
+            ("precommit1", self.precommit1),
+            ("precommit2", self.precommit2),
+            ("commit", self.commit),
+            ("finalize", self.finalize),
         ];
-        for (serve, phases) in lotus_flags {
+        for (flag, serve) in lotus_flags {
+            let phases = Phase::ALL.into_iter().filter(|p| p.lotus_flag() == flag);
             match serve {
                 Some(true) => {
                     for phase in phases {
-                        if !config.phases.contains(phase) {
-                            config.phases.push(*phase);
+                        if !config.phases.contains(&phase) {
+                            config.phases.push(phase);
                         }
                     }
                 }
-                Some(false) => config.phases.retain(|p| !phases.contains(p)),
+                Some(false) => {
+                    let off: Vec<Phase> = phases.collect();
+                    config.phases.retain(|p| !off.contains(p));
+                }
                 None => {}
             }
         }
@@ -300,7 +305,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 let store = store.open()?;
                 let mut files = Vec::new();
                 for size in sizes {
-                    let names = params::param_files(seal_proof(size))?.names();
+                    let names = params::param_files(size.seal_proof())?.names();
                     files.extend(
                         names
                             .into_iter()
@@ -330,7 +335,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             } => {
                 let store = store.open()?;
                 for size in sizes {
-                    let wanted = params::param_files(seal_proof(size))?.names();
+                    let wanted = params::param_files(size.seal_proof())?.names();
                     let pulled = params::pull(&store, &params.param_cache, &wanted, size)
                         .await
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -375,7 +380,7 @@ async fn run_worker(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn generate(size: SectorSize, params: &ParamArgs) -> anyhow::Result<()> {
-    let proof = seal_proof(size);
+    let proof = size.seal_proof();
     if matches!(size, SectorSize::GiB32 | SectorSize::GiB64) {
         anyhow::bail!(
             "generating {size} parameters would take days and hundreds of GB: fetch the \

@@ -24,7 +24,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::provider::ProviderConfig;
-use crate::model::{Phase, SectorSize};
+use crate::model::SectorSize;
+use crate::phases::Phase;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

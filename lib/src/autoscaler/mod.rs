@@ -26,8 +26,9 @@ use self::metrics::Metrics;
 use self::policy::{Backlog, Decision, GroupState, Member, Reason, WorkerView};
 use self::provider::{Provider, WorkerSpec};
 use crate::broker::Broker;
-use crate::model::{Phase, SectorSize};
+use crate::model::SectorSize;
 use crate::names;
+use crate::phases::Phase;
 use crate::worker::registry::{self, WorkerRecord};
 
 /// What waits and runs on every task stream, from its consumers (one per miner and class).

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use super::config::GroupConfig;
 use super::provider::InstanceState;
-use crate::model::{Phase, SectorSize};
+use crate::model::SectorSize;
+use crate::phases::Phase;
 
 /// What waits and runs on one task stream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -14,8 +14,9 @@
 
 use std::fmt::Write as _;
 
-use crate::model::{MinerId, Phase, SectorSize, TaskClass};
+use crate::model::{MinerId, SectorSize, TaskClass};
 use crate::names;
+use crate::phases::Phase;
 
 /// One role of the mesh, as one NATS user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,8 +12,9 @@ use async_nats::jetstream::stream::{
 use serde::Serialize;
 
 use super::{Broker, BrokerError};
-use crate::model::{MAX_MESSAGE_BYTES, MinerId, Phase, SectorSize, TaskClass};
+use crate::model::{MAX_MESSAGE_BYTES, MinerId, SectorSize, TaskClass};
 use crate::names;
+use crate::phases::Phase;
 
 /// Task stream metadata key holding the `--ack-wait` of `init` in milliseconds, so that the
 /// per-miner consumers publishers create later get the same ack wait.
@@ -122,7 +123,7 @@ impl Topology {
             .into(),
             ..self.stream(
                 names::task_stream(phase, size),
-                format!("mesh {} tasks for {size} sectors", phase_title(phase)),
+                format!("mesh {} tasks for {size} sectors", phase.title()),
                 names::task_stream_subjects(phase, size),
             )
         }
@@ -356,17 +357,6 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     let mut text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
     text.push('\n');
     std::fs::write(path, text)
-}
-
-fn phase_title(phase: Phase) -> &'static str {
-    match phase {
-        Phase::AddPiece => "AddPiece",
-        Phase::PreCommit1 => "PreCommit1",
-        Phase::PreCommit2 => "PreCommit2",
-        Phase::Commit1 => "Commit1",
-        Phase::Commit2 => "Commit2",
-        Phase::Finalize => "Finalize",
-    }
 }
 
 /// Checks that the streams and consumers of the given phases and sizes, and the result stream,

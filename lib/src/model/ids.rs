@@ -1,4 +1,4 @@
-//! Domain identifiers: miners, sectors, phases, sizes, tasks and workers.
+//! Domain identifiers: miners, sectors, sizes, task classes and workers.
 
 use std::fmt;
 use std::str::FromStr;
@@ -90,83 +90,6 @@ pub struct SectorNum(pub u64);
 impl fmt::Display for SectorNum {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
-    }
-}
-
-/// A sealing phase. The order of the variants is the order a sector goes through them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Phase {
-    AddPiece,
-    PreCommit1,
-    PreCommit2,
-    Commit1,
-    Commit2,
-    Finalize,
-}
-
-impl Phase {
-    pub const ALL: [Phase; 6] = [
-        Phase::AddPiece,
-        Phase::PreCommit1,
-        Phase::PreCommit2,
-        Phase::Commit1,
-        Phase::Commit2,
-        Phase::Finalize,
-    ];
-
-    /// The token used in subjects, stream names and flags.
-    pub fn token(self) -> &'static str {
-        match self {
-            Phase::AddPiece => "ap",
-            Phase::PreCommit1 => "pc1",
-            Phase::PreCommit2 => "pc2",
-            Phase::Commit1 => "c1",
-            Phase::Commit2 => "c2",
-            Phase::Finalize => "fin",
-        }
-    }
-
-    /// Lotus task priority (seed 003): lower runs first.
-    pub fn priority(self) -> i8 {
-        match self {
-            Phase::Finalize => -2,
-            Phase::Commit1 => 2,
-            Phase::Commit2 => 3,
-            Phase::PreCommit2 => 4,
-            Phase::PreCommit1 => 5,
-            Phase::AddPiece => 6,
-        }
-    }
-
-    /// The phase that follows this one, or `None` after Finalize.
-    pub fn next(self) -> Option<Phase> {
-        let i = Phase::ALL.iter().position(|p| *p == self)?;
-        Phase::ALL.get(i + 1).copied()
-    }
-
-    /// Every phase, highest lotus priority first.
-    pub fn by_priority() -> Vec<Phase> {
-        let mut all = Phase::ALL.to_vec();
-        all.sort_by_key(|p| p.priority());
-        all
-    }
-}
-
-impl FromStr for Phase {
-    type Err = ParseIdError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let lower = s.to_ascii_lowercase();
-        Phase::ALL
-            .into_iter()
-            .find(|p| p.token() == lower)
-            .ok_or_else(|| bad("phase", s, "expected one of ap, pc1, pc2, c1, c2, fin"))
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.token())
     }
 }
 
@@ -300,24 +223,6 @@ impl fmt::Display for TaskClass {
     }
 }
 
-/// Identifies one task: a sector's phase, and how many times that phase was driven afresh.
-/// It is also the `Nats-Msg-Id` of the task message, so re-publishing it is deduplicated.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct TaskId(pub String);
-
-impl TaskId {
-    pub fn new(miner: MinerId, sector: SectorNum, phase: Phase, generation: u32) -> Self {
-        TaskId(format!("{miner}.{sector}.{phase}.{generation}"))
-    }
-}
-
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// Names one worker process for as long as it lives.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -344,17 +249,6 @@ mod tests {
             let err = bad.parse::<MinerId>().unwrap_err();
             assert!(err.to_string().contains("f01000"), "{err}");
         }
-    }
-
-    #[test]
-    fn phases_follow_the_pipeline_and_lotus_priorities() {
-        assert_eq!(Phase::AddPiece.next(), Some(Phase::PreCommit1));
-        assert_eq!(Phase::Commit2.next(), Some(Phase::Finalize));
-        assert_eq!(Phase::Finalize.next(), None);
-        let order: Vec<_> = Phase::by_priority().iter().map(|p| p.token()).collect();
-        assert_eq!(order, ["fin", "c1", "c2", "pc2", "pc1", "ap"]);
-        assert_eq!("PC1".parse::<Phase>().unwrap(), Phase::PreCommit1);
-        assert!("pc3".parse::<Phase>().is_err());
     }
 
     #[test]

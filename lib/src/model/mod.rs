@@ -1,18 +1,22 @@
-//! The task model: identifiers, pieces, task and result messages, and the sector state machine.
+//! The vocabulary every layer shares: identifiers and sizes, pieces, store objects, the seal
+//! proof of a size, what a task needs of a machine, and the wire codec with its limits. It
+//! imports no other module of the crate.
 
-#[cfg(test)]
-mod fuzz;
+mod codec;
 mod ids;
+mod need;
+mod object;
 mod piece;
-mod sector;
-mod task;
+mod seal;
 
-pub use ids::{MinerId, ParseIdError, Phase, SectorNum, SectorSize, TaskClass, TaskId, WorkerId};
-pub use piece::{PieceInfo, PiecesDoNotFit, fillers, piece_size_for};
-pub use sector::{SectorRecord, SectorState, Stale};
-pub use task::{
-    DecodeError, InvalidTask, MAX_BLOB_BYTES, MAX_KEY_BYTES, MAX_MESSAGE_BYTES, MAX_OBJECTS,
-    MAX_PIECES, MAX_REASON_CHARS, MESSAGE_VERSION, ObjectRef, Outcome, PhaseOutput, PhaseParams,
-    PieceSpec, Task, TaskHead, TaskResult, Timings, check_object, decode, decode_json, encode,
-    one_line,
+pub use codec::{
+    DecodeError, MAX_BLOB_BYTES, MAX_MESSAGE_BYTES, MAX_REASON_CHARS, check_blob, decode,
+    decode_json, encode, one_line,
 };
+pub use ids::{MinerId, ParseIdError, SectorNum, SectorSize, TaskClass, WorkerId};
+pub use need::Need;
+pub use object::{MAX_KEY_BYTES, MAX_OBJECTS, ObjectRef, check_object, is_safe_segment, shown};
+pub use piece::{
+    MAX_PIECES, PieceInfo, PieceSpec, PiecesDoNotFit, check_pieces, fillers, piece_size_for,
+};
+pub use seal::{RegisteredSealProof, SectorIdentity};

@@ -5,6 +5,18 @@ use serde::{Deserialize, Serialize};
 
 use super::SectorSize;
 
+/// Most pieces in one sector (the market actor allows 512 deals a sector; fillers add ~30).
+pub const MAX_PIECES: usize = 4096;
+
+/// One piece a sector is built from, as the publisher asks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PieceSpec {
+    /// Name of the piece's object among the task inputs; `None` for zeros.
+    pub object: Option<String>,
+    /// Unpadded size the piece takes (127 × 2^k).
+    pub size: u64,
+}
+
 /// A piece's commitment (CommP) and its unpadded size in the sector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PieceInfo {
@@ -65,6 +77,33 @@ pub fn fillers(sector: SectorSize, pieces: &[u64]) -> Result<Vec<u64>, PiecesDoN
         bit <<= 1;
     }
     Ok(out)
+}
+
+/// Checks pieces' unpadded sizes: each is 127 × 2^k, and together they fit in the sector as
+/// `add_piece` lays them out (so no proof step is handed sizes it cannot place).
+pub fn check_pieces(
+    sizes: impl ExactSizeIterator<Item = u64>,
+    sector: SectorSize,
+) -> Result<(), String> {
+    if sizes.len() > MAX_PIECES {
+        return Err(format!(
+            "{} pieces, more than the {MAX_PIECES} a sector may hold",
+            sizes.len()
+        ));
+    }
+    let sizes: Vec<u64> = sizes.collect();
+    if let Some(bad) = sizes.iter().find(|&&size| {
+        size < 127
+            || size % 127 != 0
+            || !(size / 127).is_power_of_two()
+            || size > sector.unpadded_bytes()
+    }) {
+        return Err(format!(
+            "piece size {bad} is not 127 × 2^k bytes within a {sector} sector"
+        ));
+    }
+    fillers(sector, &sizes).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,69 +3,15 @@
 //! Proof calls are synchronous, long and read process-global `FIL_PROOFS_*` settings, so each runs
 //! in a process of its own that the parent can watch, heartbeat for and kill.
 
-use std::path::PathBuf;
-
 use serde::{Deserialize, Serialize};
 
-use super::RegisteredSealProof;
-use crate::model::PieceInfo;
-
-/// One piece to add to a sector: a file, or zeros when `path` is `None`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PieceSource {
-    pub path: Option<PathBuf>,
-    /// Unpadded size the piece takes in the sector (127 × 2^k bytes); a shorter file is
-    /// zero-filled to it.
-    pub size: u64,
-}
-
-/// The randomness and identity that bind a replica to its miner and sector.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct SectorIdentity {
-    pub proof: RegisteredSealProof,
-    pub prover_id: [u8; 32],
-    pub sector: u64,
-}
+use crate::model::{RegisteredSealProof, SectorIdentity};
+use crate::phases;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Job {
-    AddPiece {
-        proof: RegisteredSealProof,
-        pieces: Vec<PieceSource>,
-        unsealed: PathBuf,
-    },
-    PreCommit1 {
-        id: SectorIdentity,
-        ticket: [u8; 32],
-        piece_infos: Vec<PieceInfo>,
-        cache: PathBuf,
-        unsealed: PathBuf,
-        sealed: PathBuf,
-    },
-    PreCommit2 {
-        pc1_output: Vec<u8>,
-        cache: PathBuf,
-        unsealed: PathBuf,
-        sealed: PathBuf,
-    },
-    Commit1 {
-        id: SectorIdentity,
-        ticket: [u8; 32],
-        seed: [u8; 32],
-        comm_r: [u8; 32],
-        comm_d: [u8; 32],
-        piece_infos: Vec<PieceInfo>,
-        cache: PathBuf,
-        sealed: PathBuf,
-        c1_output: PathBuf,
-    },
-    Commit2 {
-        id: SectorIdentity,
-        c1_output: PathBuf,
-    },
-    Finalize {
-        cache: PathBuf,
-    },
+    /// One sealing phase of one sector (the phase file makes the proof call).
+    Phase(phases::Job),
     Verify {
         id: SectorIdentity,
         ticket: [u8; 32],
@@ -82,12 +28,7 @@ pub enum Job {
 impl Job {
     pub fn name(&self) -> &'static str {
         match self {
-            Job::AddPiece { .. } => "add piece",
-            Job::PreCommit1 { .. } => "precommit1",
-            Job::PreCommit2 { .. } => "precommit2",
-            Job::Commit1 { .. } => "commit1",
-            Job::Commit2 { .. } => "commit2",
-            Job::Finalize { .. } => "finalize",
+            Job::Phase(job) => job.phase().title(),
             Job::Verify { .. } => "verify seal",
             Job::GenerateParams { .. } => "generate parameters",
         }
@@ -96,12 +37,7 @@ impl Job {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum JobOutput {
-    AddPiece { piece_infos: Vec<PieceInfo> },
-    PreCommit1 { pc1_output: Vec<u8> },
-    PreCommit2 { comm_r: [u8; 32], comm_d: [u8; 32] },
-    Commit1,
-    Commit2 { proof: Vec<u8> },
-    Finalize,
+    Phase(phases::Output),
     Verify { valid: bool },
     GenerateParams { files: Vec<String> },
 }

@@ -286,11 +286,10 @@ pub enum PullError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proofs::seal_proof;
 
     #[test]
     fn two_kib_parameter_names_match_the_library() {
-        let files = param_files(seal_proof(SectorSize::KiB2)).unwrap();
+        let files = param_files(SectorSize::KiB2.seal_proof()).unwrap();
         assert!(
             files.params.starts_with(
                 "v28-stacked-proof-of-replication-merkletree-poseidon_hasher-8-0-0-sha256_hasher-"

@@ -12,10 +12,12 @@ use serde::Serialize;
 use super::randomness::OsRandomness;
 use super::{Driver, PublisherConfig};
 use crate::broker::{Broker, BrokerError};
-use crate::model::{MinerId, Phase, SectorSize, SectorState, Task, TaskId, decode, one_line};
+use crate::model::{MinerId, SectorSize, decode, one_line};
 use crate::names;
+use crate::phases::Phase;
 use crate::proofs::child::ChildRunner;
 use crate::render::table;
+use crate::sector::{SectorState, Task, TaskId};
 use crate::store::Store;
 
 /// One message of the dead-letter stream.

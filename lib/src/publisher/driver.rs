@@ -19,13 +19,15 @@ use super::randomness::Randomness;
 use crate::broker::topology::Topology;
 use crate::broker::{Broker, BrokerError};
 use crate::model::{
-    MinerId, Outcome, Phase, PhaseOutput, PieceSpec, SectorNum, SectorRecord, SectorSize,
-    SectorState, TaskClass, TaskResult, decode, encode, fillers, piece_size_for,
+    MinerId, PieceSpec, SectorIdentity, SectorNum, SectorSize, TaskClass, decode, encode, fillers,
+    piece_size_for,
 };
 use crate::names;
+use crate::phases::{Artefact, Output, Phase, c2};
 use crate::proofs::child::ChildRunner;
-use crate::proofs::job::{FailureKind, Job, JobOutput, SectorIdentity};
-use crate::proofs::{params, prover_id, seal_proof};
+use crate::proofs::job::{FailureKind, Job, JobOutput};
+use crate::proofs::params;
+use crate::sector::{Outcome, SectorRecord, SectorState, TaskResult};
 use crate::store::Store;
 
 /// How many times a proof that fails verification is made again before the sector fails.
@@ -240,7 +242,7 @@ impl Driver {
             let mut specs = Vec::new();
             let mut objects = Vec::new();
             for (i, (path, &piece_size)) in pieces.iter().zip(&sizes).enumerate() {
-                let name = format!("piece-{i}");
+                let name = Artefact::piece(i);
                 let key = format!("{}{name}", names::sector_prefix(miner, sector));
                 let object = self
                     .store
@@ -257,7 +259,7 @@ impl Driver {
                 miner,
                 sector,
                 size,
-                seal_proof(size),
+                size.seal_proof(),
                 specs,
                 objects,
                 self.randomness.ticket(miner, sector),
@@ -382,7 +384,7 @@ impl Driver {
             let now = crate::now_ms();
             match &result.outcome {
                 Outcome::Done {
-                    output: PhaseOutput::Commit2 { proof },
+                    output: Output::Commit2(c2::Output { proof }),
                     ..
                 } if record.synthetic => {
                     info!(sector = %key, "synthetic sector: its proof is a simulation, not verified");
@@ -393,7 +395,7 @@ impl Driver {
                     )
                 }
                 Outcome::Done {
-                    output: PhaseOutput::Commit2 { proof },
+                    output: Output::Commit2(c2::Output { proof }),
                     ..
                 } => match self.verify(&record, proof).await {
                     Ok(true) => next.apply(
@@ -446,7 +448,8 @@ impl Driver {
     /// Runs `verify_seal` on a proof in a child process. `Err` means it could not be checked
     /// (no verifying key); `Ok(false)` that the proof is wrong.
     async fn verify(&self, record: &SectorRecord, proof: &[u8]) -> anyhow::Result<bool> {
-        let (Some(seed), Some(comm_r), Some(comm_d)) = (record.seed, record.comm_r, record.comm_d)
+        let (Some(seed), Some(comm_r), Some(comm_d)) =
+            (record.data.seed, record.data.comm_r, record.data.comm_d)
         else {
             return Ok(false);
         };
@@ -463,10 +466,10 @@ impl Driver {
         let job = Job::Verify {
             id: SectorIdentity {
                 proof: record.proof,
-                prover_id: prover_id(record.miner),
+                prover_id: record.miner.prover_id(),
                 sector: record.sector.0,
             },
-            ticket: record.ticket,
+            ticket: record.data.ticket,
             seed,
             comm_r,
             comm_d,
@@ -488,8 +491,12 @@ impl Driver {
     /// files, intermediate outputs and outputs of attempts that lost the race.
     async fn cleanup(&self, record: &SectorRecord) {
         let prefix = names::sector_prefix(record.miner, record.sector);
-        let keep: std::collections::BTreeSet<&str> =
-            record.objects.values().map(|o| o.key.as_str()).collect();
+        let keep: std::collections::BTreeSet<&str> = record
+            .data
+            .objects
+            .values()
+            .map(|o| o.key.as_str())
+            .collect();
         let listed = match self.store.list(&prefix).await {
             Ok(listed) => listed,
             Err(e) => {
@@ -508,7 +515,7 @@ impl Driver {
 
     /// The task streams this miner's sectors of `size` need exist.
     pub async fn check_size(&self, size: SectorSize) -> anyhow::Result<()> {
-        crate::broker::topology::check(&self.broker, &crate::model::Phase::ALL, &[size]).await?;
+        crate::broker::topology::check(&self.broker, &crate::phases::Phase::ALL, &[size]).await?;
         Ok(())
     }
 }

@@ -23,7 +23,8 @@ use tracing::{info, warn};
 pub use driver::{Driver, Handled, PublisherConfig};
 use output::SealedSector;
 
-use crate::model::{SectorNum, SectorRecord, SectorSize, SectorState};
+use crate::model::{SectorNum, SectorSize};
+use crate::sector::{SectorRecord, SectorState};
 
 /// What `mesh-publisher seal` was asked for.
 #[derive(Debug, Clone)]

@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use crate::model::SectorRecord;
-use crate::proofs::{proof_name, prover_id};
+use crate::proofs::proof_name;
+use crate::sector::SectorRecord;
 
 /// One line of `--out`. Field order is the documented order; all bytes are lowercase hex.
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -29,12 +29,12 @@ impl SealedSector {
             miner: rec.miner.to_string(),
             sector: rec.sector.0,
             proof_type: proof_name(rec.proof),
-            prover_id: hex::encode(prover_id(rec.miner)),
-            ticket: hex::encode(rec.ticket),
-            seed: hex::encode(rec.seed?),
-            comm_r: hex::encode(rec.comm_r?),
-            comm_d: hex::encode(rec.comm_d?),
-            proof: hex::encode(rec.proof_bytes.as_ref()?),
+            prover_id: hex::encode(rec.miner.prover_id()),
+            ticket: hex::encode(rec.data.ticket),
+            seed: hex::encode(rec.data.seed?),
+            comm_r: hex::encode(rec.data.comm_r?),
+            comm_d: hex::encode(rec.data.comm_d?),
+            proof: hex::encode(rec.data.proof_bytes.as_ref()?),
             synthetic: rec.synthetic,
         })
     }

@@ -10,23 +10,44 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::broker::{Broker, BrokerError};
-use crate::model::{MinerId, Phase, SectorNum, SectorRecord, SectorSize, SectorState, decode};
+use crate::model::{MinerId, SectorNum, SectorSize, decode};
 use crate::names;
+use crate::phases::Phase;
 use crate::render::table;
+use crate::sector::{SectorRecord, SectorState};
 
-/// One miner's sectors by state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// One miner's sectors by state: in each phase, sealed and failed. As JSON, one field per phase
+/// token (`"pc1": 2`) in pipeline order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MinerSectors {
     pub miner: String,
-    pub ap: u64,
-    pub pc1: u64,
-    pub pc2: u64,
-    pub c1: u64,
-    pub c2: u64,
-    pub fin: u64,
+    /// Sectors in each phase; a phase with none may be left out.
+    pub active: BTreeMap<Phase, u64>,
     pub sealed: u64,
     pub failed: u64,
     pub total: u64,
+}
+
+impl MinerSectors {
+    /// Sectors in `phase`.
+    pub fn in_phase(&self, phase: Phase) -> u64 {
+        self.active.get(&phase).copied().unwrap_or(0)
+    }
+}
+
+impl Serialize for MinerSectors {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(Phase::ALL.len() + 4))?;
+        map.serialize_entry("miner", &self.miner)?;
+        for phase in Phase::ALL {
+            map.serialize_entry(phase.token(), &self.in_phase(phase))?;
+        }
+        map.serialize_entry("sealed", &self.sealed)?;
+        map.serialize_entry("failed", &self.failed)?;
+        map.serialize_entry("total", &self.total)?;
+        map.end()
+    }
 }
 
 /// The work on one task stream, as its workers' consumers see it.
@@ -90,14 +111,7 @@ pub fn count(records: &[SectorRecord]) -> Vec<MinerSectors> {
                 ..MinerSectors::default()
             });
         let cell = match &record.state {
-            SectorState::Active { phase, .. } => match phase {
-                Phase::AddPiece => &mut row.ap,
-                Phase::PreCommit1 => &mut row.pc1,
-                Phase::PreCommit2 => &mut row.pc2,
-                Phase::Commit1 => &mut row.c1,
-                Phase::Commit2 => &mut row.c2,
-                Phase::Finalize => &mut row.fin,
-            },
+            SectorState::Active { phase, .. } => row.active.entry(*phase).or_default(),
             SectorState::Sealed { .. } => &mut row.sealed,
             SectorState::Failed { .. } => &mut row.failed,
         };
@@ -113,26 +127,15 @@ pub fn render(status: &Status) -> String {
     if status.sectors.is_empty() {
         out.push_str("no sectors yet\n");
     } else {
-        let mut rows = vec![
-            [
-                "miner", "ap", "pc1", "pc2", "c1", "c2", "fin", "sealed", "failed", "total",
-            ]
-            .map(String::from)
-            .to_vec(),
-        ];
+        let mut header = vec!["miner".to_string()];
+        header.extend(Phase::ALL.map(|p| p.token().to_string()));
+        header.extend(["sealed", "failed", "total"].map(String::from));
+        let mut rows = vec![header];
         for m in &status.sectors {
-            rows.push(vec![
-                m.miner.clone(),
-                m.ap.to_string(),
-                m.pc1.to_string(),
-                m.pc2.to_string(),
-                m.c1.to_string(),
-                m.c2.to_string(),
-                m.fin.to_string(),
-                m.sealed.to_string(),
-                m.failed.to_string(),
-                m.total.to_string(),
-            ]);
+            let mut row = vec![m.miner.clone()];
+            row.extend(Phase::ALL.map(|p| m.in_phase(p).to_string()));
+            row.extend([m.sealed, m.failed, m.total].map(|n| n.to_string()));
+            rows.push(row);
         }
         out.push_str(&table(&rows));
     }
@@ -278,14 +281,13 @@ pub(crate) async fn task_consumers(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proofs::seal_proof;
 
     fn record(miner: &str, sector: u64, state: SectorState) -> SectorRecord {
         let mut rec = SectorRecord::new(
             miner.parse().unwrap(),
             SectorNum(sector),
             SectorSize::KiB2,
-            seal_proof(SectorSize::KiB2),
+            SectorSize::KiB2.seal_proof(),
             Vec::new(),
             Vec::new(),
             [0; 32],
@@ -299,7 +301,7 @@ mod tests {
     fn sectors_are_counted_per_miner_and_state() {
         let active = |phase| SectorState::Active {
             phase,
-            task: crate::model::TaskId("x".into()),
+            task: crate::sector::TaskId("x".into()),
             generation: 0,
             published: true,
             since_ms: 0,
@@ -322,15 +324,14 @@ mod tests {
             [
                 MinerSectors {
                     miner: "f01000".into(),
-                    pc1: 2,
+                    active: [(Phase::PreCommit1, 2)].into(),
                     sealed: 1,
                     failed: 1,
                     total: 4,
-                    ..MinerSectors::default()
                 },
                 MinerSectors {
                     miner: "f01001".into(),
-                    c2: 1,
+                    active: [(Phase::Commit2, 1)].into(),
                     total: 1,
                     ..MinerSectors::default()
                 },
@@ -339,11 +340,26 @@ mod tests {
     }
 
     #[test]
+    fn miner_rows_are_json_with_a_field_per_phase() {
+        let row = MinerSectors {
+            miner: "f01000".into(),
+            active: [(Phase::PreCommit1, 2)].into(),
+            sealed: 1,
+            failed: 0,
+            total: 3,
+        };
+        assert_eq!(
+            serde_json::to_string(&row).unwrap(),
+            r#"{"miner":"f01000","ap":0,"pc1":2,"pc2":0,"c1":0,"c2":0,"fin":0,"sealed":1,"failed":0,"total":3}"#
+        );
+    }
+
+    #[test]
     fn the_status_renders_as_aligned_tables() {
         let status = Status {
             sectors: vec![MinerSectors {
                 miner: "f01000".into(),
-                pc1: 12,
+                active: [(Phase::PreCommit1, 12)].into(),
                 failed: 1,
                 total: 13,
                 ..MinerSectors::default()

@@ -129,8 +129,10 @@ fn age(now_ms: u64, since_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Phase, SectorNum, SectorSize, TaskId, WorkerId};
+    use crate::model::{SectorNum, SectorSize, WorkerId};
+    use crate::phases::Phase;
     use crate::resources::{Machine, Usage};
+    use crate::sector::TaskId;
     use crate::worker::registry::RunningTask;
 
     #[test]

@@ -8,8 +8,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Machine, Need};
-use crate::model::{Phase, SectorSize};
+use super::Machine;
+use crate::model::{Need, SectorSize};
+use crate::phases::Phase;
 use crate::units::human_bytes;
 
 /// GPU shares are counted in thousandths so that sums are exact.

@@ -8,7 +8,7 @@ pub mod table;
 use serde::{Deserialize, Serialize};
 
 pub use ledger::{Claim, Ledger, Refusal, Usage};
-pub use table::{Need, NeedOverride, Table};
+pub use table::{NeedOverride, Table};
 
 /// A worker's machine as the resource checks see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,60 +1,14 @@
 //! Lotus's resource table (`storage/sealer/storiface/resources.go`): what one task of each phase
-//! and sector size needs, overridable per entry from the worker's config file and from
-//! environment variables named as lotus names them (`PC1_32G_MAX_CONCURRENT=4`).
+//! and sector size needs (each phase file gives its row), overridable per entry from the
+//! worker's config file and from environment variables named as lotus names them
+//! (`PC1_32G_MAX_CONCURRENT=4`).
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::model::{Phase, SectorSize};
-
-/// Share of a machine's threads a multi-threaded task (`max_parallelism = -1`) takes, as lotus
-/// computes it: 92 % (16 threads → 14, 64 → 58).
-const PARALLEL_PERCENT: u32 = 92;
-
-/// What one task needs, field for field lotus's `Resources`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Need {
-    /// Memory that must be free for decent performance.
-    pub min_memory: u64,
-    /// Peak memory (RAM and swap together).
-    pub max_memory: u64,
-    /// GPUs the task uses when the worker has some (1.0 = a whole GPU).
-    pub gpu_utilization: f64,
-    /// CPU threads without a GPU: -1 means 92 % of the machine's threads.
-    pub max_parallelism: i32,
-    /// CPU threads when a GPU is used; 0 means as `max_parallelism`.
-    pub max_parallelism_gpu: i32,
-    /// Memory shared by all tasks of the kind (parameters, parent cache), checked on top of
-    /// `min_memory` and `max_memory`.
-    pub base_min_memory: u64,
-    /// Tasks of this phase and size at once on one worker; 0 means no limit.
-    pub max_concurrent: u32,
-    /// mesh's own: never run this without a GPU (lotus runs GPU phases on the CPU when a worker
-    /// has none).
-    pub gpu_required: bool,
-}
-
-impl Need {
-    /// CPU threads the task takes on a machine with `cpus` threads and `gpus` GPUs (lotus's
-    /// `Resources.Threads`).
-    pub fn threads(&self, cpus: u32, gpus: usize) -> u32 {
-        let mut parallelism = self.max_parallelism;
-        if self.gpu_utilization > 0.0 && gpus > 0 && self.max_parallelism_gpu != 0 {
-            parallelism = self.max_parallelism_gpu;
-        }
-        if parallelism == -1 {
-            let n = cpus * PARALLEL_PERCENT / 100;
-            return if n == 0 { cpus } else { n };
-        }
-        parallelism.max(0) as u32
-    }
-
-    /// Whether the task would use a GPU on a machine with `gpus` GPUs.
-    pub fn uses_gpu(&self, gpus: usize) -> bool {
-        gpus > 0 && self.gpu_utilization > 0.0
-    }
-}
+use crate::model::{Need, SectorSize};
+use crate::phases::Phase;
 
 /// Every field of [`Need`], optional: an override from the config file.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
@@ -116,61 +70,21 @@ impl Default for Table {
 }
 
 impl Table {
-    /// Lotus's defaults. Finalize has no entry in lotus; mesh gives it lotus's Fetch entry
-    /// (1 MiB, no threads). Unseal (lotus: as PreCommit1) is not a mesh phase yet.
+    /// Lotus's defaults: every phase's row at every size. (Finalize has no row in lotus; its
+    /// file gives it lotus's Fetch row.)
     pub fn lotus() -> Table {
-        use Phase::*;
-        use SectorSize::*;
-        const K: u64 = 1 << 10;
-        const M: u64 = 1 << 20;
-        const G: u64 = 1 << 30;
-        // (min, max, gpu, parallelism, parallelism with gpu, base)
-        let e = |min: u64, max: u64, gpu: f64, par: i32, par_gpu: i32, base: u64| Need {
-            min_memory: min,
-            max_memory: max,
-            gpu_utilization: gpu,
-            max_parallelism: par,
-            max_parallelism_gpu: par_gpu,
-            base_min_memory: base,
-            max_concurrent: 0,
-            gpu_required: false,
-        };
-        let rows = [
-            ((AddPiece, GiB64), e(8 * G, 8 * G, 0.0, 1, 0, G)),
-            ((AddPiece, GiB32), e(4 * G, 4 * G, 0.0, 1, 0, G)),
-            ((AddPiece, MiB512), e(G, G, 0.0, 1, 0, G)),
-            ((AddPiece, MiB8), e(8 * M, 8 * M, 0.0, 1, 0, 8 * M)),
-            ((AddPiece, KiB2), e(2 * K, 2 * K, 0.0, 1, 0, 2 * K)),
-            ((PreCommit1, GiB64), e(112 * G, 128 * G, 0.0, 1, 0, 10 * M)),
-            ((PreCommit1, GiB32), e(56 * G, 64 * G, 0.0, 1, 0, 10 * M)),
-            ((PreCommit1, MiB512), e(768 * M, G, 0.0, 1, 0, M)),
-            ((PreCommit1, MiB8), e(8 * M, 8 * M, 0.0, 1, 0, 8 * M)),
-            ((PreCommit1, KiB2), e(2 * K, 2 * K, 0.0, 1, 0, 2 * K)),
-            ((PreCommit2, GiB64), e(30 * G, 30 * G, 1.0, -1, 6, G)),
-            ((PreCommit2, GiB32), e(15 * G, 15 * G, 1.0, -1, 6, G)),
-            ((PreCommit2, MiB512), e(G, 3 * G / 2, 0.0, -1, 0, G)),
-            ((PreCommit2, MiB8), e(8 * M, 8 * M, 0.0, -1, 0, 8 * M)),
-            ((PreCommit2, KiB2), e(2 * K, 2 * K, 0.0, -1, 0, 2 * K)),
-            ((Commit1, GiB64), e(G, G, 0.0, 0, 0, G)),
-            ((Commit1, GiB32), e(G, G, 0.0, 0, 0, G)),
-            ((Commit1, MiB512), e(G, G, 0.0, 0, 0, G)),
-            ((Commit1, MiB8), e(8 * M, 8 * M, 0.0, 0, 0, 8 * M)),
-            ((Commit1, KiB2), e(2 * K, 2 * K, 0.0, 0, 0, 2 * K)),
-            ((Commit2, GiB64), e(60 * G, 190 * G, 1.0, -1, 6, 64 * G)),
-            ((Commit2, GiB32), e(30 * G, 150 * G, 1.0, -1, 6, 32 * G)),
-            ((Commit2, MiB512), e(G, 3 * G / 2, 1.0, 1, 0, 10 * G)),
-            ((Commit2, MiB8), e(8 * M, 8 * M, 1.0, 1, 0, 8 * M)),
-            ((Commit2, KiB2), e(2 * K, 2 * K, 1.0, 1, 0, 2 * K)),
-        ];
-        let mut entries: BTreeMap<_, _> = rows.into_iter().collect();
-        for size in SectorSize::ALL {
-            entries.insert((Finalize, size), e(M, M, 0.0, 0, 0, 0));
-        }
+        let entries = Phase::ALL
+            .into_iter()
+            .flat_map(|phase| SectorSize::ALL.map(|size| ((phase, size), phase.need(size))))
+            .collect();
         Table { entries }
     }
 
     pub fn get(&self, phase: Phase, size: SectorSize) -> Need {
-        self.entries[&(phase, size)]
+        self.entries
+            .get(&(phase, size))
+            .copied()
+            .unwrap_or_else(|| phase.need(size))
     }
 
     /// Applies the `[resources.<phase>.<size>]` sections of a config file. Keys are phase tokens
@@ -187,7 +101,10 @@ impl Table {
                 let size: SectorSize = size
                     .parse()
                     .map_err(|e| format!("[resources.{phase}.{size}]: {e}"))?;
-                let need = self.entries.get_mut(&(phase, size)).expect("full table");
+                let need = self
+                    .entries
+                    .entry((phase, size))
+                    .or_insert_with(|| phase.need(size));
                 over.apply(need);
                 check(need).map_err(|e| format!("[resources.{phase}.{size}]: {e}"))?;
             }
@@ -208,7 +125,7 @@ impl Table {
         let mut applied = Vec::new();
         let sdr_threads = sdr_threads(lookup)?;
         for (&(phase, size), need) in self.entries.iter_mut() {
-            let prefix = format!("{}_{}", env_phase(phase), env_size(size));
+            let prefix = format!("{}_{}", phase.lotus_env(), env_size(size));
             for field in ENV_FIELDS {
                 let name = format!("{prefix}_{field}");
                 let Some(value) = lookup(&name) else {
@@ -231,18 +148,6 @@ impl Table {
         applied.sort();
         applied.dedup();
         Ok(applied)
-    }
-}
-
-/// The phase as lotus's task type short names have it.
-fn env_phase(phase: Phase) -> &'static str {
-    match phase {
-        Phase::AddPiece => "AP",
-        Phase::PreCommit1 => "PC1",
-        Phase::PreCommit2 => "PC2",
-        Phase::Commit1 => "C1",
-        Phase::Commit2 => "C2",
-        Phase::Finalize => "FIN",
     }
 }
 

@@ -12,15 +12,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::registry::RunningTask;
-use super::{Ctx, phases};
-use crate::model::{
-    MESSAGE_VERSION, MinerId, ObjectRef, Outcome, Phase, SectorRecord, SectorSize, SectorState,
-    Task, TaskHead, TaskResult, Timings, decode, encode, one_line,
-};
+use super::{Ctx, artefacts};
+use crate::model::{MinerId, ObjectRef, SectorSize, decode, encode, one_line};
 use crate::names;
+use crate::phases::Phase;
 use crate::proofs::job::FailureKind;
 use crate::proofs::params;
 use crate::resources::Usage;
+use crate::sector::{
+    MESSAGE_VERSION, Outcome, SectorRecord, SectorState, Task, TaskHead, TaskResult, Timings,
+};
 use crate::store::StoreError;
 
 enum Failure {
@@ -352,10 +353,12 @@ async fn execute_in(
         })
         .await?;
     }
-    if let (Phase::Commit2, super::Executor::Proofs(runner)) = (task.phase, &ctx.config.executor) {
+    if let (true, super::Executor::Proofs(runner)) =
+        (task.phase.needs_params(), &ctx.config.executor)
+    {
         let files = params::param_files(task.proof)
             .map_err(|e| Failure::Permanent(format!("parameter names: {e:#}")))?;
-        let size = crate::proofs::proof_size(task.proof).unwrap_or(SectorSize::KiB2);
+        let size = SectorSize::of_proof(task.proof).unwrap_or(SectorSize::KiB2);
         params::pull(&ctx.store, &runner.param_cache, &files.names(), size)
             .await
             .map_err(|e| match e {
@@ -366,7 +369,7 @@ async fn execute_in(
     let download_ms = started.elapsed().as_millis() as u64;
 
     let ran = Instant::now();
-    let job = phases::job(task, dir);
+    let job = artefacts::job(task, dir);
     let exec_dir = dir.join(".exec");
     tokio::fs::create_dir_all(&exec_dir)
         .await
@@ -388,7 +391,7 @@ async fn execute_in(
     let run_ms = ran.elapsed().as_millis() as u64;
 
     let uploaded = Instant::now();
-    let (files, output) = phases::collect(task, dir, output)
+    let files = artefacts::outputs(task, dir)
         .await
         .map_err(|e| Failure::Retry(format!("collect outputs: {e:#}")))?;
     let mut outputs: Vec<ObjectRef> = Vec::with_capacity(files.len());

@@ -3,10 +3,10 @@
 //! lowest weighted share of the pool there; runs each in an attempt of its own, heartbeats into
 //! the worker registry, and drains on shutdown.
 
+mod artefacts;
 mod attempt;
 pub mod config;
 pub mod info;
-mod phases;
 pub mod pick;
 pub mod registry;
 pub mod scratch;
@@ -24,12 +24,13 @@ use tracing::{info, warn};
 
 use crate::broker::miners::Weights;
 use crate::broker::{Broker, topology};
-use crate::model::{Phase, SectorSize, WorkerId};
+use crate::model::{Need, SectorSize, WorkerId};
 use crate::names;
+use crate::phases::{self, Phase};
 use crate::proofs::child::ChildRunner;
-use crate::proofs::job::{Job, JobOutcome};
+use crate::proofs::job::{Job, JobFailure, JobOutput};
 use crate::proofs::synthetic::Synthetic;
-use crate::resources::{self, Claim, Ledger, Machine, Need, Refusal, Table, Usage};
+use crate::resources::{self, Claim, Ledger, Machine, Refusal, Table, Usage};
 use crate::store::Store;
 use crate::units::human_bytes;
 use registry::{Registry, WorkerRecord};
@@ -57,9 +58,23 @@ impl Executor {
         }
     }
 
-    async fn run(&self, job: &Job, dir: &std::path::Path, abort: &CancellationToken) -> JobOutcome {
+    /// Runs a phase's job: in a proof child process (its files in `dir`), or simulated.
+    async fn run(
+        &self,
+        job: &phases::Job,
+        dir: &std::path::Path,
+        abort: &CancellationToken,
+    ) -> Result<phases::Output, JobFailure> {
         match self {
-            Executor::Proofs(runner) => runner.run(job, dir, abort).await,
+            Executor::Proofs(runner) => {
+                match runner.run(&Job::Phase(job.clone()), dir, abort).await? {
+                    JobOutput::Phase(output) => Ok(output),
+                    other => Err(JobFailure::retryable(format!(
+                        "the proof process answered a {} job with {other:?}",
+                        job.phase()
+                    ))),
+                }
+            }
             Executor::Synthetic(synthetic) => synthetic.run(job, abort).await,
         }
     }
@@ -92,7 +107,7 @@ pub struct WorkerConfig {
     /// How long a running task waits out an unreachable store before giving the task back.
     pub store_patience: Duration,
     /// Scratch bytes this worker may fill; tasks are pulled only while their need fits in
-    /// what running tasks leave (see [`scratch::need`]).
+    /// what running tasks leave (see [`Phase::scratch`]).
     pub scratch_limit: u64,
 }
 
@@ -169,7 +184,7 @@ impl WorkerConfig {
             }
             for &size in &self.sizes {
                 let need = self.table.get(phase, size);
-                let claim = Claim::new(&need, &self.machine, scratch::need(phase, size));
+                let claim = Claim::new(&need, &self.machine, phase.scratch(size));
                 let kind = (phase, size);
                 let refusal = empty.ever_fits(kind, &claim).err();
                 let mut ledger = empty.clone();
@@ -237,7 +252,7 @@ impl WorkerConfig {
         let smallest_need = self
             .phases
             .iter()
-            .flat_map(|&p| self.sizes.iter().map(move |&s| scratch::need(p, s)))
+            .flat_map(|&p| self.sizes.iter().map(move |&s| p.scratch(s)))
             .min()
             .unwrap_or(0);
         if smallest_need > self.scratch_limit {

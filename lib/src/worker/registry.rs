@@ -11,8 +11,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::broker::{Broker, BrokerError};
-use crate::model::{MinerId, Phase, SectorNum, SectorSize, TaskId, WorkerId};
+use crate::model::{MinerId, SectorNum, SectorSize, WorkerId};
+use crate::phases::Phase;
 use crate::resources::{Machine, Usage};
+use crate::sector::TaskId;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunningTask {

@@ -6,33 +6,7 @@ use std::path::{Component, Path, PathBuf};
 
 use tracing::{info, warn};
 
-use crate::model::{Phase, SectorSize};
-
 const OWNER_FILE: &str = "owner";
-
-/// Job files, logs and slack every attempt needs besides its data.
-const ATTEMPT_OVERHEAD: u64 = 64 * 1024;
-
-/// Scratch bytes a task may fill at most with real proofs, in sector sizes: AddPiece holds the
-/// pieces and the unsealed file; PC1 the unsealed file, the SDR layers (2 below 32GiB, 11 from
-/// it) and tree D (2×); PC2 adds the sealed replica and trees C and R; C1 and Finalize read the
-/// sealed replica and the cache; C2 only the C1 output (under 1/64 of the sector).
-pub fn need(phase: Phase, size: SectorSize) -> u64 {
-    let sector = size.bytes();
-    let layers = match size {
-        SectorSize::KiB2 | SectorSize::MiB8 | SectorSize::MiB512 => 2,
-        SectorSize::GiB32 | SectorSize::GiB64 => 11,
-    };
-    let data = match phase {
-        Phase::AddPiece => 2 * sector,
-        Phase::PreCommit1 => (3 + layers) * sector,
-        Phase::PreCommit2 => (5 + layers) * sector,
-        Phase::Commit1 | Phase::Finalize => (4 + layers) * sector,
-        Phase::Commit2 => sector / 64,
-    };
-    data + ATTEMPT_OVERHEAD
-}
-
 /// Bytes free on the filesystem holding `dir` (or its nearest existing ancestor's), if known.
 pub fn free_space(dir: &Path) -> Option<u64> {
     let mut probe = dir.to_path_buf();
@@ -162,14 +136,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn needs_grow_with_size_and_follow_the_phases() {
-        let kib2 = |p| need(p, SectorSize::KiB2);
-        assert!(kib2(Phase::AddPiece) < kib2(Phase::PreCommit1));
-        assert!(kib2(Phase::PreCommit1) < kib2(Phase::PreCommit2));
-        assert!(kib2(Phase::Commit2) < kib2(Phase::AddPiece));
-        // A 32GiB PC1 needs about 14 sectors' worth: 448 GiB.
-        let pc1 = need(Phase::PreCommit1, SectorSize::GiB32);
-        assert_eq!(pc1 >> 30, 448);
+    fn free_space_is_read_from_the_nearest_existing_directory() {
         assert!(free_space(Path::new("/tmp/surely/not/there")).is_some());
     }
 

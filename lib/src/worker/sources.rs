@@ -15,8 +15,9 @@ use super::pick::{self, MinerLoad, Queue};
 use crate::broker::miners::Weights;
 use crate::broker::topology;
 use crate::broker::{Broker, BrokerError};
-use crate::model::{MinerId, Phase, SectorSize, TaskClass};
+use crate::model::{MinerId, SectorSize, TaskClass};
 use crate::names;
+use crate::phases::Phase;
 use crate::resources::Claim;
 
 /// One task stream a worker serves.

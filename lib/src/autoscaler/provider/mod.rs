@@ -70,7 +70,7 @@ pub struct WorkerSpec {
     pub group: String,
     /// The NATS URL(s) the autoscaler itself uses; local workers get the same.
     pub nats: String,
-    pub phases: Vec<crate::model::Phase>,
+    pub phases: Vec<crate::phases::Phase>,
     pub sizes: Vec<crate::model::SectorSize>,
     pub slots: u32,
 }

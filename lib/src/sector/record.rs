@@ -1,19 +1,19 @@
-//! The sector state machine: which phase a sector is in, what it has produced so far, and which
-//! results it accepts. Pure: the publisher stores records in the `mesh-sectors` bucket with
-//! compare-and-set and does all I/O around these functions.
+//! The sector state machine: which phase a sector is in, what its phases have produced so far,
+//! and which results it accepts. What each phase's task carries and how its output is absorbed
+//! is the phase's own (`phases`); this file sequences them. Pure: the publisher stores records
+//! in the `mesh-sectors` bucket with compare-and-set and does all I/O around these functions.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use serde_bytes::ByteBuf;
 
-use super::task::{ObjectRef, Outcome, PhaseOutput, PhaseParams, PieceSpec, Task, TaskResult};
-use super::{
-    MAX_MESSAGE_BYTES, MESSAGE_VERSION, MinerId, Phase, PieceInfo, SectorNum, SectorSize, TaskId,
-    WorkerId,
+use super::{MESSAGE_VERSION, Outcome, Task, TaskId, TaskResult};
+use crate::model::{
+    MAX_MESSAGE_BYTES, MinerId, ObjectRef, PieceSpec, RegisteredSealProof, SectorNum, SectorSize,
+    WorkerId, check_object, encode, one_line,
 };
-use crate::proofs::RegisteredSealProof;
+use crate::names;
+use crate::phases::{Output, Phase, SectorData};
 
 /// Largest encoded record a result may leave: half a message, so that the record always fits in
 /// the bucket and the next task (its inputs and parameters come from the record) in its stream.
@@ -114,21 +114,10 @@ pub struct SectorRecord {
     pub sector: SectorNum,
     pub proof: RegisteredSealProof,
     pub size: SectorSize,
-    pub pieces: Vec<PieceSpec>,
-    #[serde(with = "serde_bytes")]
-    pub ticket: [u8; 32],
-    #[serde(with = "serde_bytes")]
-    pub seed: Option<[u8; 32]>,
+    /// What its phases have produced so far (flattened: its fields are the record's own).
+    #[serde(flatten)]
+    pub data: SectorData,
     pub state: SectorState,
-    /// Current artefacts by scratch name (`unsealed`, `sealed`, `cache/…`, `c1.out`, `piece-0`).
-    pub objects: BTreeMap<String, ObjectRef>,
-    pub piece_infos: Vec<PieceInfo>,
-    pub pc1_output: Option<ByteBuf>,
-    #[serde(with = "serde_bytes")]
-    pub comm_r: Option<[u8; 32]>,
-    #[serde(with = "serde_bytes")]
-    pub comm_d: Option<[u8; 32]>,
-    pub proof_bytes: Option<ByteBuf>,
     pub history: Vec<PhaseRun>,
     /// Sealed by the synthetic executor (a simulation): its proof is not a proof.
     #[serde(default)]
@@ -157,9 +146,7 @@ impl SectorRecord {
             sector,
             proof,
             size,
-            pieces,
-            ticket,
-            seed: None,
+            data: SectorData::new(pieces, piece_objects, ticket),
             state: SectorState::Active {
                 phase: Phase::AddPiece,
                 task: TaskId::new(miner, sector, Phase::AddPiece, 0),
@@ -167,15 +154,6 @@ impl SectorRecord {
                 published: false,
                 since_ms: now_ms,
             },
-            objects: piece_objects
-                .into_iter()
-                .map(|o| (o.name.clone(), o))
-                .collect(),
-            piece_infos: Vec::new(),
-            pc1_output: None,
-            comm_r: None,
-            comm_d: None,
-            proof_bytes: None,
             history: Vec::new(),
             synthetic: false,
             created_ms: now_ms,
@@ -184,7 +162,7 @@ impl SectorRecord {
     }
 
     pub fn has_deals(&self) -> bool {
-        self.pieces.iter().any(|p| p.object.is_some())
+        self.data.has_deals()
     }
 
     /// Result fencing: only a result of the task the sector waits for is accepted; a late
@@ -331,19 +309,19 @@ impl SectorRecord {
         }
     }
 
-    /// Fails the sector; the reason is kept on one line and cut short (see [`super::one_line`]),
+    /// Fails the sector; the reason is kept on one line and cut short (see [`one_line`]),
     /// as workers put it on the task's dead letter.
     pub fn fail(&mut self, phase: Phase, reason: String, now_ms: u64) {
         self.state = SectorState::Failed {
             phase,
-            reason: super::one_line(&reason),
+            reason: one_line(&reason),
             at_ms: now_ms,
         };
         self.updated_ms = now_ms;
     }
 
     fn check_size(&self) -> Result<(), String> {
-        let len = super::encode(self).len();
+        let len = encode(self).len();
         if len > MAX_RECORD_BYTES {
             return Err(format!(
                 "the sector's record would grow to {len} bytes, over the {MAX_RECORD_BYTES} allowed"
@@ -352,77 +330,20 @@ impl SectorRecord {
         Ok(())
     }
 
+    /// Takes a done result's outputs in, as its phase says: the objects must stay inside the
+    /// sector, and be what the phase writes.
     fn absorb(
         &mut self,
         phase: Phase,
         outputs: &[ObjectRef],
-        output: &PhaseOutput,
+        output: &Output,
         seed: impl FnOnce() -> [u8; 32],
     ) -> Result<(), String> {
-        if output.phase() != phase {
-            return Err(format!("it carries {} output", output.phase()));
-        }
-        let prefix = crate::names::sector_prefix(self.miner, self.sector);
+        let prefix = names::sector_prefix(self.miner, self.sector);
         for object in outputs {
-            super::check_object(object, &prefix)?;
+            check_object(object, &prefix)?;
         }
-        let has = |name: &str| outputs.iter().any(|o| o.name == name);
-        let has_cache = outputs.iter().any(|o| o.name.starts_with("cache/"));
-        match output {
-            PhaseOutput::AddPiece { piece_infos } => {
-                if !has("unsealed") || piece_infos.is_empty() {
-                    return Err("no unsealed file or piece infos".into());
-                }
-                super::task::check_pieces(piece_infos.iter().map(|p| p.size), self.size)?;
-                self.piece_infos = piece_infos.clone();
-            }
-            PhaseOutput::PreCommit1 { pc1_output } => {
-                if !has_cache || pc1_output.is_empty() {
-                    return Err("no cache files or pc1 output".into());
-                }
-                self.pc1_output = Some(pc1_output.clone());
-            }
-            PhaseOutput::PreCommit2 { comm_r, comm_d } => {
-                if !has("sealed") {
-                    return Err("no sealed replica".into());
-                }
-                self.comm_r = Some(*comm_r);
-                self.comm_d = Some(*comm_d);
-                self.seed = Some(seed());
-            }
-            PhaseOutput::Commit1 => {
-                if !has("c1.out") {
-                    return Err("no c1 output".into());
-                }
-            }
-            PhaseOutput::Commit2 { proof } => {
-                if proof.is_empty() {
-                    return Err("an empty proof".into());
-                }
-                self.proof_bytes = Some(proof.clone());
-            }
-            PhaseOutput::Finalize { kept } => {
-                let has_deals = self.has_deals();
-                let keep = |name: &str| {
-                    name == "sealed"
-                        || (name == "unsealed" && has_deals)
-                        || name
-                            .strip_prefix("cache/")
-                            .is_some_and(|file| kept.iter().any(|k| k == file))
-                };
-                if !kept
-                    .iter()
-                    .any(|k| self.objects.contains_key(&format!("cache/{k}")))
-                {
-                    return Err("it kept none of the sector's cache files".into());
-                }
-                self.objects.retain(|name, _| keep(name));
-            }
-        }
-        for object in outputs {
-            self.objects.insert(object.name.clone(), object.clone());
-        }
-        Ok(())
+        phase.absorb(&mut self.data, self.size, outputs, output, seed)
     }
 
     /// The task for the phase the sector is in, or `None` when it is finished.
@@ -430,64 +351,14 @@ impl SectorRecord {
         let SectorState::Active { phase, task, .. } = &self.state else {
             return None;
         };
-        Some(self.build_task(*phase, task.clone(), max_attempts, now_ms))
-    }
-
-    fn build_task(
-        &self,
-        phase: Phase,
-        id: TaskId,
-        max_attempts: u32,
-        now_ms: u64,
-    ) -> Result<Task, String> {
-        let missing = |what: &str| format!("sector has no {what} for {phase}");
-        let objects = |pred: &dyn Fn(&str) -> bool| -> Vec<ObjectRef> {
-            self.objects
-                .values()
-                .filter(|o| pred(&o.name))
-                .cloned()
-                .collect()
+        let phase = *phase;
+        let params = match phase.params(&self.data) {
+            Ok(params) => params,
+            Err(e) => return Some(Err(e)),
         };
-        let cache = |n: &str| n.starts_with("cache/");
-        let (inputs, params) = match phase {
-            Phase::AddPiece => (
-                objects(&|n| n.starts_with("piece-")),
-                PhaseParams::AddPiece {
-                    pieces: self.pieces.clone(),
-                },
-            ),
-            Phase::PreCommit1 => (
-                objects(&|n| n == "unsealed"),
-                PhaseParams::PreCommit1 {
-                    ticket: self.ticket,
-                    piece_infos: self.piece_infos.clone(),
-                },
-            ),
-            Phase::PreCommit2 => (
-                objects(&|n| n == "unsealed" || cache(n)),
-                PhaseParams::PreCommit2 {
-                    pc1_output: self
-                        .pc1_output
-                        .clone()
-                        .ok_or_else(|| missing("pc1 output"))?,
-                },
-            ),
-            Phase::Commit1 => (
-                objects(&|n| n == "sealed" || cache(n)),
-                PhaseParams::Commit1 {
-                    ticket: self.ticket,
-                    seed: self.seed.ok_or_else(|| missing("seed"))?,
-                    comm_r: self.comm_r.ok_or_else(|| missing("comm_r"))?,
-                    comm_d: self.comm_d.ok_or_else(|| missing("comm_d"))?,
-                    piece_infos: self.piece_infos.clone(),
-                },
-            ),
-            Phase::Commit2 => (objects(&|n| n == "c1.out"), PhaseParams::Commit2),
-            Phase::Finalize => (objects(&cache), PhaseParams::Finalize),
-        };
-        Ok(Task {
+        Some(Ok(Task {
             version: MESSAGE_VERSION,
-            id,
+            id: task.clone(),
             miner: self.miner,
             sector: self.sector,
             proof: self.proof,
@@ -495,20 +366,24 @@ impl SectorRecord {
             priority: phase.priority(),
             has_deals: self.has_deals(),
             max_attempts,
-            inputs,
+            inputs: phase.inputs(&self.data),
             params,
             holder: None,
             synthetic: self.synthetic,
             created_ms: now_ms,
-        })
+        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
+
+    use serde_bytes::ByteBuf;
+
     use super::*;
-    use crate::model::{Timings, decode, encode};
-    use crate::proofs::seal_proof;
+    use crate::model::{PieceInfo, decode};
+    use crate::phases::{ap, c2, fin, pc1, pc2};
+    use crate::sector::Timings;
 
     fn record() -> SectorRecord {
         let miner: MinerId = "f01000".parse().unwrap();
@@ -516,7 +391,7 @@ mod tests {
             miner,
             SectorNum(3),
             SectorSize::KiB2,
-            seal_proof(SectorSize::KiB2),
+            SectorSize::KiB2.seal_proof(),
             vec![PieceSpec {
                 object: None,
                 size: 2032,
@@ -536,7 +411,7 @@ mod tests {
         }
     }
 
-    fn done(rec: &SectorRecord, outputs: Vec<ObjectRef>, output: PhaseOutput) -> TaskResult {
+    fn done(rec: &SectorRecord, outputs: Vec<ObjectRef>, output: Output) -> TaskResult {
         let SectorState::Active { phase, task, .. } = &rec.state else {
             panic!("not active")
         };
@@ -558,54 +433,54 @@ mod tests {
         done(
             rec,
             vec![object("unsealed", "ap")],
-            PhaseOutput::AddPiece {
+            Output::AddPiece(ap::Output {
                 piece_infos: vec![PieceInfo {
                     comm_p: [1; 32],
                     size: 2032,
                 }],
-            },
+            }),
         )
     }
 
     fn drive_to_sealed(rec: &mut SectorRecord) {
-        let steps: Vec<(Vec<ObjectRef>, PhaseOutput)> = vec![
+        let steps: Vec<(Vec<ObjectRef>, Output)> = vec![
             (
                 vec![object("unsealed", "ap")],
-                PhaseOutput::AddPiece {
+                Output::AddPiece(ap::Output {
                     piece_infos: vec![PieceInfo {
                         comm_p: [1; 32],
                         size: 2032,
                     }],
-                },
+                }),
             ),
             (
                 vec![
                     object("cache/tree-d", "pc1"),
                     object("cache/layer-1", "pc1"),
                 ],
-                PhaseOutput::PreCommit1 {
+                Output::PreCommit1(pc1::Output {
                     pc1_output: ByteBuf::from(vec![1, 2, 3]),
-                },
+                }),
             ),
             (
                 vec![object("sealed", "pc2"), object("cache/p_aux", "pc2")],
-                PhaseOutput::PreCommit2 {
+                Output::PreCommit2(pc2::Output {
                     comm_r: [2; 32],
                     comm_d: [3; 32],
-                },
+                }),
             ),
-            (vec![object("c1.out", "c1")], PhaseOutput::Commit1),
+            (vec![object("c1.out", "c1")], Output::Commit1),
             (
                 vec![],
-                PhaseOutput::Commit2 {
+                Output::Commit2(c2::Output {
                     proof: ByteBuf::from(vec![4; 192]),
-                },
+                }),
             ),
             (
                 vec![],
-                PhaseOutput::Finalize {
+                Output::Finalize(fin::Output {
                     kept: vec!["p_aux".into()],
-                },
+                }),
             ),
         ];
         for (i, (outputs, output)) in steps.into_iter().enumerate() {
@@ -622,9 +497,9 @@ mod tests {
         let mut rec = record();
         drive_to_sealed(&mut rec);
         assert_eq!(rec.state, SectorState::Sealed { at_ms: 2005 });
-        assert_eq!(rec.seed, Some([5; 32]));
+        assert_eq!(rec.data.seed, Some([5; 32]));
         assert_eq!(rec.history.len(), 6);
-        let names: Vec<&str> = rec.objects.keys().map(String::as_str).collect();
+        let names: Vec<&str> = rec.data.objects.keys().map(String::as_str).collect();
         assert_eq!(names, ["cache/p_aux", "sealed"]);
         let back: SectorRecord = decode(&encode(&rec)).unwrap();
         assert_eq!(back, rec);
@@ -695,9 +570,9 @@ mod tests {
         let late = done(
             &rec,
             vec![],
-            PhaseOutput::PreCommit1 {
+            Output::PreCommit1(pc1::Output {
                 pc1_output: ByteBuf::from(vec![1]),
-            },
+            }),
         );
         let late = TaskResult {
             task: old.id.clone(),
@@ -733,9 +608,9 @@ mod tests {
         let mut other = done(
             &rec,
             vec![],
-            PhaseOutput::PreCommit1 {
+            Output::PreCommit1(pc1::Output {
                 pc1_output: ByteBuf::from(vec![1]),
-            },
+            }),
         );
         other.task = TaskId("f01000.3.pc1.7".into());
         assert!(matches!(rec.fence(&other), Err(Stale::OtherTask { .. })));
@@ -757,7 +632,7 @@ mod tests {
     #[test]
     fn failures_and_unusable_results_fail_the_sector_with_a_reason() {
         let mut rec = record();
-        let mut failed = done(&rec, vec![], PhaseOutput::Commit1);
+        let mut failed = done(&rec, vec![], Output::Commit1);
         failed.outcome = Outcome::Failed {
             reason: "corrupt piece".into(),
         };
@@ -773,12 +648,12 @@ mod tests {
                 key: "f01001/3/x/unsealed".into(),
                 ..object("unsealed", "ap")
             }],
-            PhaseOutput::AddPiece {
+            Output::AddPiece(ap::Output {
                 piece_infos: vec![PieceInfo {
                     comm_p: [1; 32],
                     size: 2032,
                 }],
-            },
+            }),
         );
         rec.apply(&escaping, || [0; 32], 5);
         assert!(
@@ -801,7 +676,7 @@ mod tests {
             let bad = done(
                 &rec,
                 vec![object("unsealed", "ap")],
-                PhaseOutput::AddPiece { piece_infos },
+                Output::AddPiece(ap::Output { piece_infos }),
             );
             rec.apply(&bad, || [0; 32], 5);
             assert!(
@@ -809,7 +684,7 @@ mod tests {
                 "{:?}",
                 rec.state
             );
-            assert!(rec.objects.is_empty());
+            assert!(rec.data.objects.is_empty());
         }
         let mut rec = record();
         let ap = ap_done(&rec);
@@ -818,9 +693,9 @@ mod tests {
         let huge = done(
             &rec,
             names.collect(),
-            PhaseOutput::PreCommit1 {
+            Output::PreCommit1(pc1::Output {
                 pc1_output: ByteBuf::from(vec![1]),
-            },
+            }),
         );
         rec.apply(&huge, || [0; 32], 5);
         assert!(
@@ -828,11 +703,11 @@ mod tests {
             "{:?}",
             rec.state
         );
-        assert_eq!(rec.objects.len(), 1, "only AddPiece's unsealed file");
+        assert_eq!(rec.data.objects.len(), 1, "only AddPiece's unsealed file");
 
         // A reason is kept on one line and cut short.
         let mut rec = record();
-        let mut failed = done(&rec, vec![], PhaseOutput::Commit1);
+        let mut failed = done(&rec, vec![], Output::Commit1);
         failed.outcome = Outcome::Failed {
             reason: format!("bad\n{}", "x".repeat(5000)),
         };

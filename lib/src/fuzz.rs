@@ -5,7 +5,7 @@
 //!
 //! Each property runs a fixed number of cases chosen to keep the module to a few seconds in a
 //! debug build. `PROPTEST_CASES=N` runs N cases of each instead, for a longer campaign:
-//! `PROPTEST_CASES=100000 cargo nextest run -p mesh model::fuzz`. (A config that sets `cases`
+//! `PROPTEST_CASES=100000 cargo nextest run -p mesh fuzz`. (A config that sets `cases`
 //! itself hides that variable, which proptest only reads for its default, so [`config`] reads
 //! it.)
 
@@ -15,15 +15,17 @@ use proptest::prelude::*;
 use serde_bytes::ByteBuf;
 use serde_json::Value;
 
-use super::{
-    DecodeError, MAX_MESSAGE_BYTES, MESSAGE_VERSION, MinerId, ObjectRef, Outcome, Phase,
-    PhaseOutput, PhaseParams, PieceInfo, PieceSpec, SectorNum, SectorRecord, SectorSize,
-    SectorState, Task, TaskHead, TaskResult, Timings, WorkerId, check_object, decode, decode_json,
-    encode,
-};
 use crate::autoscaler::drain::DrainMark;
 use crate::broker::miners::MinerEntry;
+use crate::model::{
+    DecodeError, MAX_MESSAGE_BYTES, MinerId, ObjectRef, PieceInfo, PieceSpec, SectorNum,
+    SectorSize, WorkerId, check_object, decode, decode_json, encode,
+};
 use crate::names;
+use crate::phases::{Output, Params, Phase, ap, c2, fin, pc1, pc2};
+use crate::sector::{
+    MESSAGE_VERSION, Outcome, SectorRecord, SectorState, Task, TaskHead, TaskResult, Timings,
+};
 use crate::worker::registry::WorkerRecord;
 use crate::worker::scratch::{ScratchRoot, join_inside};
 
@@ -59,7 +61,7 @@ fn walk() -> Vec<(SectorRecord, Task, TaskResult)> {
         miner(),
         SectorNum(7),
         SectorSize::KiB2,
-        crate::proofs::seal_proof(SectorSize::KiB2),
+        SectorSize::KiB2.seal_proof(),
         vec![PieceSpec {
             object: Some("piece-0".into()),
             size: 1016,
@@ -68,10 +70,10 @@ fn walk() -> Vec<(SectorRecord, Task, TaskResult)> {
         [9; 32],
         0,
     );
-    let steps: Vec<(Vec<ObjectRef>, PhaseOutput)> = vec![
+    let steps: Vec<(Vec<ObjectRef>, Output)> = vec![
         (
             vec![object("unsealed", "ap-1/")],
-            PhaseOutput::AddPiece {
+            Output::AddPiece(ap::Output {
                 piece_infos: vec![
                     PieceInfo {
                         comm_p: [1; 32],
@@ -82,36 +84,36 @@ fn walk() -> Vec<(SectorRecord, Task, TaskResult)> {
                         size: 1016,
                     },
                 ],
-            },
+            }),
         ),
         (
             vec![
                 object("cache/tree-d", "pc1-1/"),
                 object("cache/layer-1", "pc1-1/"),
             ],
-            PhaseOutput::PreCommit1 {
+            Output::PreCommit1(pc1::Output {
                 pc1_output: ByteBuf::from(vec![1, 2, 3]),
-            },
+            }),
         ),
         (
             vec![object("sealed", "pc2-1/"), object("cache/p_aux", "pc2-1/")],
-            PhaseOutput::PreCommit2 {
+            Output::PreCommit2(pc2::Output {
                 comm_r: [3; 32],
                 comm_d: [4; 32],
-            },
+            }),
         ),
-        (vec![object("c1.out", "c1-1/")], PhaseOutput::Commit1),
+        (vec![object("c1.out", "c1-1/")], Output::Commit1),
         (
             vec![],
-            PhaseOutput::Commit2 {
+            Output::Commit2(c2::Output {
                 proof: ByteBuf::from(vec![5; 192]),
-            },
+            }),
         ),
         (
             vec![],
-            PhaseOutput::Finalize {
+            Output::Finalize(fin::Output {
                 kept: vec!["p_aux".into()],
-            },
+            }),
         ),
     ];
     let mut out = Vec::new();
@@ -183,7 +185,7 @@ fn assert_task_is_safe(task: &Task) {
         let path = join_inside(root, &input.name).expect("a valid name joins");
         assert!(stays_inside(root, &path), "{}", path.display());
     }
-    if let PhaseParams::AddPiece { pieces } = &task.params {
+    if let Params::AddPiece(ap::Params { pieces }) = &task.params {
         for name in pieces.iter().filter_map(|p| p.object.as_ref()) {
             assert!(task.inputs.iter().any(|i| &i.name == name), "{name}");
         }
@@ -199,7 +201,7 @@ fn assert_task_is_safe(task: &Task) {
 /// and it still fits in the bucket.
 fn assert_record_is_safe(record: &SectorRecord) {
     let prefix = names::sector_prefix(record.miner, record.sector);
-    for object in record.objects.values() {
+    for object in record.data.objects.values() {
         check_object(object, &prefix).unwrap();
     }
     assert!(encode(record).len() <= MAX_MESSAGE_BYTES);
@@ -543,7 +545,7 @@ fn poke_task(task: &mut Task, field: Field, value: String) {
         Field::Key => task.inputs.iter_mut().for_each(|i| i.key = value.clone()),
         Field::Id => task.id.0 = value,
         Field::PieceObject => match &mut task.params {
-            PhaseParams::AddPiece { pieces } => pieces
+            Params::AddPiece(ap::Params { pieces }) => pieces
                 .iter_mut()
                 .for_each(|p| p.object = Some(value.clone())),
             _ => task.inputs.iter_mut().for_each(|i| i.name = value.clone()),
@@ -564,7 +566,7 @@ fn poke_result(result: &mut TaskResult, field: Field, value: String) {
             }
         }
         (Outcome::Done { outputs, output }, field) => match (field, output) {
-            (Field::Kept, PhaseOutput::Finalize { kept }) => kept.push(value),
+            (Field::Kept, Output::Finalize(fin::Output { kept })) => kept.push(value),
             (Field::Key, _) => outputs.iter_mut().for_each(|o| o.key = value.clone()),
             _ => outputs.push(ObjectRef {
                 name: value,

@@ -1,0 +1,18 @@
+//! A sector's life in messages: the task its current phase publishes, the result a worker sends
+//! back, and the record that absorbs it (the sector state machine). What each phase's task
+//! carries and produces is the phase's own (`phases`); this module sequences them and checks
+//! what comes from the wire.
+
+#[cfg(test)]
+mod golden;
+mod record;
+mod result;
+mod task;
+
+pub use record::{PhaseRun, SectorRecord, SectorState, Stale};
+pub use result::{Outcome, TaskResult, Timings};
+pub use task::{InvalidTask, Task, TaskHead, TaskId};
+
+/// Version of the task and result structs and of sector records; a reader refuses newer
+/// versions it cannot know.
+pub const MESSAGE_VERSION: u16 = 1;
