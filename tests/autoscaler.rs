@@ -246,11 +246,11 @@ async fn a_drain_mark_stops_a_worker_taking_tasks_until_it_is_lifted() {
     let free = mesh.worker("free", &flags);
     let broker = mesh.broker().await;
     let bucket = broker.bucket(mesh::names::DRAIN_BUCKET).await.unwrap();
-    let mark = mesh::autoscaler::drain::DrainMark {
+    let mark = mesh::broker::drain::DrainMark {
         group: "test".into(),
         since_ms: mesh::now_ms(),
     };
-    mesh::autoscaler::drain::mark(&bucket, "held", &mark)
+    mesh::broker::drain::mark(&bucket, "held", &mark)
         .await
         .unwrap();
     wait_for(
@@ -259,7 +259,7 @@ async fn a_drain_mark_stops_a_worker_taking_tasks_until_it_is_lifted() {
         || {
             let broker = &broker;
             async move {
-                let workers = mesh::worker::registry::list(broker).await.ok()?;
+                let workers = mesh::broker::workers::list(broker).await.ok()?;
                 workers
                     .iter()
                     .any(|w| w.id.0 == "held" && w.draining)
@@ -274,9 +274,7 @@ async fn a_drain_mark_stops_a_worker_taking_tasks_until_it_is_lifted() {
     assert_eq!(ran(&held), 0, "the held worker took tasks");
     assert_eq!(ran(&free), 18);
 
-    mesh::autoscaler::drain::unmark(&bucket, "held")
-        .await
-        .unwrap();
+    mesh::broker::drain::unmark(&bucket, "held").await.unwrap();
     wait_for("the mark to be lifted", Duration::from_secs(20), || {
         let text = held.log_text();
         async move { text.contains("drain mark lifted").then_some(()) }

@@ -211,7 +211,7 @@ fn actions() -> Vec<(&'static str, &'static [&'static str], Op)> {
             "read the worker registry",
             &["worker", "autoscaler", "admin"],
             op(|b| async move {
-                mesh::worker::registry::list(&b).await.map_err(err)?;
+                mesh::broker::workers::list(&b).await.map_err(err)?;
                 Ok(())
             }),
         ),

@@ -15,8 +15,9 @@ use proptest::prelude::*;
 use serde_bytes::ByteBuf;
 use serde_json::Value;
 
-use crate::autoscaler::drain::DrainMark;
+use crate::broker::drain::DrainMark;
 use crate::broker::miners::MinerEntry;
+use crate::broker::workers::WorkerRecord;
 use crate::model::{
     DecodeError, MAX_MESSAGE_BYTES, MinerId, ObjectRef, PieceInfo, PieceSpec, SectorNum,
     SectorSize, WorkerId, check_object, decode, decode_json, encode,
@@ -26,7 +27,6 @@ use crate::phases::{Output, Params, Phase, ap, c2, fin, pc1, pc2};
 use crate::sector::{
     MESSAGE_VERSION, Outcome, SectorRecord, SectorState, Task, TaskHead, TaskResult, Timings,
 };
-use crate::worker::registry::WorkerRecord;
 use crate::worker::scratch::{ScratchRoot, join_inside};
 
 /// `cases` cases, or `PROPTEST_CASES` when it is set.

@@ -1,22 +1,26 @@
 //! mesh: a NATS JetStream worker mesh for Filecoin sector sealing.
 //!
 //! Miners publish sealing tasks to JetStream work-queue streams; stateless workers pull what they
-//! can run, move sector data through an object store and report durable results. See DESIGN.md.
+//! can run, move sector data through an object store and report durable results. The module map
+//! and its layers: README, Architecture (checked by `layers`).
 
 pub mod autoscaler;
 pub mod broker;
+pub mod config;
 #[cfg(test)]
 mod fuzz;
+#[cfg(test)]
+mod layers;
 pub mod model;
 pub mod names;
 pub mod phases;
 pub mod proofs;
+pub mod publisher;
 pub mod redact;
 pub mod render;
 pub mod resources;
 pub mod sector;
 pub mod store;
-pub mod telemetry;
 pub mod units;
 pub mod worker;
 
@@ -26,5 +30,3 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
-pub mod cli;
-pub mod publisher;

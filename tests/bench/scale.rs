@@ -177,7 +177,7 @@ async fn measure(mesh: &Mesh, broker: &mesh::broker::Broker, workers: usize) -> 
     wait_for("every worker to register", Duration::from_secs(120), || {
         let broker = broker.clone();
         async move {
-            let n = mesh::worker::registry::list(&broker).await.ok()?.len();
+            let n = mesh::broker::workers::list(&broker).await.ok()?.len();
             (n >= workers).then_some(())
         }
     })

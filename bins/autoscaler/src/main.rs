@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use mesh::autoscaler::config::AutoscalerConfig;
 use mesh::autoscaler::metrics::Metrics;
-use mesh::cli::{NatsArgs, Shutdown};
+use mesh_cli::{NatsArgs, Shutdown};
 
 #[derive(Parser)]
 #[command(
@@ -49,7 +49,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    mesh::cli::run_main(|| run(cli.command))
+    mesh_cli::run_main(|| run(cli.command))
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

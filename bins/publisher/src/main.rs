@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use mesh::broker::topology::Topology;
-use mesh::cli::{ExecArgs, NatsArgs, ParamArgs, Shutdown, StoreArgs, whole_number};
 use mesh::model::{MinerId, SectorSize};
 use mesh::publisher::randomness::OsRandomness;
 use mesh::publisher::{self, Driver, PublisherConfig, SealRequest, dlq};
 use mesh::sector::SectorState;
+use mesh_cli::{ExecArgs, NatsArgs, ParamArgs, Shutdown, StoreArgs, whole_number};
 
 #[derive(Parser)]
 #[command(
@@ -244,7 +244,7 @@ fn main() -> ExitCode {
     if let Command::Exec(exec) = &cli.command {
         return exec.run();
     }
-    mesh::cli::run_main(|| run(cli.command))
+    mesh_cli::run_main(|| run(cli.command))
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
@@ -267,7 +267,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Dlq(command) => dlq_command(command).await,
         Command::Workers { nats, json } => {
             let broker = nats.connect("mesh-publisher workers").await?;
-            let workers = mesh::worker::registry::list(&broker).await?;
+            let workers = mesh::broker::workers::list(&broker).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&workers)?);
             } else {

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mesh::cli::{ExecArgs, NatsArgs, ParamArgs, Shutdown, StoreArgs};
 use mesh::model::{SectorSize, WorkerId};
 use mesh::phases::Phase;
 use mesh::proofs::params;
@@ -14,6 +13,7 @@ use mesh::proofs::synthetic::Synthetic;
 use mesh::resources::{Declared, Table};
 use mesh::worker::config::WorkerFile;
 use mesh::worker::{self, Executor, WorkerConfig};
+use mesh_cli::{ExecArgs, NatsArgs, ParamArgs, Shutdown, StoreArgs};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -120,10 +120,10 @@ struct ServeArgs {
     )]
     sizes: Vec<SectorSize>,
     /// At most this many tasks at once (default: as many as fit by the resource table).
-    #[arg(long, env = "MESH_SLOTS", value_parser = mesh::cli::whole_number::<u32>("1 to 1024"))]
+    #[arg(long, env = "MESH_SLOTS", value_parser = mesh_cli::whole_number::<u32>("1 to 1024"))]
     slots: Option<u32>,
     /// CPU threads to schedule on, instead of those detected.
-    #[arg(long, env = "MESH_CPUS", value_parser = mesh::cli::whole_number::<u32>("1 to 4096"))]
+    #[arg(long, env = "MESH_CPUS", value_parser = mesh_cli::whole_number::<u32>("1 to 4096"))]
     cpus: Option<u32>,
     /// Memory to schedule on, instead of what is detected, e.g. 256GiB.
     #[arg(long, env = "MESH_MEMORY", value_parser = mesh::units::parse_bytes)]
@@ -132,7 +132,7 @@ struct ServeArgs {
     #[arg(long, env = "MESH_SWAP", value_parser = mesh::units::parse_bytes)]
     swap: Option<u64>,
     /// GPUs to schedule on, instead of those NVML finds (0: use none).
-    #[arg(long, env = "MESH_GPUS", value_parser = mesh::cli::whole_number::<u32>("0 to 64"))]
+    #[arg(long, env = "MESH_GPUS", value_parser = mesh_cli::whole_number::<u32>("0 to 64"))]
     gpus: Option<u32>,
     /// TOML file with `[machine]` (cpus, memory, swap, gpus) and `[resources.<phase>.<size>]`
     /// overrides of the resource table; flags and environment variables win over it.
@@ -281,7 +281,7 @@ fn main() -> ExitCode {
     if let Command::Exec(exec) = &cli.command {
         return exec.run();
     }
-    mesh::cli::run_main(|| run(cli.command))
+    mesh_cli::run_main(|| run(cli.command))
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

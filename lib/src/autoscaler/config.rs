@@ -106,7 +106,7 @@ impl AutoscalerConfig {
 
     pub fn parse(text: &str) -> Result<Self, String> {
         let config: AutoscalerConfig = toml::from_str(text).map_err(|e| {
-            let mut message = crate::cli::toml_error(text, &e);
+            let mut message = crate::config::toml_error(text, &e);
             // humantime-serde says what it expected but not how to write it.
             if message.ends_with("expected a duration") {
                 message.push_str(" such as \"30s\", \"10m\" or \"4h\"");

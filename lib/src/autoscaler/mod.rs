@@ -9,7 +9,6 @@
 //! on: drain marks live in the bucket, and a down window starts over.
 
 pub mod config;
-pub mod drain;
 pub mod metrics;
 pub mod policy;
 pub mod provider;
@@ -21,19 +20,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use self::config::{AutoscalerConfig, GroupConfig};
-use self::drain::DrainMark;
 use self::metrics::Metrics;
 use self::policy::{Backlog, Decision, GroupState, Member, Reason, WorkerView};
 use self::provider::{Provider, WorkerSpec};
-use crate::broker::Broker;
+use crate::broker::drain::{self, DrainMark};
+use crate::broker::workers::{self, WorkerRecord};
+use crate::broker::{Broker, consumers};
 use crate::model::SectorSize;
 use crate::names;
 use crate::phases::Phase;
-use crate::worker::registry::{self, WorkerRecord};
 
 /// What waits and runs on every task stream, from its consumers (one per miner and class).
 pub async fn backlog(broker: &Broker) -> anyhow::Result<BTreeMap<(Phase, SectorSize), Backlog>> {
-    Ok(crate::publisher::status::task_consumers(broker)
+    Ok(consumers::task_consumers(broker)
         .await?
         .into_iter()
         .map(|(phase, size, consumers)| {
@@ -56,7 +55,7 @@ struct Reading {
 async fn read(broker: &Broker) -> anyhow::Result<Reading> {
     Ok(Reading {
         backlog: backlog(broker).await?,
-        workers: registry::list(broker)
+        workers: workers::list(broker)
             .await?
             .into_iter()
             .map(|r| (r.id.0.clone(), r))

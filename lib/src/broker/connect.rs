@@ -245,6 +245,19 @@ pub fn recent_refusal() -> Option<String> {
     (at.elapsed() < REFUSAL_RELEVANT).then(|| message.clone())
 }
 
+/// The environment variables that carry one process's NATS identity: a process that starts
+/// another one for another role (the autoscaler starting workers) must not pass them on.
+pub const NATS_IDENTITY_ENV: [&str; 8] = [
+    "MESH_NATS_USER",
+    "MESH_NATS_PASSWORD",
+    "MESH_NATS_TOKEN",
+    "MESH_NATS_NKEY",
+    "MESH_NATS_CREDS",
+    "MESH_NATS_CERT",
+    "MESH_NATS_KEY",
+    "MESH_NATS_INBOX_PREFIX",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

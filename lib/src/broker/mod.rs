@@ -2,9 +2,12 @@
 //! topology (streams, consumers, buckets) the mesh runs on.
 
 pub mod connect;
+pub mod consumers;
+pub mod drain;
 pub mod miners;
 pub mod roles;
 pub mod topology;
+pub mod workers;
 
 use std::time::Duration;
 

@@ -27,7 +27,7 @@ pub struct MinerRow {
 pub async fn rows(broker: &Broker) -> anyhow::Result<Vec<MinerRow>> {
     let registered = miners::list(broker).await?;
     let mut load: BTreeMap<MinerId, (u64, u64)> = BTreeMap::new();
-    for (_, _, consumers) in super::status::task_consumers(broker).await? {
+    for (_, _, consumers) in crate::broker::consumers::task_consumers(broker).await? {
         for info in consumers {
             if let Some((_, _, miner, _)) = names::parse_task_subject(&info.config.filter_subject) {
                 let entry = load.entry(miner).or_default();

@@ -5,12 +5,11 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use async_nats::jetstream;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::broker::{Broker, BrokerError};
-use crate::model::{MinerId, SectorNum, SectorSize, decode};
+use crate::broker::{Broker, consumers};
+use crate::model::{MinerId, SectorNum, decode};
 use crate::names;
 use crate::phases::Phase;
 use crate::render::table;
@@ -75,7 +74,7 @@ pub struct Status {
 /// Gathers the status: every sector record, every task stream that exists, the dead letters.
 pub async fn status(broker: &Broker) -> anyhow::Result<Status> {
     let records = sectors(broker, None).await?;
-    let streams = task_consumers(broker)
+    let streams = consumers::task_consumers(broker)
         .await?
         .into_iter()
         .map(|(phase, size, consumers)| StreamBacklog {
@@ -243,44 +242,10 @@ fn sector_key(key: &str) -> Option<(MinerId, SectorNum)> {
     Some((miner.parse().ok()?, SectorNum(sector.parse().ok()?)))
 }
 
-/// A stream, or `None` when it does not exist.
-pub(crate) async fn stream(
-    broker: &Broker,
-    name: &str,
-) -> Result<Option<jetstream::stream::Stream>, BrokerError> {
-    match broker.stream(name).await {
-        Ok(stream) => Ok(Some(stream)),
-        Err(BrokerError::Missing { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Every task stream that `init` made (sizes not served have none), with its workers'
-/// consumers (one per miner and class).
-pub(crate) async fn task_consumers(
-    broker: &Broker,
-) -> Result<Vec<(Phase, SectorSize, Vec<jetstream::consumer::Info>)>, BrokerError> {
-    let mut out = Vec::new();
-    for size in SectorSize::ALL {
-        for phase in Phase::ALL {
-            let name = names::task_stream(phase, size);
-            let Some(stream) = stream(broker, &name).await? else {
-                continue;
-            };
-            let consumers: Vec<_> = stream
-                .consumers()
-                .try_collect()
-                .await
-                .map_err(|e| BrokerError::api(format!("list consumers of {name}"), e))?;
-            out.push((phase, size, consumers));
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::SectorSize;
 
     fn record(miner: &str, sector: u64, state: SectorState) -> SectorRecord {
         let mut rec = SectorRecord::new(

@@ -4,8 +4,8 @@
 
 use std::fmt::Write;
 
+use crate::broker::workers::WorkerRecord;
 use crate::units::human_bytes;
-use crate::worker::registry::WorkerRecord;
 
 /// Width of the bars, as lotus draws them.
 const BAR: usize = 64;
@@ -129,11 +129,11 @@ fn age(now_ms: u64, since_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::workers::RunningTask;
     use crate::model::{SectorNum, SectorSize, WorkerId};
     use crate::phases::Phase;
     use crate::resources::{Machine, Usage};
     use crate::sector::TaskId;
-    use crate::worker::registry::RunningTask;
 
     #[test]
     fn a_worker_reads_like_lotus_miner_sealing_workers() {

@@ -11,8 +11,8 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use super::registry::RunningTask;
 use super::{Ctx, artefacts};
+use crate::broker::workers::RunningTask;
 use crate::model::{MinerId, ObjectRef, SectorSize, decode, encode, one_line};
 use crate::names;
 use crate::phases::Phase;

@@ -43,7 +43,7 @@ impl WorkerFile {
 
     pub fn parse(text: &str) -> Result<WorkerFile, String> {
         let file: WorkerFile =
-            toml::from_str(text).map_err(|e| crate::cli::toml_error(text, &e))?;
+            toml::from_str(text).map_err(|e| crate::config::toml_error(text, &e))?;
         file.machine
             .validate()
             .map_err(|e| format!("[machine]: {}", e.replace("--", "")))?;

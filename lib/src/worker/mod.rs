@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::broker::miners::Weights;
+use crate::broker::workers::WorkerRecord;
 use crate::broker::{Broker, topology};
 use crate::model::{Need, SectorSize, WorkerId};
 use crate::names;
@@ -33,7 +34,7 @@ use crate::proofs::synthetic::Synthetic;
 use crate::resources::{self, Claim, Ledger, Machine, Refusal, Table, Usage};
 use crate::store::Store;
 use crate::units::human_bytes;
-use registry::{Registry, WorkerRecord};
+use registry::Registry;
 use scratch::ScratchRoot;
 use sources::Source;
 
@@ -377,7 +378,7 @@ pub async fn run(
     let drain_marks = broker.bucket(names::DRAIN_BUCKET).await?;
     let marked = matches!(drain_marks.get(&config.id.0).await, Ok(Some(_)));
     let (held_tx, mut held) = tokio::sync::watch::channel(marked);
-    let follow_drain = tokio::spawn(crate::autoscaler::drain::follow(
+    let follow_drain = tokio::spawn(crate::broker::drain::follow(
         drain_marks,
         config.id.0.clone(),
         held_tx,

@@ -137,7 +137,7 @@ impl Local {
             .args(&self.config.args);
         // Workers connect as the worker role: the autoscaler's own identity stays here, and
         // the group's `env` gives theirs (e.g. MESH_NATS_USER=worker).
-        for var in crate::cli::NATS_IDENTITY_ENV {
+        for var in crate::broker::connect::NATS_IDENTITY_ENV {
             cmd.env_remove(var);
         }
         cmd.envs(&self.config.env)

@@ -1,5 +1,6 @@
-//! Flags shared by the binaries (connection, store, parameters), with their `MESH_*` and standard
-//! environment variables, and the process scaffolding: runtime, signals, error reporting.
+//! What the three binaries share and the library does not need: the flags for the connection,
+//! the store and the parameters (with their `MESH_*` and standard environment variables), and
+//! the process scaffolding: logging, runtime, signals, error reporting.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -8,10 +9,12 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::broker::{Broker, NatsConfig, Secret};
-use crate::proofs::child::ChildRunner;
-use crate::proofs::params;
-use crate::store::{Store, StoreConfig};
+pub mod telemetry;
+
+use mesh::broker::{Broker, NatsConfig, Secret};
+use mesh::proofs::child::ChildRunner;
+use mesh::proofs::params;
+use mesh::store::{Store, StoreConfig};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct NatsArgs {
@@ -103,19 +106,6 @@ impl NatsArgs {
         Ok(Broker::connect_with(&self.config(), name).await?)
     }
 }
-
-/// The environment variables that carry one process's NATS identity: a process that starts
-/// another one for another role (the autoscaler starting workers) must not pass them on.
-pub const NATS_IDENTITY_ENV: [&str; 8] = [
-    "MESH_NATS_USER",
-    "MESH_NATS_PASSWORD",
-    "MESH_NATS_TOKEN",
-    "MESH_NATS_NKEY",
-    "MESH_NATS_CREDS",
-    "MESH_NATS_CERT",
-    "MESH_NATS_KEY",
-    "MESH_NATS_INBOX_PREFIX",
-];
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct StoreArgs {
@@ -209,7 +199,7 @@ pub struct ParamArgs {
     #[arg(long, env = "FIL_PROOFS_PARAMETER_CACHE", default_value = params::DEFAULT_CACHE)]
     pub param_cache: PathBuf,
     /// Directory for the SDR parent cache.
-    #[arg(long, env = "FIL_PROOFS_PARENT_CACHE", default_value = crate::proofs::child::DEFAULT_PARENT_CACHE)]
+    #[arg(long, env = "FIL_PROOFS_PARENT_CACHE", default_value = mesh::proofs::child::DEFAULT_PARENT_CACHE)]
     pub parent_cache: PathBuf,
 }
 
@@ -239,7 +229,7 @@ pub struct ExecArgs {
 impl ExecArgs {
     /// Runs the job, synchronously and without a runtime, and reports its exit code.
     pub fn run(&self) -> ExitCode {
-        crate::proofs::exec::main(&self.job, &self.outcome)
+        mesh::proofs::exec::main(&self.job, &self.outcome)
     }
 }
 
@@ -282,7 +272,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    crate::telemetry::init(std::env::var("RUST_LOG").ok().as_deref());
+    telemetry::init(std::env::var("RUST_LOG").ok().as_deref());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -308,18 +298,6 @@ pub fn whole_number<T: std::str::FromStr>(
         s.trim()
             .parse()
             .map_err(|_| format!("'{s}' is not a whole number: use {allowed}"))
-    }
-}
-
-/// A TOML error of a config file as one line: `line N: message`.
-pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().to_string();
-    match e.span() {
-        Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            format!("line {line}: {message}")
-        }
-        None => message,
     }
 }
 

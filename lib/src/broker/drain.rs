@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::broker::{Broker, BrokerError};
+use super::{Broker, BrokerError};
 use crate::names;
 
 /// Why and since when a worker drains.
