@@ -28,7 +28,10 @@ mod tests {
         let text = "a = 1\nb = \n";
         let e = toml::from_str::<toml::Table>(text).unwrap_err();
         let line = toml_error(text, &e);
-        assert!(line.starts_with("line 2: invalid string; expected"), "{line}");
+        assert!(
+            line.starts_with("line 2: invalid string; expected"),
+            "{line}"
+        );
         assert!(!line.contains('\n'), "{line}");
     }
 }

@@ -74,7 +74,7 @@ fn direct() -> Vec<(Phase, Duration)> {
                 size,
                 &written(phase, dir.path()),
                 &output,
-                || [2u8; 32],
+                &mut || [2u8; 32],
             )
             .unwrap_or_else(|e| panic!("{phase}: {e}"));
     }

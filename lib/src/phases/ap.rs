@@ -188,7 +188,7 @@ impl Spec for AddPiece {
                 size: piece.size,
             });
         }
-        let seed = sim::hash(&[b"unsealed", &sim::encode(&piece_infos)]);
+        let seed = sim::hash(&[b"unsealed", &sim::piece_bytes(&piece_infos)]);
         sim::write_shape(&job.path(Artefact::Unsealed), &seed, sim::shape_len(proof))?;
         Ok(super::Output::AddPiece(Output { piece_infos }))
     }

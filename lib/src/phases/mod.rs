@@ -269,7 +269,7 @@ impl Phase {
         size: SectorSize,
         outputs: &[ObjectRef],
         output: &Output,
-        seed: impl FnOnce() -> [u8; 32],
+        seed: &mut dyn FnMut() -> [u8; 32],
     ) -> Result<(), String> {
         self.check_output(output)?;
         let writes = self.writes();
@@ -288,9 +288,7 @@ impl Phase {
         {
             return Err(format!("it carries no {missing}"));
         }
-        let mut seed = Some(seed);
-        let mut draw = || seed.take().map_or([0; 32], |draw| draw());
-        dispatch!(self, S => S::absorb(data, size, output, &mut draw))?;
+        dispatch!(self, S => S::absorb(data, size, output, seed))?;
         for object in outputs {
             data.objects.insert(object.name.clone(), object.clone());
         }

@@ -133,7 +133,7 @@ impl Spec for PreCommit1 {
             &job.id.prover_id,
             &job.id.sector.to_le_bytes(),
             &p.ticket,
-            &sim::encode(&p.piece_infos),
+            &sim::piece_bytes(&p.piece_infos),
             &data,
         ]);
         let cache = job.path(Artefact::Cache);

@@ -64,7 +64,7 @@ pub(super) fn shape_len(proof: RegisteredSealProof) -> u64 {
 }
 
 /// Piece infos as bytes, for hashing.
-pub(super) fn encode(piece_infos: &[PieceInfo]) -> Vec<u8> {
+pub(super) fn piece_bytes(piece_infos: &[PieceInfo]) -> Vec<u8> {
     piece_infos
         .iter()
         .flat_map(|p| p.comm_p.iter().copied().chain(p.size.to_le_bytes()))

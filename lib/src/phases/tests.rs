@@ -102,7 +102,7 @@ fn outputs_are_the_artefacts_the_phase_writes() {
         })
     };
     let absorb = |data: &mut SectorData, outputs: &[ObjectRef], output: &Output| {
-        Phase::PreCommit1.absorb(data, SectorSize::KiB2, outputs, output, || [0; 32])
+        Phase::PreCommit1.absorb(data, SectorSize::KiB2, outputs, output, &mut || [0; 32])
     };
     let e = absorb(&mut data, &[], &pc1(vec![1])).unwrap_err();
     assert_eq!(e, "it carries no cache files");
@@ -161,7 +161,7 @@ fn finalize_keeps_what_proving_needs() {
             })
         };
         let finalize = |data: &mut SectorData, output: &Output| {
-            Phase::Finalize.absorb(data, SectorSize::KiB2, &[], output, || [0; 32])
+            Phase::Finalize.absorb(data, SectorSize::KiB2, &[], output, &mut || [0; 32])
         };
         let e = finalize(&mut data.clone(), &kept(&["t_aux"])).unwrap_err();
         assert!(e.contains("kept none"), "{e}");

@@ -200,7 +200,7 @@ impl SectorRecord {
     /// A result that does not carry what its phase must produce, or that fails
     /// [`TaskResult::validate`], fails the sector with the reason, leaving its objects as they
     /// were.
-    pub fn apply(&mut self, result: &TaskResult, seed: impl FnOnce() -> [u8; 32], now_ms: u64) {
+    pub fn apply(&mut self, result: &TaskResult, mut seed: impl FnMut() -> [u8; 32], now_ms: u64) {
         let since = match &self.state {
             SectorState::Active { since_ms, .. } => *since_ms,
             _ => now_ms,
@@ -220,7 +220,7 @@ impl SectorRecord {
             Outcome::Done { outputs, output } => {
                 let mut next = self.clone();
                 let absorbed = next
-                    .absorb(result.phase, outputs, output, seed)
+                    .absorb(result.phase, outputs, output, &mut seed)
                     .and_then(|()| next.check_size());
                 if let Err(reason) = absorbed {
                     self.fail(result.phase, unusable(reason), now_ms);
@@ -337,7 +337,7 @@ impl SectorRecord {
         phase: Phase,
         outputs: &[ObjectRef],
         output: &Output,
-        seed: impl FnOnce() -> [u8; 32],
+        seed: &mut dyn FnMut() -> [u8; 32],
     ) -> Result<(), String> {
         let prefix = names::sector_prefix(self.miner, self.sector);
         for object in outputs {
