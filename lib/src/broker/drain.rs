@@ -4,15 +4,11 @@
 //! its registry record (`draining`) when it has stopped taking tasks.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use backon::{ConstantBuilder, Retryable};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
 use super::{Broker, BrokerError};
 use crate::names;
@@ -56,29 +52,14 @@ pub async fn follow(
     held: watch::Sender<bool>,
     stop: CancellationToken,
 ) {
-    // Each try owns what it uses: a future borrowing from the closure would not be `Send`.
-    let held = std::sync::Arc::new(held);
-    let watch_once = || {
-        let (bucket, worker, held) = (bucket.clone(), worker.clone(), held.clone());
-        async move {
-            let mut watch = bucket.watch_with_history(&worker).await.map_err(Some)?;
-            while let Some(Ok(entry)) = watch.next().await {
-                held.send_replace(entry.operation == kv::Operation::Put);
-            }
-            // The watch ended (the connection went): open it again.
-            Err::<(), _>(None)
-        }
-    };
-    let followed = watch_once
-        .retry(
-            ConstantBuilder::new()
-                .with_delay(Duration::from_secs(2))
-                .without_max_times(),
-        )
-        .notify(|e: &Option<kv::WatchError>, _| {
-            if let Some(e) = e {
-                warn!(error = %e, "cannot follow this worker's drain mark; retrying");
-            }
-        });
-    stop.run_until_cancelled(followed).await;
+    super::follow::follow(
+        bucket,
+        worker,
+        "this worker's drain mark",
+        stop,
+        move |entry| {
+            held.send_replace(entry.operation == kv::Operation::Put);
+        },
+    )
+    .await;
 }

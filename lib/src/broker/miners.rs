@@ -4,14 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use backon::{ConstantBuilder, Retryable};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
 use super::{Broker, BrokerError};
 use crate::model::{MinerId, decode_json};
@@ -114,40 +110,20 @@ impl Weights {
 
     /// Follows the bucket until `stop`, re-opening the watch after errors.
     pub async fn follow(self, bucket: kv::Store, stop: CancellationToken) {
-        // Each try owns what it uses: a future borrowing from the closure would not be `Send`.
-        let watch_once = || {
-            let (weights, bucket) = (self.clone(), bucket.clone());
-            async move {
-                let mut watch = bucket.watch_with_history(">").await.map_err(Some)?;
-                while let Some(Ok(entry)) = watch.next().await {
-                    let Ok(miner) = entry.key.parse::<MinerId>() else {
-                        continue;
-                    };
-                    let mut map = weights.map.write().expect("weights lock");
-                    match decode_json::<MinerEntry>(&entry.value) {
-                        Ok(e) if entry.operation == kv::Operation::Put => {
-                            map.insert(miner, e.weight.clamp(1, MAX_WEIGHT));
-                        }
-                        _ => {
-                            map.remove(&miner);
-                        }
-                    }
+        super::follow::follow(bucket, ">".into(), "miner weights", stop, move |entry| {
+            let Ok(miner) = entry.key.parse::<MinerId>() else {
+                return;
+            };
+            let mut map = self.map.write().expect("weights lock");
+            match decode_json::<MinerEntry>(&entry.value) {
+                Ok(e) if entry.operation == kv::Operation::Put => {
+                    map.insert(miner, e.weight.clamp(1, MAX_WEIGHT));
                 }
-                // The watch ended (the connection went): open it again.
-                Err::<(), _>(None)
+                _ => {
+                    map.remove(&miner);
+                }
             }
-        };
-        let followed = watch_once
-            .retry(
-                ConstantBuilder::new()
-                    .with_delay(Duration::from_secs(2))
-                    .without_max_times(),
-            )
-            .notify(|e: &Option<kv::WatchError>, _| {
-                if let Some(e) = e {
-                    warn!(error = %e, "cannot follow miner weights; retrying");
-                }
-            });
-        stop.run_until_cancelled(followed).await;
+        })
+        .await;
     }
 }

@@ -4,6 +4,7 @@
 pub mod connect;
 pub mod consumers;
 pub mod drain;
+mod follow;
 pub mod miners;
 pub mod roles;
 pub mod topology;

@@ -110,14 +110,7 @@ impl Spec for AddPiece {
 
     /// Writes every piece, then zero pieces up to the sector size, into a new unsealed file.
     fn run(job: &Job) -> anyhow::Result<super::Output> {
-        let super::Params::AddPiece(Params { pieces }) = &job.params else {
-            anyhow::bail!(mismatch(Phase::AddPiece, "parameters", job.phase()));
-        };
         let proof = job.id.proof;
-        let size = SectorSize::of_proof(proof)
-            .with_context(|| format!("proof type {proof:?} has no size the mesh serves"))?;
-        let sizes: Vec<u64> = pieces.iter().map(|p| p.size).collect();
-        let zeros = fillers(size, &sizes)?;
         let mut target = OpenOptions::new()
             .read(true)
             .write(true)
@@ -126,8 +119,7 @@ impl Spec for AddPiece {
             .context("create unsealed file")?;
         let mut written: Vec<UnpaddedBytesAmount> = Vec::new();
         let mut piece_infos = Vec::new();
-        let zero_pieces = zeros.iter().map(|&size| PieceSpec { object: None, size });
-        for piece in pieces.iter().cloned().chain(zero_pieces) {
+        for piece in laid_out(job)? {
             let source: Box<dyn Read> = match &piece.object {
                 Some(name) => {
                     let path = job.file(name);
@@ -168,17 +160,8 @@ impl Spec for AddPiece {
 
     /// Commitments hashed from the pieces' bytes (or their size, for zeros).
     fn simulate(job: &Job) -> anyhow::Result<super::Output> {
-        let super::Params::AddPiece(Params { pieces }) = &job.params else {
-            anyhow::bail!(mismatch(Phase::AddPiece, "parameters", job.phase()));
-        };
-        let proof = job.id.proof;
-        let size = SectorSize::of_proof(proof)
-            .with_context(|| format!("proof type {proof:?} has no size the mesh serves"))?;
-        let sizes: Vec<u64> = pieces.iter().map(|p| p.size).collect();
-        let zeros = fillers(size, &sizes)?;
-        let zero_pieces = zeros.iter().map(|&size| PieceSpec { object: None, size });
-        let mut piece_infos = Vec::with_capacity(pieces.len() + zeros.len());
-        for piece in pieces.iter().cloned().chain(zero_pieces) {
+        let mut piece_infos = Vec::new();
+        for piece in laid_out(job)? {
             let comm_p = match &piece.object {
                 Some(name) => sim::hash(&[b"piece", &sim::read_input(&job.file(name))?]),
                 None => sim::hash(&[b"zeros", &piece.size.to_le_bytes()]),
@@ -189,7 +172,27 @@ impl Spec for AddPiece {
             });
         }
         let seed = sim::hash(&[b"unsealed", &sim::piece_bytes(&piece_infos)]);
-        sim::write_shape(&job.path(Artefact::Unsealed), &seed, sim::shape_len(proof))?;
+        sim::write_shape(
+            &job.path(Artefact::Unsealed),
+            &seed,
+            sim::shape_len(job.id.proof),
+        )?;
         Ok(super::Output::AddPiece(Output { piece_infos }))
     }
+}
+
+/// The job's pieces followed by the zero pieces that fill the rest of its sector.
+fn laid_out(job: &Job) -> anyhow::Result<Vec<PieceSpec>> {
+    let super::Params::AddPiece(Params { pieces }) = &job.params else {
+        anyhow::bail!(mismatch(Phase::AddPiece, "parameters", job.phase()));
+    };
+    let proof = job.id.proof;
+    let size = SectorSize::of_proof(proof)
+        .with_context(|| format!("proof type {proof:?} has no size the mesh serves"))?;
+    let sizes: Vec<u64> = pieces.iter().map(|p| p.size).collect();
+    let zeros = fillers(size, &sizes)?;
+    let zero_pieces = zeros
+        .into_iter()
+        .map(|size| PieceSpec { object: None, size });
+    Ok(pieces.iter().cloned().chain(zero_pieces).collect())
 }

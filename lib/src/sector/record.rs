@@ -46,6 +46,23 @@ impl SectorState {
         !matches!(self, SectorState::Active { .. })
     }
 
+    /// Waiting for generation `generation` of `phase`'s task, which is not published yet.
+    fn waiting(
+        miner: MinerId,
+        sector: SectorNum,
+        phase: Phase,
+        generation: u32,
+        now_ms: u64,
+    ) -> SectorState {
+        SectorState::Active {
+            phase,
+            task: TaskId::new(miner, sector, phase, generation),
+            generation,
+            published: false,
+            since_ms: now_ms,
+        }
+    }
+
     /// A short word for listings: the phase, `sealed` or `failed`.
     pub fn label(&self) -> String {
         match self {
@@ -147,13 +164,7 @@ impl SectorRecord {
             proof,
             size,
             data: SectorData::new(pieces, piece_objects, ticket),
-            state: SectorState::Active {
-                phase: Phase::AddPiece,
-                task: TaskId::new(miner, sector, Phase::AddPiece, 0),
-                generation: 0,
-                published: false,
-                since_ms: now_ms,
-            },
+            state: SectorState::waiting(miner, sector, Phase::AddPiece, 0, now_ms),
             history: Vec::new(),
             synthetic: false,
             created_ms: now_ms,
@@ -237,13 +248,7 @@ impl SectorRecord {
                     wall_ms: now_ms.saturating_sub(since),
                 });
                 self.state = match result.phase.next() {
-                    Some(next) => SectorState::Active {
-                        phase: next,
-                        task: TaskId::new(self.miner, self.sector, next, 0),
-                        generation: 0,
-                        published: false,
-                        since_ms: now_ms,
-                    },
+                    Some(next) => SectorState::waiting(self.miner, self.sector, next, 0, now_ms),
                     None => SectorState::Sealed { at_ms: now_ms },
                 };
                 self.updated_ms = now_ms;
@@ -261,13 +266,7 @@ impl SectorRecord {
             return None;
         };
         let (phase, generation) = (*phase, generation + 1);
-        self.state = SectorState::Active {
-            phase,
-            task: TaskId::new(self.miner, self.sector, phase, generation),
-            generation,
-            published: false,
-            since_ms: now_ms,
-        };
+        self.state = SectorState::waiting(self.miner, self.sector, phase, generation, now_ms);
         self.updated_ms = now_ms;
         Some(generation)
     }
@@ -283,13 +282,7 @@ impl SectorRecord {
             }
             other => return Err(format!("sector is {}, not failed", other.label())),
         }
-        self.state = SectorState::Active {
-            phase,
-            task: TaskId::new(self.miner, self.sector, phase, generation),
-            generation,
-            published: false,
-            since_ms: now_ms,
-        };
+        self.state = SectorState::waiting(self.miner, self.sector, phase, generation, now_ms);
         self.updated_ms = now_ms;
         Ok(())
     }
