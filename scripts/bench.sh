@@ -14,6 +14,6 @@ scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(dispatch utilisation recovery data_plane seal_overhead scale)
 for scenario in "${scenarios[@]}"; do
   say "benchmark: $scenario"
-  cargo bench --quiet --profile dev -p mesh-tests --bench "$scenario"
+  cargo bench --quiet --profile dev -p mesh-tests --bench scenarios -- "$scenario"
 done
 say "results in bench/results/"

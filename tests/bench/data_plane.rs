@@ -1,7 +1,7 @@
 //! Data plane: a 512 MiB file up to and down from the store (a file store and S3 on a real
 //! SeaweedFS), beside `cp` of the same file on the same disk, in the same run.
 //!
-//!     cargo bench -p mesh-tests --bench data_plane
+//!     cargo bench --profile dev -p mesh-tests --bench scenarios -- data_plane
 //!
 //! Upload is `Store::put_file` (streamed, 8 MiB parts above 4 MiB, sha256 computed on the way);
 //! download is `Store::get_object` (streamed to disk, sha256 and size checked, fsynced), the
@@ -132,8 +132,8 @@ fn rows(report: &mut Report, name: &str, t: Timings) {
     }
 }
 
-#[tokio::main]
-async fn main() {
+/// Runs the scenario and writes its report.
+pub async fn scenario() {
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("temp dir");
     let src: PathBuf = dir.path().join("source");

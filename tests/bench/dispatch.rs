@@ -1,7 +1,7 @@
 //! Dispatch: what the mesh adds to moving a task, beside a bare JetStream loop on the same
 //! server in the same run.
 //!
-//!     cargo bench -p mesh-tests --bench dispatch
+//!     cargo bench --profile dev -p mesh-tests --bench scenarios -- dispatch
 //!
 //! - Throughput: synthetic sectors whose six phases take no time (`--executor synthetic`, every
 //!   duration 0ms) through the whole mesh path — the publisher queues a task, a worker pulls it,
@@ -349,8 +349,8 @@ fn ms(v: f64) -> String {
     }
 }
 
-#[tokio::main]
-async fn main() {
+/// Runs the scenario and writes its report.
+pub async fn scenario() {
     let run_started = Instant::now();
     let mut mesh = Mesh::start().await;
     // PC2 claims 92 % of the machine's threads in lotus's table: one at a time per worker

@@ -1,7 +1,7 @@
 //! Recovery: how long a SIGKILLed worker's task takes to run again elsewhere, over 20 kills,
 //! beside bare JetStream redelivery with the same ack wait on the same server.
 //!
-//!     cargo bench -p mesh-tests --bench recovery
+//!     cargo bench --profile dev -p mesh-tests --bench scenarios -- recovery
 //!
 //! A real nats-server, `init --ack-wait 2s`, a pool of two synthetic workers and one sector at a
 //! time. Each round, the worker that started the sector's PC1 is SIGKILLed 0–2.375 s into the
@@ -209,8 +209,8 @@ fn signed_secs(a: Duration, b: Duration) -> String {
     format!("{:+.2} s", a.as_secs_f64() - b.as_secs_f64())
 }
 
-#[tokio::main]
-async fn main() {
+/// Runs the scenario and writes its report.
+pub async fn scenario() {
     let started = Instant::now();
     let mesh = Mesh::start().await;
     init_ack_wait(&mesh);

@@ -1,7 +1,7 @@
 //! Scale: what many idle workers cost one nats-server, and how fast one of them picks up a task,
 //! as the pool grows; beside the same number of bare JetStream pullers.
 //!
-//!     cargo bench -p mesh-tests --bench scale
+//!     cargo bench --profile dev -p mesh-tests --bench scenarios -- scale
 //!
 //! Hundreds of `mesh-worker` processes do not fit a small machine, so each worker here is the
 //! real worker loop, `mesh::worker::run`, with its own connection, registry heartbeat, weight
@@ -375,8 +375,8 @@ fn row(path: &str, workers: usize, mut f: Figures) -> Vec<String> {
     ]
 }
 
-#[tokio::main]
-async fn main() {
+/// Runs the scenario and writes its report.
+pub async fn scenario() {
     let run_started = Instant::now();
     let mut report = Report::new(
         "scale",

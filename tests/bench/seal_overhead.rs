@@ -1,7 +1,7 @@
 //! Seal overhead: one 2KiB sector through the mesh (real nats-server, one worker process, file
 //! store) beside the same phases called directly in this process, in the same run.
 //!
-//!     cargo bench --profile dev -p mesh-tests --bench seal_overhead
+//!     cargo bench --profile dev -p mesh-tests --bench scenarios -- seal_overhead
 //!
 //! Prints per phase: the direct call, the mesh's wall time from the task being queued to its
 //! result being accepted, the time the proof took inside the worker's child process, and the
@@ -85,8 +85,8 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-#[tokio::main]
-async fn main() {
+/// Runs the scenario and writes its report.
+pub async fn scenario() {
     require_2kib_params();
     println!("seal overhead, one 2KiB sector: measuring direct calls (after a warm-up pass)…");
     direct();

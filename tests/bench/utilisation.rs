@@ -3,7 +3,7 @@
 //! Synthetic executor (a SIMULATION: each phase sleeps for a scaled-down lotus time), real
 //! nats-server, the mesh's binaries.
 //!
-//!     cargo build --workspace && cargo bench -p mesh-tests --bench utilisation
+//!     cargo build --workspace && cargo bench --profile dev -p mesh-tests --bench scenarios -- utilisation
 //!
 //! About a minute and a half on two busy cores (the equal partition alone takes ~35 s).
 //! Four miners submit 60/25/10/5% of 40 sectors, all at once. Each layout runs on fresh servers:
@@ -363,8 +363,8 @@ fn percentile(mut xs: Vec<u64>, p: usize) -> u64 {
     xs[(xs.len() * p).div_ceil(100).max(1) - 1]
 }
 
-#[tokio::main]
-async fn main() {
+/// Runs the scenario and writes its report.
+pub async fn scenario() {
     let total: usize = MINERS.iter().map(|m| m.1).sum();
     let equal = vec![WORKERS / MINERS.len(); MINERS.len()];
     let layouts = [
