@@ -2,6 +2,8 @@
 //! own binaries as child processes, and helpers to wait for conditions (by polling with a
 //! deadline, never a fixed sleep) and to verify sealed sectors independently.
 
+pub mod inproc;
+pub mod observe;
 pub mod procs;
 pub mod report;
 pub mod secure;

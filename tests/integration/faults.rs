@@ -7,6 +7,7 @@ use async_nats::jetstream;
 use mesh::model::SectorSize;
 use mesh::names;
 use mesh::phases::Phase;
+use mesh_tests::observe;
 use mesh_tests::{Mesh, lines, require_2kib_params, verify_out_line, wait_for};
 use nix::sys::signal::Signal;
 
@@ -90,18 +91,9 @@ async fn a_worker_killed_during_commit2_loses_nothing() {
 
     // Wait until the victim runs Commit2 (a ~70 s proof), then SIGKILL it.
     let broker = mesh.broker().await;
-    let workers = broker.bucket(names::WORKERS_BUCKET).await.unwrap();
-    wait_for("the victim to run c2", Duration::from_secs(120), || {
-        let workers = workers.clone();
-        async move {
-            let value = workers.get("victim").await.ok().flatten()?;
-            let record: serde_json::Value = serde_json::from_slice(&value).ok()?;
-            let running = record["running"].as_array()?;
-            running
-                .iter()
-                .any(|t| t["phase"] == "Commit2")
-                .then_some(())
-        }
+    wait_for("the victim to run c2", Duration::from_secs(120), || async {
+        let taker = observe::taker(&broker, Phase::Commit2, 1).await;
+        (taker.as_deref() == Some("victim")).then_some(())
     })
     .await;
     let child_marker = format!("{}/victim/", mesh.scratch().display());
@@ -125,17 +117,13 @@ async fn a_worker_killed_during_commit2_loses_nothing() {
     .await;
 
     // Another worker takes the task over once the ack wait runs out.
-    let rescuer = mesh.worker("rescuer", &[]);
+    let _rescuer = mesh.worker("rescuer", &[]);
     let restarted = wait_for(
         "c2 to start on the rescuer",
         Duration::from_secs(60),
-        || {
-            let log = rescuer.log_text();
-            async move {
-                log.lines()
-                    .any(|l| l.contains("phase=c2 attempt=2") && l.contains("task started"))
-                    .then(|| killed.elapsed())
-            }
+        || async {
+            let taker = observe::taker(&broker, Phase::Commit2, 2).await;
+            (taker.as_deref() == Some("rescuer")).then(|| killed.elapsed())
         },
     )
     .await;
@@ -149,10 +137,12 @@ async fn a_worker_killed_during_commit2_loses_nothing() {
     let lines = lines(&out);
     assert_eq!(lines.len(), 1);
     assert_eq!(verify_out_line(&lines[0]), 1);
+    let runs = observe::runs(&broker).await;
+    let c2: Vec<_> = runs.iter().filter(|r| r.phase == Phase::Commit2).collect();
     assert!(
-        publisher
-            .log_text()
-            .contains("done=c2 worker=rescuer attempt=2")
+        c2.iter()
+            .any(|r| r.done && r.worker == "rescuer" && r.attempt == 2),
+        "{c2:?}"
     );
     assert!(dead_letters(broker.js()).await.is_empty());
 }

@@ -1,8 +1,11 @@
-//! Placement: which task a worker takes, and when. Synthetic executor (a SIMULATION of the
-//! proofs, so that hundreds of tasks run in seconds), real nats-server, the mesh's binaries.
+//! Placement: which task a worker takes, and when. In-process workers (`mesh::worker::run`)
+//! with the synthetic executor (a SIMULATION of the proofs, so that hundreds of tasks run in
+//! seconds) against a real nats-server; what they did is read from the results they published
+//! and the records they kept in the worker registry, not from their logs.
 //!
 //! - a worker never holds more than its machine by lotus's resource table (32GiB sectors on a
-//!   declared 16-thread, 256 GiB machine), replayed from its log of task starts and ends;
+//!   declared 16-thread, 256 GiB machine), replayed from its results and checked against what it
+//!   published as held;
 //! - a phase marked GPU-only never lands on a worker without a GPU;
 //! - a mixed backlog is taken in lotus's priority order: phase, then deals, then sector number;
 //! - fair share: a miner that arrives with 10 tasks behind another's 200 starts before the other's
@@ -17,121 +20,95 @@ use std::time::Duration;
 use mesh::model::{MinerId, SectorNum, SectorSize, TaskClass};
 use mesh::phases::Phase;
 use mesh::resources::{Claim, Ledger, Machine, Table};
-use mesh_tests::{Mesh, Proc, bin, log_field, log_time_ms, publish_task, synthetic_task, wait_for};
+use mesh_tests::inproc::{InProcWorker, machine};
+use mesh_tests::observe::{self, RegistryLog, Run};
+use mesh_tests::{Mesh, bin, publish_task, synthetic_task, wait_for};
 
-/// One task start or end in a worker's log.
+/// One task start or end, from a run's result.
 #[derive(Debug, Clone)]
 struct Event {
     at_ms: u64,
-    task: String,
-    miner: String,
-    phase: Phase,
     started: bool,
-    line: String,
+    run: Run,
 }
 
-/// The starts ("task started") and ends ("task done") in a worker's log, in log order.
-fn events(worker: &Proc) -> Vec<Event> {
-    worker
-        .log_text()
-        .lines()
-        .filter_map(|line| {
-            let started = line.contains("task started");
-            if !started && !line.contains("task done") {
-                return None;
-            }
-            Some(Event {
-                at_ms: log_time_ms(line),
-                task: log_field(line, "task")?.to_string(),
-                miner: log_field(line, "miner")?.to_string(),
-                phase: log_field(line, "phase")?.parse().ok()?,
+/// The starts and ends of `runs` in time order (an end before a start at the same millisecond:
+/// what it freed is what the start took).
+fn events<'a>(runs: impl IntoIterator<Item = &'a Run>) -> Vec<Event> {
+    let mut out: Vec<Event> = runs
+        .into_iter()
+        .flat_map(|r| {
+            [(r.start_ms, true), (r.end_ms, false)].map(|(at_ms, started)| Event {
+                at_ms,
                 started,
-                line: line.to_string(),
+                run: r.clone(),
             })
         })
-        .collect()
-}
-
-fn count(worker: &Proc, needle: &str) -> usize {
-    worker.log_text().matches(needle).count()
+        .collect();
+    out.sort_by_key(|e| (e.at_ms, e.started));
+    out
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_never_holds_more_than_its_machine_by_the_lotus_table() {
     let mesh = Mesh::start().await;
     mesh.publisher(&["init", "--sizes", "32GiB"]);
+    let broker = mesh.broker().await;
+    let registry = RegistryLog::watch(&broker).await;
     let (cpus, memory) = (16u32, 256u64 << 30);
-    let worker = mesh.worker(
+    let machine: Machine = machine("big", cpus, memory, 0);
+    let mut config = mesh.worker_config(
         "big",
-        &[
-            "--executor",
-            "synthetic",
-            "--synthetic-durations",
-            "ap=200ms,pc1=1500ms,pc2=600ms,c1=100ms,c2=600ms,fin=100ms",
-            "--sizes",
-            "32GiB",
-            "--cpus",
-            "16",
-            "--memory",
-            "256GiB",
-            "--swap",
-            "0",
-            "--gpus",
-            "0",
-            "--scratch-limit",
-            "1PiB",
-        ],
+        "ap=200ms,pc1=1500ms,pc2=600ms,c1=100ms,c2=600ms,fin=100ms",
     );
+    config.sizes = vec![SectorSize::GiB32];
+    config.machine = machine.clone();
+    config.scratch_limit = 1 << 50;
+    let worker = mesh.start_worker(config).await;
     let sectors = 8;
-    let mut publisher = mesh.seal_sized(
-        "f01000",
-        "publisher",
-        "32GiB",
-        &["--count", &sectors.to_string(), "--synthetic"],
-    );
-    let status = publisher.wait(Duration::from_secs(180)).await;
-    assert!(status.success(), "{}", publisher.tail(20));
+    mesh.seal_in_process("f01000", SectorSize::GiB32, sectors as u64)
+        .await;
+    worker.drain().await.expect("the worker ends cleanly");
 
-    // Replay the log: at every start, what runs must fit the machine by the table.
-    let machine = Machine {
-        host: "big".into(),
-        cpu_threads: cpus,
-        memory_bytes: memory,
-        swap_bytes: 0,
-        gpus: Vec::new(),
-    };
+    // Replay the results: at every start, what runs must fit the machine by the table.
     let table = Table::lotus();
     let claim = |phase| Claim::new(&table.get(phase, SectorSize::GiB32), &machine, 0);
     let mut running: BTreeMap<String, Phase> = BTreeMap::new();
     let mut most: BTreeMap<Phase, usize> = BTreeMap::new();
     let (mut peak_threads, mut peak_max_memory) = (0u32, 0u64);
-    let events = events(&worker);
+    let runs = observe::runs(&broker).await;
     assert_eq!(
-        events.len(),
-        2 * sectors * Phase::ALL.len(),
-        "every task started and ended"
+        runs.len(),
+        sectors * Phase::ALL.len(),
+        "every task ran once"
     );
-    for e in &events {
+    assert!(runs.iter().all(|r| r.done && r.worker == "big"), "{runs:?}");
+    for e in events(&runs) {
         if !e.started {
-            running.remove(&e.task);
+            running.remove(&e.run.task);
             continue;
         }
-        running.insert(e.task.clone(), e.phase);
+        running.insert(e.run.task.clone(), e.run.phase);
         let threads: u32 = running.values().map(|&p| claim(p).threads).sum();
         let min: u64 = running.values().map(|&p| claim(p).min_memory).sum();
         let max: u64 = running.values().map(|&p| claim(p).max_memory).sum();
-        assert!(threads <= cpus, "{threads} threads held at: {}", e.line);
-        assert!(min <= memory && max <= memory, "memory over at: {}", e.line);
-        // What the worker itself says it holds agrees.
-        let said: u32 = log_field(&e.line, "threads").unwrap().parse().unwrap();
-        assert!(said <= cpus, "{}", e.line);
-        let said: u64 = log_field(&e.line, "max_memory").unwrap().parse().unwrap();
-        assert!(said <= memory, "{}", e.line);
+        assert!(threads <= cpus, "{threads} threads held at {e:?}");
+        assert!(min <= memory && max <= memory, "memory over at {e:?}");
         peak_threads = peak_threads.max(threads);
         peak_max_memory = peak_max_memory.max(max);
-        let n = running.values().filter(|&&p| p == e.phase).count();
-        let m = most.entry(e.phase).or_default();
+        let n = running.values().filter(|&&p| p == e.run.phase).count();
+        let m = most.entry(e.run.phase).or_default();
         *m = (*m).max(n);
+    }
+    // What the worker itself published as held agrees: never over, and at least what its
+    // running tasks claim (a task holds its claim from its pull, a little before it runs).
+    let records = registry.of("big");
+    assert!(records.iter().any(|r| r.running.len() > 1), "{records:?}");
+    for r in &records {
+        assert!(r.usage.threads <= cpus, "{r:?}");
+        assert!(r.usage.max_memory <= memory, "{r:?}");
+        let threads: u32 = r.running.iter().map(|t| claim(t.phase).threads).sum();
+        assert!(r.usage.threads >= threads, "{r:?}");
     }
     // The table lets 3 PreCommit1 run at once here (64 GiB peak each, plus 10 MiB base): the
     // worker ran exactly that many, never 4.
@@ -161,53 +138,49 @@ async fn a_worker_never_holds_more_than_its_machine_by_the_lotus_table() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gpu_only_phase_never_lands_on_a_worker_without_a_gpu() {
-    let mut mesh = Mesh::start().await;
+    let mesh = Mesh::start().await;
+    let broker = mesh.broker().await;
+    let registry = RegistryLog::watch(&broker).await;
     // Every worker of the farm marks Commit2 GPU-only, in the lotus environment style.
-    mesh.env
-        .push(("C2_2K_GPU_REQUIRED".to_string(), "true".to_string()));
-    let flags = [
-        "--executor",
-        "synthetic",
-        "--synthetic-durations",
-        "ap=50ms,pc1=200ms,pc2=100ms,c1=50ms,c2=300ms,fin=50ms",
-        "--cpus",
-        "4",
-    ];
-    let with_gpu: Vec<&str> = flags.iter().copied().chain(["--gpus", "1"]).collect();
-    let without: Vec<&str> = flags.iter().copied().chain(["--gpus", "0"]).collect();
-    let gpu = mesh.worker("gpu", &with_gpu);
-    let cpu = mesh.worker("cpu", &without);
+    let gpu_required = |name: &str| (name == "C2_2K_GPU_REQUIRED").then(|| "true".to_string());
+    let start = async |id: &str, gpus: usize| -> InProcWorker {
+        let mut config =
+            mesh.worker_config(id, "ap=50ms,pc1=200ms,pc2=100ms,c1=50ms,c2=300ms,fin=50ms");
+        config.machine.cpu_threads = 4;
+        config.machine.gpus = machine(id, 4, 0, gpus).gpus;
+        config.table.apply_env(&gpu_required).unwrap();
+        mesh.start_worker(config).await
+    };
+    let gpu = start("gpu", 1).await;
+    let cpu = start("cpu", 0).await;
+    // The worker without a GPU says it will not take Commit2, and why.
+    let refusal = cpu
+        .config
+        .plan()
+        .into_iter()
+        .find(|s| s.phase == Phase::Commit2)
+        .and_then(|s| s.refusal)
+        .expect("Commit2 refused on the worker without a GPU");
+    assert!(refusal.to_string().contains("requires a GPU"), "{refusal}");
     let sectors = 8;
-    let mut publisher = mesh.seal(
-        "publisher",
-        &["--count", &sectors.to_string(), "--synthetic"],
-    );
-    let status = publisher.wait(Duration::from_secs(120)).await;
-    assert!(status.success(), "{}", publisher.tail(20));
-
-    let c2 = |w: &Proc| {
-        events(w)
-            .iter()
-            .filter(|e| e.started && e.phase == Phase::Commit2)
+    mesh.seal_in_process("f01000", SectorSize::KiB2, sectors as u64)
+        .await;
+    let runs = observe::runs(&broker).await;
+    let c2 = |w: &str| {
+        observe::on(&runs, w)
+            .filter(|r| r.phase == Phase::Commit2)
             .count()
     };
-    assert_eq!(c2(&gpu), sectors, "every Commit2 ran on the GPU worker");
-    assert_eq!(c2(&cpu), 0, "no Commit2 on the worker without a GPU");
-    let cpu_tasks = count(&cpu, "task started");
+    assert_eq!(c2("gpu"), sectors, "every Commit2 ran on the GPU worker");
+    assert_eq!(c2("cpu"), 0, "no Commit2 on the worker without a GPU");
+    let cpu_tasks = observe::on(&runs, "cpu").count();
     assert!(cpu_tasks > 0, "the worker without a GPU took other work");
-    assert!(
-        cpu.log_text()
-            .lines()
-            .any(|l| l.contains("this worker will not take these tasks")
-                && l.contains("phase=c2")
-                && l.contains("requires a GPU")),
-        "{}",
-        cpu.tail(20)
-    );
     // One whole GPU per Commit2: never more than the one GPU in use.
-    for e in events(&gpu).iter().filter(|e| e.started) {
-        let used: f64 = log_field(&e.line, "gpu").unwrap().parse().unwrap();
-        assert!(used <= 1.0, "{}", e.line);
+    let records = registry.of("gpu");
+    assert!(records.iter().any(|r| r.usage.gpu > 0.0), "{records:?}");
+    assert!(records.iter().all(|r| r.usage.gpu <= 1.0), "{records:?}");
+    for worker in [gpu, cpu] {
+        worker.drain().await.expect("the worker ends cleanly");
     }
     // `mesh-worker info` says why.
     let info = std::process::Command::new(bin("mesh-worker"))
@@ -254,30 +227,24 @@ async fn a_mixed_backlog_is_taken_in_lotus_priority_order() {
             published.push((phase, deals, sector));
         }
     }
-    let worker = mesh.worker(
-        "one",
-        &[
-            "--executor",
-            "synthetic",
-            "--slots",
-            "1",
-            "--synthetic-durations",
-            "ap=20ms,pc1=20ms,pc2=20ms,c1=20ms,c2=20ms,fin=20ms",
-        ],
-    );
+    let mut config =
+        mesh.worker_config("one", "ap=20ms,pc1=20ms,pc2=20ms,c1=20ms,c2=20ms,fin=20ms");
+    config.slots = Some(1);
+    let worker = mesh.start_worker(config).await;
     let total = published.len();
-    let started = wait_for("every task to start", Duration::from_secs(60), || {
-        let started: Vec<Event> = events(&worker).into_iter().filter(|e| e.started).collect();
-        async move { (started.len() >= total).then_some(started) }
+    // One slot: the results come in the order the tasks were taken.
+    let runs = wait_for("every task to run", Duration::from_secs(60), || {
+        let broker = broker.clone();
+        async move {
+            let runs = observe::runs(&broker).await;
+            (runs.len() >= total).then_some(runs)
+        }
     })
     .await;
-    let taken: Vec<(Phase, bool, u64)> = started
+    worker.drain().await.expect("the worker ends cleanly");
+    let taken: Vec<(Phase, bool, u64)> = runs
         .iter()
-        .map(|e| {
-            let sector: u64 = log_field(&e.line, "sector").unwrap().parse().unwrap();
-            let deals = log_field(&e.line, "deals").unwrap() == "true";
-            (e.phase, deals, sector)
-        })
+        .map(|r| (r.phase, r.sector.0 > 10, r.sector.0))
         .collect();
     let mut expected = published.clone();
     expected.sort_by_key(|&(phase, deals, sector)| (phase.priority(), !deals, sector));
@@ -349,27 +316,23 @@ async fn contention(weight_b: u32, check_view: bool) -> Fairness {
     for sector in 1..=200 {
         pc1(a, sector).await;
     }
-    let flags = [
-        "--executor",
-        "synthetic",
-        "--phases",
-        "pc1",
-        "--cpus",
-        "2",
-        "--synthetic-durations",
-        "pc1=1500ms",
-    ];
-    let workers: Vec<Proc> = (0..WORKERS)
-        .map(|i| mesh.worker(&format!("w{i}"), &flags))
-        .collect();
+    let mut workers: Vec<InProcWorker> = Vec::new();
+    for i in 0..WORKERS {
+        let mut config = mesh.worker_config(&format!("w{i}"), "pc1=1500ms");
+        config.phases = vec![Phase::PreCommit1];
+        config.machine.cpu_threads = 2;
+        config.machine.gpus = Vec::new();
+        workers.push(mesh.start_worker(config).await);
+    }
+    let done = |at_least: usize| {
+        let broker = broker.clone();
+        async move { (observe::runs(&broker).await.len() >= at_least).then_some(()) }
+    };
     // B arrives once the pool has run A's tasks for a while.
     wait_for(
         "a first round of A's tasks",
         Duration::from_secs(60),
-        || {
-            let done: usize = workers.iter().map(|w| count(w, "task done")).sum();
-            async move { (done >= SLOTS + 2).then_some(()) }
-        },
+        || done(SLOTS + 2),
     )
     .await;
     if check_view {
@@ -379,58 +342,51 @@ async fn contention(weight_b: u32, check_view: bool) -> Fairness {
     for sector in 1..=10 {
         pc1(b, sector).await;
     }
-    wait_for("every task to end", Duration::from_secs(180), || {
-        let done: usize = workers.iter().map(|w| count(w, "task done")).sum();
-        async move { (done >= 210).then_some(()) }
-    })
-    .await;
+    wait_for("every task to end", Duration::from_secs(180), || done(210)).await;
+    for worker in workers {
+        worker.drain().await.expect("the worker ends cleanly");
+    }
 
-    let all: Vec<Event> = workers.iter().flat_map(events).collect();
-    let starts = |miner: &str| -> Vec<u64> {
-        all.iter()
-            .filter(|e| e.started && e.miner == miner)
-            .map(|e| e.at_ms)
+    let runs = observe::runs(&broker).await;
+    assert!(runs.iter().all(|r| r.done), "{runs:?}");
+    let starts = |miner: MinerId| -> Vec<u64> {
+        runs.iter()
+            .filter(|r| r.miner == miner)
+            .map(|r| r.start_ms)
             .collect()
     };
-    let b_starts = starts("f01001");
+    let b_starts = starts(b);
     assert_eq!(b_starts.len(), 10, "each of B's tasks ran once");
     let b_first = *b_starts.iter().min().unwrap();
-    let b_last_end = all
+    let b_last_end = runs
         .iter()
-        .filter(|e| !e.started && e.miner == "f01001")
-        .map(|e| e.at_ms)
+        .filter(|r| r.miner == b)
+        .map(|r| r.end_ms)
         .max()
         .unwrap();
-    // Each task's interval, by task id.
-    let mut intervals: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for e in &all {
-        let entry = intervals.entry(e.task.as_str()).or_insert((0, u64::MAX));
-        if e.started {
-            entry.0 = e.at_ms;
-        } else {
-            entry.1 = e.at_ms;
-        }
-    }
     // Busy fraction while tasks waited: from the first start to the last start.
-    let first = intervals.values().map(|i| i.0).min().unwrap();
-    let last_start = intervals.values().map(|i| i.0).max().unwrap();
-    let busy_ms: u64 = intervals
-        .values()
-        .map(|&(s, e)| e.min(last_start).saturating_sub(s.max(first)))
+    let first = runs.iter().map(|r| r.start_ms).min().unwrap();
+    let last_start = runs.iter().map(|r| r.start_ms).max().unwrap();
+    let busy_ms: u64 = runs
+        .iter()
+        .map(|r| {
+            r.end_ms
+                .min(last_start)
+                .saturating_sub(r.start_ms.max(first))
+        })
         .sum();
     let busy = busy_ms as f64 / (SLOTS as u64 * (last_start - first)) as f64;
     // B's most tasks at once.
     let b_most = b_starts
         .iter()
         .map(|&t| {
-            intervals
-                .iter()
-                .filter(|&(id, &(s, e))| id.starts_with("f01001.") && s <= t && t < e)
+            runs.iter()
+                .filter(|r| r.miner == b && r.start_ms <= t && t < r.end_ms)
                 .count()
         })
         .max()
         .unwrap();
-    let a_starts = starts("f01000");
+    let a_starts = starts(a);
     let b_last_start = *b_starts.iter().max().unwrap();
     let a_before_b = a_starts
         .iter()

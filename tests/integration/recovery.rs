@@ -1,38 +1,25 @@
 //! Worker and publisher faults, with the synthetic executor so that every phase can be hit in
 //! seconds: SIGKILL in each phase, SIGSTOP past the ack wait, a publisher killed mid-run, and a
-//! worker without the scratch space a task needs. Each prints what it measured.
+//! worker without the scratch space a task needs. Each prints what it measured. The processes a
+//! fault hits are the binaries; the others run in process; what ran where is read from the
+//! worker registry and the results, not from logs.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use mesh::model::SectorSize;
 use mesh::phases::Phase;
+use mesh::publisher::SealRequest;
+use mesh_tests::observe;
 use mesh_tests::{Mesh, Proc, wait_for};
 use nix::sys::signal::Signal;
 
-/// Log lines of `proc` that contain every needle.
-fn log_lines(proc: &Proc, needles: &[&str]) -> Vec<String> {
-    proc.log_text()
-        .lines()
-        .filter(|l| needles.iter().all(|n| l.contains(n)))
-        .map(str::to_string)
-        .collect()
-}
-
-/// The value of `key=` in a log line.
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let start = line.find(&format!("{key}="))? + key.len() + 1;
-    line[start..].split([' ', '}', ':']).next()
-}
-
-/// How many times each task ran to completion, over all `workers`.
-fn completions(workers: &[&Proc]) -> BTreeMap<String, usize> {
+/// How many times each task ran to completion (by its results), over all workers.
+async fn completions(mesh: &Mesh) -> BTreeMap<String, usize> {
     let mut done = BTreeMap::new();
-    for w in workers {
-        for line in log_lines(w, &["task done"]) {
-            if let Some(task) = field(&line, "task") {
-                *done.entry(task.to_string()).or_default() += 1;
-            }
+    for run in observe::runs(&mesh.broker().await).await {
+        if run.done {
+            *done.entry(run.task).or_default() += 1;
         }
     }
     done
@@ -71,34 +58,25 @@ async fn a_worker_killed_in_any_phase_has_its_task_restarted_within_15s() {
 
     let mut figures = Vec::new();
     for (n, phase) in Phase::ALL.into_iter().enumerate() {
-        let started = format!("phase={} attempt=1}}: task started", phase.token());
         let victim = wait_for(
             &format!("{phase} to start"),
             Duration::from_secs(60),
-            || {
-                let found = workers
-                    .iter()
-                    .position(|(_, w)| !log_lines(w, &[&started]).is_empty());
-                async move { found }
-            },
+            || async { observe::taker(&mesh.broker().await, phase, 1).await },
         )
         .await;
+        let victim = workers.iter().position(|(id, _)| *id == victim).unwrap();
         let (id, mut proc) = workers.remove(victim);
         proc.kill();
         let killed = Instant::now();
         // Keep two workers: the replacement starts cold, the survivor is idle and warm.
         let fresh = format!("w{}", n + 2);
         workers.push((fresh.clone(), mesh.worker(&fresh, &flags)));
-        let restarted = format!("phase={} attempt=2}}: task started", phase.token());
         let (taker, after) = wait_for(
             &format!("{phase} to restart on another worker"),
             Duration::from_secs(60),
-            || {
-                let found = workers
-                    .iter()
-                    .find(|(_, w)| !log_lines(w, &[&restarted]).is_empty())
-                    .map(|(id, _)| (id.clone(), killed.elapsed()));
-                async move { found }
+            || async {
+                let taker = observe::taker(&mesh.broker().await, phase, 2).await?;
+                Some((taker, killed.elapsed()))
             },
         )
         .await;
@@ -128,22 +106,16 @@ async fn a_worker_killed_in_any_phase_has_its_task_restarted_within_15s() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_worker_wakes_to_a_redelivered_task_and_its_late_result_is_dropped() {
     let mesh = Mesh::start().await;
-    let flags: Vec<&str> = SYNTHETIC
-        .iter()
-        // PC2 is slow so that the sleeper's late PC1 result reaches the publisher while the
-        // sector is still being sealed (a publisher that has exited drops nothing).
-        .chain(&["--synthetic-durations", "pc1=4s,pc2=3s"])
-        .copied()
-        .collect();
+    // PC2 is slow so that the sleeper's late PC1 result reaches the publisher while the sector
+    // is still being sealed (a publisher that has ended drops nothing).
+    let durations = "pc1=4s,pc2=3s";
+    let flags = [
+        "--executor",
+        "synthetic",
+        "--synthetic-durations",
+        durations,
+    ];
     let sleeper = mesh.worker("sleeper", &flags);
-    let mut publisher = mesh.seal("publisher", &["--count", "1", "--synthetic"]);
-    wait_for("pc1 to start", Duration::from_secs(30), || {
-        let started = !log_lines(&sleeper, &["phase=pc1 attempt=1}: task started"]).is_empty();
-        async move { started.then_some(()) }
-    })
-    .await;
-    sleeper.signal(Signal::SIGSTOP);
-    let stopped = Instant::now();
     let attempt_dirs = || -> Vec<String> {
         std::fs::read_dir(mesh.scratch().join("sleeper"))
             .map(|entries| {
@@ -155,36 +127,50 @@ async fn a_stopped_worker_wakes_to_a_redelivered_task_and_its_late_result_is_dro
             })
             .unwrap_or_default()
     };
-    assert_eq!(attempt_dirs().len(), 1, "the stopped attempt holds scratch");
+    let faults = async {
+        wait_for("pc1 to start", Duration::from_secs(30), || async {
+            let taker = observe::taker(&mesh.broker().await, Phase::PreCommit1, 1).await;
+            (taker.as_deref() == Some("sleeper")).then_some(())
+        })
+        .await;
+        sleeper.signal(Signal::SIGSTOP);
+        let stopped = Instant::now();
+        assert_eq!(attempt_dirs().len(), 1, "the stopped attempt holds scratch");
+        let rescuer = mesh
+            .start_worker(mesh.worker_config("rescuer", durations))
+            .await;
+        wait_for(
+            "the rescuer to finish pc1",
+            Duration::from_secs(60),
+            || async {
+                let runs = observe::runs(&mesh.broker().await).await;
+                observe::on(&runs, "rescuer")
+                    .any(|r| r.phase == Phase::PreCommit1 && r.attempt == 2)
+                    .then_some(())
+            },
+        )
+        .await;
+        println!(
+            "FIGURE stopped worker: its pc1 was redelivered and finished elsewhere {:.1} s after \
+             SIGSTOP",
+            stopped.elapsed().as_secs_f64()
+        );
+        sleeper.signal(Signal::SIGCONT);
+        rescuer
+    };
+    let (summary, rescuer) =
+        tokio::join!(mesh.seal_in_process("f01000", SectorSize::KiB2, 1), faults);
 
-    let rescuer = mesh.worker("rescuer", &flags);
-    wait_for("the rescuer to finish pc1", Duration::from_secs(60), || {
-        let done = !log_lines(&rescuer, &["phase=pc1 attempt=2}: task done"]).is_empty();
-        async move { done.then_some(()) }
-    })
-    .await;
+    // The sleeper finished its stale attempt and published its result; the publisher dropped it.
+    let runs = observe::runs(&mesh.broker().await).await;
+    let late: Vec<_> = observe::on(&runs, "sleeper")
+        .filter(|r| r.phase == Phase::PreCommit1 && r.attempt == 1)
+        .collect();
+    assert_eq!(late.len(), 1, "{runs:?}");
+    assert_eq!(summary.dropped_late, 1, "{summary:?}");
     println!(
-        "FIGURE stopped worker: its pc1 was redelivered and finished elsewhere {:.1} s after SIGSTOP",
-        stopped.elapsed().as_secs_f64()
-    );
-    sleeper.signal(Signal::SIGCONT);
-    let status = publisher.wait(Duration::from_secs(60)).await;
-    assert!(status.success(), "{}", publisher.tail(20));
-
-    // The sleeper finishes its stale attempt; the publisher drops that result and says so.
-    wait_for(
-        "the sleeper's late result to be dropped",
-        Duration::from_secs(60),
-        || {
-            let dropped = log_lines(&publisher, &["dropping late result", "worker=sleeper"]).len();
-            async move { (dropped == 1).then_some(()) }
-        },
-    )
-    .await;
-    let summary = log_lines(&publisher, &["late results dropped"]);
-    println!(
-        "FIGURE stopped worker: publisher summary: {}",
-        summary.join(" ")
+        "FIGURE stopped worker: the publisher dropped {} late result",
+        summary.dropped_late
     );
     wait_for(
         "the sleeper's scratch to be cleaned",
@@ -196,44 +182,56 @@ async fn a_stopped_worker_wakes_to_a_redelivered_task_and_its_late_result_is_dro
     )
     .await;
     assert_eq!(states(&mesh), [(1, "sealed".to_string())]);
-    let done = completions(&[&sleeper, &rescuer]);
+    let done = completions(&mesh).await;
     assert_eq!(done["f01000.1.pc1.0"], 2, "both attempts ran to their end");
+    rescuer.drain().await.expect("the rescuer ends cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_publisher_resumes_every_sector_and_no_task_runs_twice() {
     let mesh = Mesh::start().await;
-    let flags: Vec<&str> = SYNTHETIC
-        .iter()
-        .chain(&[
-            "--slots",
-            "3",
-            "--synthetic-durations",
-            "ap=100ms,pc1=600ms,pc2=300ms,c1=50ms,c2=300ms,fin=50ms",
-        ])
-        .copied()
-        .collect();
-    let w1 = mesh.worker("w1", &flags);
-    let w2 = mesh.worker("w2", &flags);
+    let mut workers = Vec::new();
+    for id in ["w1", "w2"] {
+        let mut config =
+            mesh.worker_config(id, "ap=100ms,pc1=600ms,pc2=300ms,c1=50ms,c2=300ms,fin=50ms");
+        config.slots = Some(3);
+        workers.push(mesh.start_worker(config).await);
+    }
     let count = 24;
     let mut first = mesh.seal("first", &["--count", &count.to_string(), "--synthetic"]);
-    wait_for("a few sectors to seal", Duration::from_secs(60), || {
-        let sealed = log_lines(&first, &["sector sealed"]).len();
-        async move { (sealed >= 3).then_some(()) }
+    let sealed = || async {
+        let sectors =
+            mesh::publisher::list_sectors(&mesh.broker().await, "f01000".parse().unwrap())
+                .await
+                .expect("list the sectors");
+        sectors
+            .iter()
+            .filter(|r| r.state.label() == "sealed")
+            .count()
+    };
+    wait_for("a few sectors to seal", Duration::from_secs(60), || async {
+        (sealed().await >= 3).then_some(())
     })
     .await;
     first.kill();
-    let sealed_before = states(&mesh).iter().filter(|(_, s)| s == "sealed").count();
-    let mut second = mesh.seal("second", &["--resume"]);
-    let status = second.wait(Duration::from_secs(180)).await;
-    assert!(status.success(), "{}", second.tail(20));
+    let sealed_before = sealed().await;
+    let request = SealRequest {
+        size: SectorSize::KiB2,
+        count: 0,
+        pieces: Vec::new(),
+        synthetic: true,
+        resume: true,
+        out: None,
+        status_every: Duration::from_secs(5),
+    };
+    let second = mesh.seal_with("f01000", request).await;
     let states = states(&mesh);
     assert_eq!(states.len(), count);
     assert!(states.iter().all(|(_, s)| s == "sealed"), "{states:?}");
-    let resumed = log_lines(&second, &["resuming sector"]).len();
+    let resumed = second.sealed.len();
     assert_eq!(resumed, count - sealed_before);
 
-    let done = completions(&[&w1, &w2]);
+    let done = completions(&mesh).await;
     assert_eq!(done.len(), count * Phase::ALL.len(), "every task ran");
     let twice: Vec<_> = done.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "tasks that ran twice: {twice:?}");
@@ -242,6 +240,9 @@ async fn a_killed_publisher_resumes_every_sector_and_no_task_runs_twice() {
          one resumed {resumed}; {} tasks each ran once",
         done.len()
     );
+    for worker in workers {
+        worker.drain().await.expect("the worker ends cleanly");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -250,66 +251,65 @@ async fn a_worker_takes_only_tasks_that_fit_its_scratch_space() {
     // Room for one AddPiece (or a Commit2), not for PC1, PC2, C1 or Finalize.
     let fits_ap = Phase::AddPiece.scratch(SectorSize::KiB2);
     assert!(fits_ap < Phase::Commit1.scratch(SectorSize::KiB2));
-    let limit = fits_ap.to_string();
-    let small: Vec<&str> = SYNTHETIC
-        .iter()
-        .chain(&["--slots", "4", "--scratch-limit", &limit])
-        .copied()
-        .collect();
-    let small = mesh.worker("small", &small);
-    let mut publisher = mesh.seal("publisher", &["--count", "4", "--synthetic"]);
-    wait_for(
-        "the small worker to run ap",
-        Duration::from_secs(30),
-        || {
-            let ran = !log_lines(&small, &["phase=ap", "task done"]).is_empty();
-            async move { ran.then_some(()) }
-        },
-    )
-    .await;
-    let big = mesh.worker("big", &SYNTHETIC);
-    let status = publisher.wait(Duration::from_secs(120)).await;
-    assert!(status.success(), "{}", publisher.tail(20));
+    let durations = "";
+    let mut config = mesh.worker_config("small", durations);
+    config.slots = Some(4);
+    config.scratch_limit = fits_ap;
+    // It says it will not take PC1, for want of scratch space.
+    let refusal = config
+        .plan()
+        .into_iter()
+        .find(|s| s.phase == Phase::PreCommit1)
+        .and_then(|s| s.refusal)
+        .expect("PC1 refused on the small worker");
+    assert!(
+        refusal.to_string().contains("of scratch space"),
+        "{refusal}"
+    );
+    let small = mesh.start_worker(config).await;
+    let big = async {
+        wait_for(
+            "the small worker to run ap",
+            Duration::from_secs(30),
+            || async {
+                let runs = observe::runs(&mesh.broker().await).await;
+                observe::on(&runs, "small")
+                    .any(|r| r.phase == Phase::AddPiece)
+                    .then_some(())
+            },
+        )
+        .await;
+        mesh.start_worker(mesh.worker_config("big", durations))
+            .await
+    };
+    let (_, big) = tokio::join!(mesh.seal_in_process("f01000", SectorSize::KiB2, 4), big);
 
-    let started = log_lines(&small, &["task started"]);
-    for line in &started {
-        let phase: Phase = field(line, "phase").unwrap().parse().unwrap();
+    let runs = observe::runs(&mesh.broker().await).await;
+    let on_small: Vec<_> = observe::on(&runs, "small").collect();
+    for run in &on_small {
         assert!(
-            phase.scratch(SectorSize::KiB2) <= fits_ap,
-            "the small worker ran a task that does not fit: {line}"
+            run.phase.scratch(SectorSize::KiB2) <= fits_ap,
+            "the small worker ran a task that does not fit: {run:?}"
         );
     }
-    assert!(
-        !log_lines(
-            &small,
-            &[
-                "this worker will not take these tasks",
-                "phase=pc1",
-                "of scratch space"
-            ]
-        )
-        .is_empty(),
-        "{}",
-        small.tail(20)
-    );
-    let on_big = log_lines(&big, &["task started"]).len();
+    let on_big = observe::on(&runs, "big").count();
     println!(
-        "FIGURE scratch limit {limit} B: the small worker ran {} tasks (ap and c2 only); the big \
-         one ran {on_big}",
-        started.len()
+        "FIGURE scratch limit {fits_ap} B: the small worker ran {} tasks (ap and c2 only); the \
+         big one ran {on_big}",
+        on_small.len()
     );
-    assert_eq!(started.len() + on_big, 4 * Phase::ALL.len());
+    assert_eq!(on_small.len() + on_big, 4 * Phase::ALL.len());
+    for worker in [small, big] {
+        worker.drain().await.expect("the worker ends cleanly");
+    }
 
     // A limit that fits nothing is refused at start.
-    let mut none = mesh.worker(
-        "none",
-        &["--executor", "synthetic", "--scratch-limit", "1KiB"],
-    );
-    let status = none.wait(Duration::from_secs(30)).await;
-    assert!(!status.success());
-    let log = none.log_text();
+    let mut config = mesh.worker_config("none", durations);
+    config.scratch_limit = 1024;
+    let error = mesh.start_worker(config).await.join().await.unwrap_err();
+    let error = format!("{error:#}");
     assert!(
-        log.contains("fits no task this worker serves") && log.contains("--scratch-limit"),
-        "{log}"
+        error.contains("fits no task this worker serves") && error.contains("--scratch-limit"),
+        "{error}"
     );
 }

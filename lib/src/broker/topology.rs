@@ -366,12 +366,13 @@ pub async fn check(
     phases: &[Phase],
     sizes: &[SectorSize],
 ) -> Result<(), BrokerError> {
-    let task_streams = sizes.iter().flat_map(|&size| {
-        phases
-            .iter()
-            .map(move |&phase| names::task_stream(phase, size))
-    });
-    for stream in task_streams.chain([
+    // Collected before the first await: an iterator of closures held across it would keep the
+    // future from being `Send` (and so from `tokio::spawn`).
+    let mut streams: Vec<String> = Vec::new();
+    for &size in sizes {
+        streams.extend(phases.iter().map(|&phase| names::task_stream(phase, size)));
+    }
+    for stream in streams.into_iter().chain([
         names::RESULT_STREAM.to_string(),
         names::DLQ_STREAM.to_string(),
     ]) {

@@ -32,15 +32,19 @@ impl Registry {
         }
     }
 
+    /// Adds a task that began to run and publishes the record at once.
     pub fn started(&self, task: RunningTask) {
         self.running
             .lock()
             .expect("registry lock")
             .insert(task.task.clone(), task);
+        self.publish_now();
     }
 
+    /// Removes a task that ended and publishes the record at once.
     pub fn finished(&self, task: &TaskId) {
         self.running.lock().expect("registry lock").remove(task);
+        self.publish_now();
     }
 
     /// Sets what running tasks hold and publishes the record at once, so that others (the
