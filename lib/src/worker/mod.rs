@@ -479,7 +479,7 @@ pub async fn run(
             ledger.take(kind, &claim);
             ledger.usage()
         };
-        ctx.registry.set_usage(usage);
+        ctx.registry.hold(usage);
         let ctx = ctx.clone();
         let abort = abort.clone();
         let (ledger, room) = (ledger.clone(), room.clone());

@@ -32,7 +32,8 @@ impl Registry {
         }
     }
 
-    /// Adds a task that began to run and publishes the record at once.
+    /// Adds a task that began to run and publishes the record at once (with what the take
+    /// claimed: see [`Registry::hold`]).
     pub fn started(&self, task: RunningTask) {
         self.running
             .lock()
@@ -41,10 +42,17 @@ impl Registry {
         self.publish_now();
     }
 
-    /// Removes a task that ended and publishes the record at once.
+    /// Removes a task that ended; the record goes out with the claim given back
+    /// ([`Registry::set_usage`]), one publish for both.
     pub fn finished(&self, task: &TaskId) {
         self.running.lock().expect("registry lock").remove(task);
-        self.publish_now();
+    }
+
+    /// Sets what running tasks hold after a take, without publishing: the task's start (or,
+    /// when it is dropped before it runs, the claim given back) publishes it, so that a task
+    /// costs two registry writes, not four.
+    pub fn hold(&self, usage: Usage) {
+        self.record.lock().expect("registry lock").usage = usage;
     }
 
     /// Sets what running tasks hold and publishes the record at once, so that others (the
