@@ -23,6 +23,9 @@ pub const REASON_HEADER: &str = "Mesh-Reason";
 pub const ATTEMPTS_HEADER: &str = "Mesh-Attempts";
 /// Header naming the stream a dead-lettered task came from.
 pub const SOURCE_STREAM_HEADER: &str = "Mesh-Stream";
+/// Header of a dead letter whose task body was too large to carry whole: the body's size and
+/// sha256 (`<bytes> sha256:<hex>`); the letter holds only its first bytes.
+pub const TRUNCATED_HEADER: &str = "Mesh-Truncated";
 
 /// `MESH_TASK_PC1_2KIB`
 pub fn task_stream(phase: Phase, size: SectorSize) -> String {

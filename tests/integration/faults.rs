@@ -382,3 +382,61 @@ async fn a_task_whose_sector_moved_on_is_dropped_not_dead_lettered() {
     worker.signal(Signal::SIGTERM);
     assert!(worker.wait(Duration::from_secs(30)).await.success());
 }
+
+/// A task body just under the server's `max_payload` (garbage a miner may publish on its own
+/// subject) cannot be dead-lettered whole, with headers: the letter keeps its first bytes and
+/// says so, on the first delivery, and the worker still stops at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_too_large_to_dead_letter_whole_is_cut_and_dead_lettered() {
+    let mesh = Mesh::start().await;
+    mesh.task_consumer("f01000", Phase::AddPiece, mesh::model::TaskClass::Cc)
+        .await;
+    let broker = mesh.broker().await;
+    let js = broker.js().clone();
+    let max_payload = broker.client().server_info().max_payload;
+    let garbage = vec![0xc1u8; max_payload - 512];
+    js.publish("mesh.task.ap.2kib.f01000.cc", garbage.clone().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut worker = mesh.worker("w1", &["--executor", "synthetic"]);
+    let dead = wait_dead_letters(&js).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let (subject, reason, attempts) = &dead[0];
+    assert_eq!(subject, "mesh.dlq.ap.2kib.f01000");
+    assert!(reason.contains("undecodable task"), "{reason}");
+    assert_eq!(attempts, "1", "dead-lettered on its first delivery");
+    let letter = js
+        .get_stream(names::DLQ_STREAM)
+        .await
+        .unwrap()
+        .get_raw_message(1)
+        .await
+        .unwrap();
+    assert_eq!(letter.payload.len(), 4096);
+    assert_eq!(letter.payload[..], garbage[..4096]);
+    let truncated = letter
+        .headers
+        .get(names::TRUNCATED_HEADER)
+        .map(|v| v.to_string())
+        .unwrap();
+    assert!(
+        truncated.starts_with(&format!("{} sha256:", garbage.len())),
+        "{truncated}"
+    );
+    wait_messages(&js, &names::task_stream(Phase::AddPiece, SectorSize::KiB2), 0, "the task stream to empty").await;
+    // `dlq list` says the body was cut.
+    let list = mesh.publisher(&["dlq", "list", "--json"]);
+    assert!(list.contains("is cut to its first 4096 bytes here"), "{list}");
+    // Nothing keeps the worker: SIGTERM ends it at once.
+    let stopping = std::time::Instant::now();
+    worker.signal(Signal::SIGTERM);
+    assert!(worker.wait(Duration::from_secs(10)).await.success());
+    println!(
+        "FIGURE oversized task: {} B body dead-lettered on delivery 1 as its first 4096 B; worker \
+         stopped {:.2} s after SIGTERM",
+        garbage.len(),
+        stopping.elapsed().as_secs_f64()
+    );
+}

@@ -101,6 +101,11 @@ fn actions() -> Vec<(&'static str, &'static [&'static str], Op)> {
             op(|b| async move { js_publish(&b, "mesh.task.ap.2kib.f01000.cc", b"task").await }),
         ),
         (
+            "publish a task of a class no consumer serves",
+            &["admin"],
+            op(|b| async move { js_publish(&b, "mesh.task.ap.2kib.f01000.zzz", b"task").await }),
+        ),
+        (
             "create f01001's task consumer",
             &["miner-f01001", "admin"],
             op(move |b| async move {
@@ -219,6 +224,16 @@ fn actions() -> Vec<(&'static str, &'static [&'static str], Op)> {
             "write a worker record",
             &["worker", "admin"],
             op(|b| async move { kv_put(&b, "mesh-workers", "w-test").await }),
+        ),
+        (
+            "register miner f01000",
+            &["miner-f01000", "admin"],
+            op(|b| async move { kv_put(&b, "mesh-miners", "f01000").await }),
+        ),
+        (
+            "set f01000's weight",
+            &["admin"],
+            op(|b| async move { kv_put(&b, "mesh-miners", "weight.f01000").await }),
         ),
         (
             "write a drain mark",
@@ -669,4 +684,107 @@ async fn nkey_token_and_tls_first_logins_work_and_wrong_ones_are_refused() {
         e.contains("--nats-creds") && e.contains("not a NATS credentials file"),
         "{e}"
     );
+}
+
+/// A miner registers itself but cannot raise its own share: workers read weights only from the
+/// keys an operator writes (`miners weight`, as admin), and a weight a miner puts in its own
+/// registration is ignored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_miner_cannot_set_its_own_weight() {
+    let nats = SecureNats::start(&["f01000", "f01001"], false);
+    let (ok, _, stderr) = nats.publisher("admin", &["init", "--sizes", "2KiB"]);
+    assert!(ok, "init as admin: {stderr}");
+    let worker = nats.connect("worker").await;
+    let weights = mesh::broker::miners::Weights::default();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(weights.clone().follow(
+        worker.bucket("mesh-miners").await.unwrap(),
+        stop.clone(),
+    ));
+    let f01000 = "f01000".parse().unwrap();
+
+    // The miner writes weight 1000 into its own registration: allowed, and no weight.
+    let miner = nats.connect("miner-f01000").await;
+    miner
+        .bucket("mesh-miners")
+        .await
+        .unwrap()
+        .put(
+            "f01000",
+            Bytes::from_static(br#"{"weight":1000,"registered_ms":0}"#),
+        )
+        .await
+        .unwrap();
+    // The operator's weight is followed (which also shows the worker saw the miner's put first:
+    // a watch delivers in order).
+    let (ok, _, stderr) = nats.publisher("admin", &["miners", "weight", "f01001", "3"]);
+    assert!(ok, "{stderr}");
+    let f01001 = "f01001".parse().unwrap();
+    wait_for("the worker to follow the weight", Duration::from_secs(10), || {
+        let w = weights.get(f01001);
+        async move { (w == 3).then_some(()) }
+    })
+    .await;
+    assert_eq!(weights.get(f01000), 1, "a miner's own entry is no weight");
+    let (ok, listed, stderr) = nats.publisher("admin", &["miners", "list", "--json"]);
+    assert!(ok, "{stderr}");
+    let rows: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let weight = |m: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["miner"] == m)
+            .map(|r| r["weight"].as_u64().unwrap())
+    };
+    assert_eq!((weight("f01000"), weight("f01001")), (Some(1), Some(3)), "{listed}");
+    stop.cancel();
+}
+
+/// One miner's garbage under its own sector keys hides nothing of anyone else's: `status` and
+/// `sectors` leave it out and say so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_miners_garbage_record_breaks_no_one_elses_view() {
+    let nats = SecureNats::start(&["f01000", "f01001"], false);
+    let (ok, _, stderr) = nats.publisher("admin", &["init", "--sizes", "2KiB"]);
+    assert!(ok, "init as admin: {stderr}");
+    let admin = nats.connect("admin").await;
+    let record = mesh::sector::SectorRecord::new(
+        "f01000".parse().unwrap(),
+        mesh::model::SectorNum(1),
+        SectorSize::KiB2,
+        SectorSize::KiB2.seal_proof(),
+        Vec::new(),
+        Vec::new(),
+        [0; 32],
+        0,
+    );
+    admin
+        .bucket("mesh-sectors")
+        .await
+        .unwrap()
+        .put("f01000.1", mesh::model::encode(&record).into())
+        .await
+        .unwrap();
+    let miner = nats.connect("miner-f01001").await;
+    miner
+        .bucket("mesh-sectors")
+        .await
+        .unwrap()
+        .put("f01001.5", Bytes::from_static(b"\xc1garbage"))
+        .await
+        .unwrap();
+
+    let (ok, status, stderr) = nats.publisher("admin", &["status"]);
+    assert!(ok, "{stderr}");
+    assert!(status.lines().any(|l| l.starts_with("f01000 ")), "{status}");
+    assert!(
+        status.contains("unreadable sector records: 1 (f01001.5)"),
+        "{status}"
+    );
+    let (ok, listed, stderr) = nats.publisher("admin", &["sectors", "--json"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.contains("\"miner\":\"f01000\""), "{listed}");
+    let (ok, _, stderr) = nats.publisher("admin", &["sectors", "--failed"]);
+    assert!(ok, "{stderr}");
 }

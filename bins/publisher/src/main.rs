@@ -335,6 +335,10 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
     for thing in &made {
         println!("ok  {thing}");
     }
+    let moved = mesh::broker::miners::migrate_weights(&broker).await?;
+    if moved > 0 {
+        println!("ok  moved {moved} miner weight(s) to their weight.<miner> keys");
+    }
     println!(
         "topology ready on {} ({} objects)",
         broker.url(),

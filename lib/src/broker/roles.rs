@@ -64,7 +64,11 @@ impl Role {
             }
             Role::Miner(miner) => {
                 common(&mut p);
-                p.publish.push(format!("mesh.task.*.*.{miner}.*"));
+                for class in TaskClass::ALL {
+                    // Only the classes a consumer serves: a task of any other would wait in
+                    // its work queue forever, unseen by `status`.
+                    p.publish.push(format!("mesh.task.*.*.{miner}.{class}"));
+                }
                 for class in TaskClass::ALL {
                     let consumer = names::task_consumer(*miner, class);
                     p.publish.push(format!(
@@ -241,7 +245,9 @@ mod tests {
     fn a_miner_is_confined_to_its_own_subjects() {
         let p = Role::Miner(miner("f01000")).permissions();
         assert!(p.publish.iter().all(|s| !s.contains("f01001")));
-        assert!(p.publish.contains(&"mesh.task.*.*.f01000.*".to_string()));
+        assert!(p.publish.contains(&"mesh.task.*.*.f01000.cc".to_string()));
+        assert!(p.publish.contains(&"mesh.task.*.*.f01000.deals".to_string()));
+        assert!(!p.publish.iter().any(|s| s.starts_with("mesh.task.") && s.ends_with(".*")));
         assert!(!p.publish.iter().any(|s| s.starts_with("mesh.result")));
         assert!(!p.publish.iter().any(|s| s.contains("STREAM.MSG.GET")));
         assert_eq!(p.subscribe, vec!["_INBOX.miner-f01000.>".to_string()]);

@@ -66,7 +66,16 @@ impl DeadLetter {
             sector: decoded.as_ref().map(|t| t.sector.0),
             task: decoded.as_ref().map(|t| t.id.to_string()),
             attempts: header(names::ATTEMPTS_HEADER).and_then(|a| a.parse().ok()),
-            reason: one_line(&header(names::REASON_HEADER).unwrap_or_default()),
+            reason: match header(names::TRUNCATED_HEADER) {
+                // The worker kept only the start of a body too large to dead-letter whole.
+                Some(whole) => one_line(&format!(
+                    "{} (the task's body, {}, is cut to its first {} bytes here)",
+                    header(names::REASON_HEADER).unwrap_or_default(),
+                    whole,
+                    msg.payload.len()
+                )),
+                None => one_line(&header(names::REASON_HEADER).unwrap_or_default()),
+            },
             stream: header(names::SOURCE_STREAM_HEADER).unwrap_or_default(),
             decoded,
         }

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
+use tracing::warn;
 
 use crate::broker::{Broker, consumers};
-use crate::model::{MinerId, SectorNum, decode};
+use crate::model::{MinerId, SectorNum, decode, shown};
 use crate::names;
 use crate::phases::Phase;
 use crate::render::table;
@@ -69,11 +70,21 @@ pub struct Status {
     pub sectors: Vec<MinerSectors>,
     pub streams: Vec<StreamBacklog>,
     pub dead_letters: u64,
+    /// Sector keys whose value is not a sector record this version reads (written by hand, by
+    /// a newer version, or by a miner writing garbage under its own keys), with why.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A sector key that holds no readable record: left out of every count and listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unreadable {
+    pub key: String,
+    pub error: String,
 }
 
 /// Gathers the status: every sector record, every task stream that exists, the dead letters.
 pub async fn status(broker: &Broker) -> anyhow::Result<Status> {
-    let records = sectors(broker, None).await?;
+    let (records, unreadable) = read_sectors(broker, None).await?;
     let streams = consumers::task_consumers(broker)
         .await?
         .into_iter()
@@ -96,6 +107,7 @@ pub async fn status(broker: &Broker) -> anyhow::Result<Status> {
         sectors: count(&records),
         streams,
         dead_letters,
+        unreadable,
     })
 }
 
@@ -158,6 +170,16 @@ pub fn render(status: &Status) -> String {
         out.push_str(&table(&rows));
     }
     out.push('\n');
+    if !status.unreadable.is_empty() {
+        let keys: Vec<&str> = status.unreadable.iter().map(|u| u.key.as_str()).collect();
+        out.push_str(&format!(
+            "unreadable sector records: {} ({}); left out above: inspect with `nats kv get {} \
+             KEY`, delete with `nats kv del` if they are not the mesh's\n",
+            keys.len(),
+            keys.join(", "),
+            names::SECTORS_BUCKET
+        ));
+    }
     out.push_str(&format!(
         "dead letters: {}{}\n",
         status.dead_letters,
@@ -200,9 +222,23 @@ pub fn render_failed(records: &[SectorRecord]) -> String {
     table(&rows)
 }
 
-/// Every sector record in the bucket, of one miner or of all, in miner and sector order.
-/// Keys that are not `<miner>.<sector>` (the `<miner>.next` counters) are skipped.
+/// Every readable sector record (of `miner`, or of all miners), in miner and sector order. A
+/// key whose value does not decode is left out with a warning (see [`read_sectors`]), so that
+/// one bad record does not hide every other.
 pub async fn sectors(broker: &Broker, miner: Option<MinerId>) -> anyhow::Result<Vec<SectorRecord>> {
+    let (records, unreadable) = read_sectors(broker, miner).await?;
+    for u in &unreadable {
+        warn!(key = %u.key, error = %u.error, "sector record unreadable; left out");
+    }
+    Ok(records)
+}
+
+/// Every sector record (of `miner`, or of all miners), in miner and sector order, and the keys
+/// whose value does not decode.
+pub async fn read_sectors(
+    broker: &Broker,
+    miner: Option<MinerId>,
+) -> anyhow::Result<(Vec<SectorRecord>, Vec<Unreadable>)> {
     let bucket = broker.bucket(names::SECTORS_BUCKET).await?;
     // Listed through a consumer filtered on the miner's keys: a miner's role may read only
     // those.
@@ -213,7 +249,7 @@ pub async fn sectors(broker: &Broker, miner: Option<MinerId>) -> anyhow::Result<
         .into_iter()
         .filter(|key| sector_key(key).is_some());
     // A farm has thousands of sectors: fetch several at a time.
-    let mut out: Vec<SectorRecord> = futures::stream::iter(keys)
+    let values: Vec<(String, Option<bytes::Bytes>)> = futures::stream::iter(keys)
         .map(|key| {
             let bucket = bucket.clone();
             async move {
@@ -221,19 +257,26 @@ pub async fn sectors(broker: &Broker, miner: Option<MinerId>) -> anyhow::Result<
                     .get(&key)
                     .await
                     .with_context(|| format!("read sector {key}"))?;
-                value
-                    .map(|v| {
-                        decode::<SectorRecord>(&v).with_context(|| format!("decode sector {key}"))
-                    })
-                    .transpose()
+                anyhow::Ok((key, value))
             }
         })
         .buffer_unordered(32)
-        .try_filter_map(|record| async move { Ok(record) })
         .try_collect()
         .await?;
-    out.sort_by_key(|r| (r.miner, r.sector));
-    Ok(out)
+    let (mut records, mut unreadable) = (Vec::new(), Vec::new());
+    for (key, value) in values {
+        let Some(value) = value else { continue };
+        match decode::<SectorRecord>(&value) {
+            Ok(record) => records.push(record),
+            Err(e) => unreadable.push(Unreadable {
+                key: shown(&key),
+                error: e.to_string(),
+            }),
+        }
+    }
+    records.sort_by_key(|r| (r.miner, r.sector));
+    unreadable.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok((records, unreadable))
 }
 
 /// `f01000.12` → (f01000, 12); `None` for other keys such as `f01000.next`.
@@ -338,6 +381,10 @@ mod tests {
                 redelivered: 1,
             }],
             dead_letters: 1,
+            unreadable: vec![Unreadable {
+                key: "f01001.7".into(),
+                error: "undecodable message body: EOF".into(),
+            }],
         };
         assert_eq!(
             render(&status),
@@ -348,6 +395,8 @@ f01000  0   12   0    0   0   0    0       1       13
 stream              waiting  running  redelivered
 MESH_TASK_PC1_2KIB  10       2        1
 
+unreadable sector records: 1 (f01001.7); left out above: inspect with `nats kv get mesh-sectors \
+KEY`, delete with `nats kv del` if they are not the mesh's
 dead letters: 1 (see `mesh-publisher dlq list`)
 "
         );

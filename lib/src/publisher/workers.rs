@@ -5,6 +5,7 @@
 use std::fmt::Write;
 
 use crate::broker::workers::WorkerRecord;
+use crate::model::shown;
 use crate::units::human_bytes;
 
 /// Width of the bars, as lotus draws them.
@@ -19,10 +20,12 @@ pub fn render(workers: &[WorkerRecord], now_ms: u64) -> String {
     for w in workers {
         let m = &w.machine;
         let u = &w.usage;
+        // Every string is the worker's own say: escaped, so that no record can write terminal
+        // escapes into an operator's terminal.
         let mut flags = vec![
             format!("pid {}", w.pid),
-            format!("mesh {}", w.version),
-            format!("{} executor", w.executor),
+            format!("mesh {}", shown(&w.version)),
+            format!("{} executor", shown(&w.executor)),
             format!("up {}", age(now_ms, w.started_ms)),
         ];
         if w.draining {
@@ -31,8 +34,8 @@ pub fn render(workers: &[WorkerRecord], now_ms: u64) -> String {
         let _ = writeln!(
             out,
             "Worker {}, host {} ({})",
-            w.id,
-            m.host,
+            shown(&w.id.0),
+            shown(&m.host),
             flags.join(", ")
         );
         let phases: Vec<&str> = w.phases.iter().map(|p| p.token()).collect();
@@ -79,7 +82,7 @@ pub fn render(workers: &[WorkerRecord], now_ms: u64) -> String {
                 bar(u.gpu, m.gpus.len() as f64),
                 u.gpu,
                 m.gpus.len(),
-                m.gpus.join(", ")
+                m.gpus.iter().map(|g| shown(g)).collect::<Vec<_>>().join(", ")
             );
         }
         if w.running.is_empty() {
@@ -173,6 +176,12 @@ mod tests {
             started_ms: 0,
             heartbeat_ms: 0,
         };
+        let mut hostile = w.clone();
+        hostile.machine.host = "evil\u{1b}]0;owned\u{7}".into();
+        hostile.machine.gpus = vec!["gpu\u{1b}[2J".into()];
+        let text = render(&[hostile], 193_000);
+        assert!(!text.contains('\u{1b}') && !text.contains('\u{7}'), "{text:?}");
+        assert!(text.contains(r"host evil\u{1b}]0;owned\u{7} ("), "{text}");
         let text = render(&[w], 193_000);
         assert!(
             text.contains("Worker pc1-box, host sealer-7 (pid 42"),

@@ -233,13 +233,15 @@ async fn fail_permanently(
         .map(|i| (i.stream.to_string(), i.stream_sequence))
         .unwrap_or_default();
     headers.insert(names::SOURCE_STREAM_HEADER, stream.as_str());
+    let max_payload = ctx.broker.client().server_info().max_payload;
+    let body = letter_body(&msg.payload, max_payload, &mut headers);
     let dead = ctx
         .broker
         .publish_durable(
             names::dlq_subject(phase, size, miner),
             &format!("dlq.{stream}.{seq}"),
             Some(headers),
-            msg.payload.clone(),
+            body,
             ctx.config.publish_attempts,
         )
         .await;
@@ -281,6 +283,33 @@ async fn fail_permanently(
         return;
     }
     term(ctx, msg, &reason).await;
+}
+
+/// Room a dead letter leaves for its subject and headers (the reason is at most 1000
+/// characters, 4 KiB of UTF-8).
+const LETTER_HEADROOM: usize = 16 << 10;
+/// How much of a body too large to dead-letter whole the letter keeps.
+const LETTER_KEPT: usize = 4 << 10;
+
+/// The body a dead letter carries: the task's whole body when it fits the server's
+/// `max_payload` with room for headers; otherwise its first [`LETTER_KEPT`] bytes, with its
+/// size and sha256 in [`names::TRUNCATED_HEADER`], so that the letter can always be stored
+/// (a letter that cannot would leave the task redelivered forever).
+fn letter_body(
+    payload: &bytes::Bytes,
+    max_payload: usize,
+    headers: &mut async_nats::HeaderMap,
+) -> bytes::Bytes {
+    if payload.len() + LETTER_HEADROOM <= max_payload {
+        return payload.clone();
+    }
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(payload));
+    headers.insert(
+        names::TRUNCATED_HEADER,
+        format!("{} sha256:{digest}", payload.len()).as_str(),
+    );
+    payload.slice(..LETTER_KEPT.min(payload.len()))
 }
 
 /// Removes the message from its work queue with `+TERM <reason>` (the reason reaches the
