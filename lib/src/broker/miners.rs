@@ -135,7 +135,9 @@ pub async fn list(broker: &Broker) -> Result<BTreeMap<MinerId, MinerEntry>, Brok
     }
     for (key, entry) in entries {
         if let Some(miner) = weight_of_key(&key) {
-            let registered_ms = out.get(&miner).map_or(entry.registered_ms, |e| e.registered_ms);
+            let registered_ms = out
+                .get(&miner)
+                .map_or(entry.registered_ms, |e| e.registered_ms);
             out.insert(
                 miner,
                 MinerEntry {

@@ -246,8 +246,15 @@ mod tests {
         let p = Role::Miner(miner("f01000")).permissions();
         assert!(p.publish.iter().all(|s| !s.contains("f01001")));
         assert!(p.publish.contains(&"mesh.task.*.*.f01000.cc".to_string()));
-        assert!(p.publish.contains(&"mesh.task.*.*.f01000.deals".to_string()));
-        assert!(!p.publish.iter().any(|s| s.starts_with("mesh.task.") && s.ends_with(".*")));
+        assert!(
+            p.publish
+                .contains(&"mesh.task.*.*.f01000.deals".to_string())
+        );
+        assert!(
+            !p.publish
+                .iter()
+                .any(|s| s.starts_with("mesh.task.") && s.ends_with(".*"))
+        );
         assert!(!p.publish.iter().any(|s| s.starts_with("mesh.result")));
         assert!(!p.publish.iter().any(|s| s.contains("STREAM.MSG.GET")));
         assert_eq!(p.subscribe, vec!["_INBOX.miner-f01000.>".to_string()]);

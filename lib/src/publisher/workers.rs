@@ -82,7 +82,11 @@ pub fn render(workers: &[WorkerRecord], now_ms: u64) -> String {
                 bar(u.gpu, m.gpus.len() as f64),
                 u.gpu,
                 m.gpus.len(),
-                m.gpus.iter().map(|g| shown(g)).collect::<Vec<_>>().join(", ")
+                m.gpus
+                    .iter()
+                    .map(|g| shown(g))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         if w.running.is_empty() {
@@ -180,7 +184,10 @@ mod tests {
         hostile.machine.host = "evil\u{1b}]0;owned\u{7}".into();
         hostile.machine.gpus = vec!["gpu\u{1b}[2J".into()];
         let text = render(&[hostile], 193_000);
-        assert!(!text.contains('\u{1b}') && !text.contains('\u{7}'), "{text:?}");
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{text:?}"
+        );
         assert!(text.contains(r"host evil\u{1b}]0;owned\u{7} ("), "{text}");
         let text = render(&[w], 193_000);
         assert!(
