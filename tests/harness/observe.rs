@@ -67,6 +67,19 @@ pub async fn runs(broker: &Broker) -> Vec<Run> {
     out
 }
 
+/// Waits until a result matches `done`, and returns that run.
+pub async fn wait_run(
+    broker: &Broker,
+    what: &str,
+    deadline: std::time::Duration,
+    done: impl Fn(&Run) -> bool,
+) -> Run {
+    crate::wait_for(what, deadline, || async {
+        runs(broker).await.into_iter().find(|r| done(r))
+    })
+    .await
+}
+
 /// The runs of `worker`.
 pub fn on<'a>(runs: &'a [Run], worker: &'a str) -> impl Iterator<Item = &'a Run> + 'a {
     runs.iter().filter(move |r| r.worker == worker)

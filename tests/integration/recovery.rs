@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use mesh::broker::Broker;
 use mesh::model::SectorSize;
 use mesh::phases::Phase;
 use mesh::publisher::SealRequest;
@@ -15,9 +16,9 @@ use mesh_tests::{Mesh, Proc, wait_for};
 use nix::sys::signal::Signal;
 
 /// How many times each task ran to completion (by its results), over all workers.
-async fn completions(mesh: &Mesh) -> BTreeMap<String, usize> {
+async fn completions(broker: &Broker) -> BTreeMap<String, usize> {
     let mut done = BTreeMap::new();
-    for run in observe::runs(&mesh.broker().await).await {
+    for run in observe::runs(broker).await {
         if run.done {
             *done.entry(run.task).or_default() += 1;
         }
@@ -44,6 +45,7 @@ const SYNTHETIC: [&str; 2] = ["--executor", "synthetic"];
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_killed_in_any_phase_has_its_task_restarted_within_15s() {
     let mesh = Mesh::start().await;
+    let broker = mesh.broker().await;
     // Every phase lasts 3 s, so each can be caught running.
     let durations = [
         "--synthetic-durations",
@@ -61,7 +63,7 @@ async fn a_worker_killed_in_any_phase_has_its_task_restarted_within_15s() {
         let victim = wait_for(
             &format!("{phase} to start"),
             Duration::from_secs(60),
-            || async { observe::taker(&mesh.broker().await, phase, 1).await },
+            || async { observe::taker(&broker, phase, 1).await },
         )
         .await;
         let victim = workers.iter().position(|(id, _)| *id == victim).unwrap();
@@ -75,7 +77,7 @@ async fn a_worker_killed_in_any_phase_has_its_task_restarted_within_15s() {
             &format!("{phase} to restart on another worker"),
             Duration::from_secs(60),
             || async {
-                let taker = observe::taker(&mesh.broker().await, phase, 2).await?;
+                let taker = observe::taker(&broker, phase, 2).await?;
                 Some((taker, killed.elapsed()))
             },
         )
@@ -106,6 +108,7 @@ async fn a_worker_killed_in_any_phase_has_its_task_restarted_within_15s() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_worker_wakes_to_a_redelivered_task_and_its_late_result_is_dropped() {
     let mesh = Mesh::start().await;
+    let broker = mesh.broker().await;
     // PC2 is slow so that the sleeper's late PC1 result reaches the publisher while the sector
     // is still being sealed (a publisher that has ended drops nothing).
     let durations = "pc1=4s,pc2=3s";
@@ -129,7 +132,7 @@ async fn a_stopped_worker_wakes_to_a_redelivered_task_and_its_late_result_is_dro
     };
     let faults = async {
         wait_for("pc1 to start", Duration::from_secs(30), || async {
-            let taker = observe::taker(&mesh.broker().await, Phase::PreCommit1, 1).await;
+            let taker = observe::taker(&broker, Phase::PreCommit1, 1).await;
             (taker.as_deref() == Some("sleeper")).then_some(())
         })
         .await;
@@ -139,15 +142,11 @@ async fn a_stopped_worker_wakes_to_a_redelivered_task_and_its_late_result_is_dro
         let rescuer = mesh
             .start_worker(mesh.worker_config("rescuer", durations))
             .await;
-        wait_for(
+        observe::wait_run(
+            &broker,
             "the rescuer to finish pc1",
             Duration::from_secs(60),
-            || async {
-                let runs = observe::runs(&mesh.broker().await).await;
-                observe::on(&runs, "rescuer")
-                    .any(|r| r.phase == Phase::PreCommit1 && r.attempt == 2)
-                    .then_some(())
-            },
+            |r| r.worker == "rescuer" && r.phase == Phase::PreCommit1 && r.attempt == 2,
         )
         .await;
         println!(
@@ -162,7 +161,7 @@ async fn a_stopped_worker_wakes_to_a_redelivered_task_and_its_late_result_is_dro
         tokio::join!(mesh.seal_in_process("f01000", SectorSize::KiB2, 1), faults);
 
     // The sleeper finished its stale attempt and published its result; the publisher dropped it.
-    let runs = observe::runs(&mesh.broker().await).await;
+    let runs = observe::runs(&broker).await;
     let late: Vec<_> = observe::on(&runs, "sleeper")
         .filter(|r| r.phase == Phase::PreCommit1 && r.attempt == 1)
         .collect();
@@ -182,7 +181,7 @@ async fn a_stopped_worker_wakes_to_a_redelivered_task_and_its_late_result_is_dro
     )
     .await;
     assert_eq!(states(&mesh), [(1, "sealed".to_string())]);
-    let done = completions(&mesh).await;
+    let done = completions(&broker).await;
     assert_eq!(done["f01000.1.pc1.0"], 2, "both attempts ran to their end");
     rescuer.drain().await.expect("the rescuer ends cleanly");
 }
@@ -190,6 +189,7 @@ async fn a_stopped_worker_wakes_to_a_redelivered_task_and_its_late_result_is_dro
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_publisher_resumes_every_sector_and_no_task_runs_twice() {
     let mesh = Mesh::start().await;
+    let broker = mesh.broker().await;
     let mut workers = Vec::new();
     for id in ["w1", "w2"] {
         let mut config =
@@ -200,10 +200,9 @@ async fn a_killed_publisher_resumes_every_sector_and_no_task_runs_twice() {
     let count = 24;
     let mut first = mesh.seal("first", &["--count", &count.to_string(), "--synthetic"]);
     let sealed = || async {
-        let sectors =
-            mesh::publisher::list_sectors(&mesh.broker().await, "f01000".parse().unwrap())
-                .await
-                .expect("list the sectors");
+        let sectors = mesh::publisher::list_sectors(&broker, "f01000".parse().unwrap())
+            .await
+            .expect("list the sectors");
         sectors
             .iter()
             .filter(|r| r.state.label() == "sealed")
@@ -231,7 +230,7 @@ async fn a_killed_publisher_resumes_every_sector_and_no_task_runs_twice() {
     let resumed = second.sealed.len();
     assert_eq!(resumed, count - sealed_before);
 
-    let done = completions(&mesh).await;
+    let done = completions(&broker).await;
     assert_eq!(done.len(), count * Phase::ALL.len(), "every task ran");
     let twice: Vec<_> = done.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "tasks that ran twice: {twice:?}");
@@ -248,6 +247,7 @@ async fn a_killed_publisher_resumes_every_sector_and_no_task_runs_twice() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_takes_only_tasks_that_fit_its_scratch_space() {
     let mesh = Mesh::start().await;
+    let broker = mesh.broker().await;
     // Room for one AddPiece (or a Commit2), not for PC1, PC2, C1 or Finalize.
     let fits_ap = Phase::AddPiece.scratch(SectorSize::KiB2);
     assert!(fits_ap < Phase::Commit1.scratch(SectorSize::KiB2));
@@ -268,15 +268,11 @@ async fn a_worker_takes_only_tasks_that_fit_its_scratch_space() {
     );
     let small = mesh.start_worker(config).await;
     let big = async {
-        wait_for(
+        observe::wait_run(
+            &broker,
             "the small worker to run ap",
             Duration::from_secs(30),
-            || async {
-                let runs = observe::runs(&mesh.broker().await).await;
-                observe::on(&runs, "small")
-                    .any(|r| r.phase == Phase::AddPiece)
-                    .then_some(())
-            },
+            |r| r.worker == "small" && r.phase == Phase::AddPiece,
         )
         .await;
         mesh.start_worker(mesh.worker_config("big", durations))
@@ -284,7 +280,7 @@ async fn a_worker_takes_only_tasks_that_fit_its_scratch_space() {
     };
     let (_, big) = tokio::join!(mesh.seal_in_process("f01000", SectorSize::KiB2, 4), big);
 
-    let runs = observe::runs(&mesh.broker().await).await;
+    let runs = observe::runs(&broker).await;
     let on_small: Vec<_> = observe::on(&runs, "small").collect();
     for run in &on_small {
         assert!(

@@ -280,7 +280,11 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(main()) {
+    let result = runtime.block_on(main());
+    // Stop what still runs (the NATS client logs its connection closing) before the error is
+    // printed, so that the error is the last line a user sees.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
