@@ -93,6 +93,7 @@ fn walk() -> Vec<(SectorRecord, Task, TaskResult)> {
             ],
             Output::PreCommit1(pc1::Output {
                 pc1_output: ByteBuf::from(vec![1, 2, 3]),
+                held: false,
             }),
         ),
         (
@@ -575,7 +576,7 @@ fn poke_result(result: &mut TaskResult, field: Field, value: String) {
                 sha256: [0; 32],
             }),
         },
-        (Outcome::Failed { .. }, _) => {}
+        (Outcome::Failed { .. } | Outcome::Lost { .. }, _) => {}
     }
 }
 

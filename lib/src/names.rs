@@ -1,7 +1,7 @@
 //! Every subject, stream, consumer and bucket name of the mesh, built in this one place so that
 //! the code, the files in `nats/` and `nats stream report` always agree.
 
-use crate::model::{MinerId, SectorNum, SectorSize, TaskClass};
+use crate::model::{MinerId, SectorNum, SectorSize, TaskClass, WorkerId};
 use crate::phases::Phase;
 
 /// Results of every task, for every miner: `mesh.result.<miner>.<sector>.<phase>`.
@@ -66,6 +66,52 @@ pub fn parse_task_subject(subject: &str) -> Option<(Phase, SectorSize, MinerId, 
 /// tasks of one class from a task stream (each task stream has one per miner and class).
 pub fn task_consumer(miner: MinerId, class: TaskClass) -> String {
     format!("workers-{miner}-{class}")
+}
+
+/// Tasks bound to the worker that holds their sector's data (PreCommit2, Commit1 and Finalize of
+/// a sector whose PreCommit1 cache stayed on that worker): `mesh.held.<worker>.<phase>.<size>.<miner>`.
+pub const HELD_STREAM: &str = "MESH_HELD";
+
+/// `mesh.held.>`: what the held-task stream holds.
+pub const HELD_SUBJECTS: &str = "mesh.held.>";
+
+/// `mesh.held.w1.pc2.2kib.f01000`: where one miner's task for the sector worker `w1` holds goes.
+pub fn held_subject(worker: &WorkerId, phase: Phase, size: SectorSize, miner: MinerId) -> String {
+    format!("mesh.held.{worker}.{phase}.{}.{miner}", size.token())
+}
+
+/// `mesh.held.w1.>`: the tasks worker `w1` alone takes.
+pub fn held_filter(worker: &WorkerId) -> String {
+    format!("mesh.held.{worker}.>")
+}
+
+/// Reads a held-task subject back: worker, phase, size and miner.
+pub fn parse_held_subject(subject: &str) -> Option<(WorkerId, Phase, SectorSize, MinerId)> {
+    let mut parts = subject.split('.');
+    if (parts.next()?, parts.next()?) != ("mesh", "held") {
+        return None;
+    }
+    let worker = WorkerId(parts.next()?.to_string());
+    let phase = parts.next()?.parse().ok()?;
+    let size = parts.next()?.parse().ok()?;
+    let miner = parts.next()?.parse().ok()?;
+    parts
+        .next()
+        .is_none()
+        .then_some((worker, phase, size, miner))
+}
+
+/// `held-w1`: the durable consumer through which worker `w1` takes the tasks of the sectors it
+/// holds (the worker creates it; its id is stable across restarts).
+pub fn held_consumer(worker: &WorkerId) -> String {
+    format!("held-{worker}")
+}
+
+/// The miner a task subject (of a task stream or the held stream) says published it.
+pub fn task_publisher(subject: &str) -> Option<MinerId> {
+    parse_task_subject(subject)
+        .map(|(_, _, miner, _)| miner)
+        .or_else(|| parse_held_subject(subject).map(|(_, _, _, miner)| miner))
 }
 
 /// `mesh.result.f01000.12.pc1`
@@ -141,5 +187,17 @@ mod tests {
         assert_eq!(dlq_subject(phase, size, None), "mesh.dlq.pc1.2kib.unknown");
         assert_eq!(sector_key(miner, SectorNum(12)), "f01000.12");
         assert_eq!(sector_prefix(miner, SectorNum(12)), "f01000/12/");
+        let worker = WorkerId("box-1".into());
+        let held = held_subject(&worker, Phase::PreCommit2, size, miner);
+        assert_eq!(held, "mesh.held.box-1.pc2.2kib.f01000");
+        assert_eq!(
+            parse_held_subject(&held),
+            Some((worker.clone(), Phase::PreCommit2, size, miner))
+        );
+        assert_eq!(task_publisher(&held), Some(miner));
+        assert_eq!(task_publisher("mesh.task.pc1.2kib.f01000.cc"), Some(miner));
+        assert_eq!(parse_held_subject("mesh.held.box-1.pc2.2kib"), None);
+        assert_eq!(held_filter(&worker), "mesh.held.box-1.>");
+        assert_eq!(held_consumer(&worker), "held-box-1");
     }
 }

@@ -72,6 +72,7 @@ fn direct() -> Vec<(Phase, Duration)> {
             .absorb(
                 &mut data,
                 size,
+                &mesh::model::WorkerId("direct".into()),
                 &written(phase, dir.path()),
                 &output,
                 &mut || [2u8; 32],

@@ -120,6 +120,7 @@ impl Mesh {
                 synthetic: true,
                 resume: false,
                 out: None,
+                until: None,
                 status_every: Duration::from_secs(5),
             },
         )
@@ -141,6 +142,7 @@ impl Mesh {
                 parent_cache: self.path("parents"),
             },
             max_attempts: 5,
+            holder_grace: std::time::Duration::from_secs(1),
         };
         let driver = Driver::new(broker, self.open_store(), config, Arc::new(OsRandomness))
             .await

@@ -99,11 +99,13 @@ pub fn verify_out_line(line: &str) -> u64 {
             "comm_d",
             "comm_r",
             "miner",
+            "phases",
             "proof",
             "proof_type",
             "prover_id",
             "sector",
             "seed",
+            "store_bytes",
             "ticket"
         ],
         "{line}"

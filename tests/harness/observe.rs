@@ -25,6 +25,10 @@ pub struct Run {
     pub start_ms: u64,
     pub end_ms: u64,
     pub done: bool,
+    /// The objects it sent to the store, by name (`cache/p_aux`, `sealed`, …).
+    pub outputs: Vec<String>,
+    /// It found the sector's data gone from the worker that was to hold it.
+    pub lost: bool,
 }
 
 impl Run {
@@ -42,6 +46,11 @@ impl Run {
                 .saturating_sub(t.download_ms + t.run_ms + t.upload_ms),
             end_ms: r.finished_ms,
             done: matches!(r.outcome, Outcome::Done { .. }),
+            outputs: match &r.outcome {
+                Outcome::Done { outputs, .. } => outputs.iter().map(|o| o.name.clone()).collect(),
+                _ => Vec::new(),
+            },
+            lost: matches!(r.outcome, Outcome::Lost { .. }),
         }
     }
 }

@@ -11,8 +11,10 @@ use mesh_tests::{Mesh, Proc, lines};
 const MINERS: [&str; 3] = ["f01000", "f01001", "f01002"];
 const SECTORS_PER_MINER: usize = 100;
 const WORKERS: usize = 6;
-/// Simulated 4-thread machines with 4 slots: 4 PreCommit1 at once each.
-const WORKER: [&str; 8] = [
+/// Simulated 4-thread machines with 4 slots: 4 PreCommit1 at once each. No worker holds a
+/// sector's data (each phase's task may restart anywhere; `locality` tests the holders).
+const WORKER: [&str; 9] = [
+    "--no-holding",
     "--executor",
     "synthetic",
     "--cpus",

@@ -9,6 +9,7 @@ mod autoscaler_gcp;
 mod chaos;
 mod errors;
 mod faults;
+mod locality;
 mod ops;
 mod outages;
 mod placement;

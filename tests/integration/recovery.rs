@@ -41,6 +41,9 @@ fn states(mesh: &Mesh) -> Vec<(u64, String)> {
 }
 
 const SYNTHETIC: [&str; 2] = ["--executor", "synthetic"];
+/// Per-phase redelivery is what these tests watch: no worker holds a sector's data, so that
+/// every phase's task can restart on another worker (`locality` tests the holders).
+const NO_HOLDING: &str = "--no-holding";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_killed_in_any_phase_has_its_task_restarted_within_15s() {
@@ -51,7 +54,12 @@ async fn a_worker_killed_in_any_phase_has_its_task_restarted_within_15s() {
         "--synthetic-durations",
         "ap=3s,pc1=3s,pc2=3s,c1=3s,c2=3s,fin=3s",
     ];
-    let flags: Vec<&str> = SYNTHETIC.iter().chain(&durations).copied().collect();
+    let flags: Vec<&str> = SYNTHETIC
+        .iter()
+        .chain(&durations)
+        .chain(&[NO_HOLDING])
+        .copied()
+        .collect();
     let mut workers: Vec<(String, Proc)> = ["w0", "w1"]
         .iter()
         .map(|id| (id.to_string(), mesh.worker(id, &flags)))
@@ -117,6 +125,7 @@ async fn a_stopped_worker_wakes_to_a_redelivered_task_and_its_late_result_is_dro
         "synthetic",
         "--synthetic-durations",
         durations,
+        NO_HOLDING,
     ];
     let sleeper = mesh.worker("sleeper", &flags);
     let attempt_dirs = || -> Vec<String> {
@@ -124,7 +133,7 @@ async fn a_stopped_worker_wakes_to_a_redelivered_task_and_its_late_result_is_dro
             .map(|entries| {
                 entries
                     .flatten()
-                    .filter(|e| e.path().is_dir())
+                    .filter(|e| e.path().is_dir() && e.file_name() != "sectors")
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     .collect()
             })
@@ -139,9 +148,9 @@ async fn a_stopped_worker_wakes_to_a_redelivered_task_and_its_late_result_is_dro
         sleeper.signal(Signal::SIGSTOP);
         let stopped = Instant::now();
         assert_eq!(attempt_dirs().len(), 1, "the stopped attempt holds scratch");
-        let rescuer = mesh
-            .start_worker(mesh.worker_config("rescuer", durations))
-            .await;
+        let mut config = mesh.worker_config("rescuer", durations);
+        config.hold_sectors = false;
+        let rescuer = mesh.start_worker(config).await;
         observe::wait_run(
             &broker,
             "the rescuer to finish pc1",
@@ -221,6 +230,7 @@ async fn a_killed_publisher_resumes_every_sector_and_no_task_runs_twice() {
         synthetic: true,
         resume: true,
         out: None,
+        until: None,
         status_every: Duration::from_secs(5),
     };
     let second = mesh.seal_with("f01000", request).await;

@@ -1,5 +1,7 @@
 //! Two 2KiB sectors sealed end to end by two worker processes through a real nats-server, with
-//! real proofs; every `--out` line verified with `verify_seal` independently of the mesh.
+//! real proofs; every `--out` line verified with `verify_seal` independently of the mesh. The
+//! workers hold no sector (`--no-holding`): every phase's data goes through the store, and a
+//! drained worker leaves nothing behind (`locality` tests the holding workers).
 
 use std::time::Duration;
 
@@ -11,8 +13,8 @@ async fn two_workers_seal_two_sectors_and_the_proofs_verify() {
     let mesh = Mesh::start().await;
     // One task at a time each, so that both workers prove (the table alone lets one worker take
     // both 1-thread Commit2 of 2KiB on 2 cores).
-    let mut w1 = mesh.worker("w1", &["--slots", "1"]);
-    let _w2 = mesh.worker("w2", &["--slots", "1"]);
+    let mut w1 = mesh.worker("w1", &["--slots", "1", "--no-holding"]);
+    let _w2 = mesh.worker("w2", &["--slots", "1", "--no-holding"]);
     let out = mesh.path("sealed.jsonl");
     let mut publisher = mesh.seal(
         "publisher",

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use mesh::broker::topology::Topology;
 use mesh::model::{MinerId, SectorSize};
+use mesh::phases::Phase;
 use mesh::publisher::randomness::OsRandomness;
 use mesh::publisher::{self, Driver, PublisherConfig, SealRequest, dlq};
 use mesh::sector::SectorState;
@@ -208,6 +209,10 @@ struct MinerArgs {
     /// Deliveries after which a failing task is dead-lettered and its sector failed.
     #[arg(long, env = "MESH_MAX_ATTEMPTS", default_value_t = 5, value_parser = whole_number::<u32>("1 to 100"))]
     max_attempts: u32,
+    /// How long the worker holding a sector's data (from PreCommit1 to Finalize) may be gone
+    /// (no heartbeat, or draining) before the sector runs PreCommit1 again elsewhere.
+    #[arg(long, env = "MESH_HOLDER_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
+    holder_grace: Duration,
 }
 
 #[derive(clap::Args)]
@@ -237,6 +242,10 @@ struct SealArgs {
     /// How often to print progress.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     status_every: Duration,
+    /// Stop each new sector after this phase (ap, pc1, pc2, c1 or c2) instead of sealing it,
+    /// e.g. where Commit2's parameters are not at hand; such a sector is never sealed.
+    #[arg(long, value_name = "PHASE")]
+    until: Option<Phase>,
 }
 
 fn main() -> ExitCode {
@@ -365,6 +374,7 @@ async fn driver(args: &MinerArgs) -> anyhow::Result<Driver> {
         miner: args.miner,
         runner: args.params.runner()?,
         max_attempts: args.max_attempts,
+        holder_grace: args.holder_grace,
     };
     Driver::new(broker, store, config, Arc::new(OsRandomness)).await
 }
@@ -388,6 +398,12 @@ async fn seal(args: SealArgs) -> anyhow::Result<()> {
             humantime::format_duration(args.status_every)
         );
     }
+    if args.until == Some(Phase::Finalize) {
+        anyhow::bail!("--until fin is a whole seal: leave --until out");
+    }
+    if args.until.is_some() && args.count == 0 {
+        anyhow::bail!("--until needs --count: it applies to newly created sectors");
+    }
     let shutdown = Shutdown::install();
     let driver = driver(&args.miner).await?;
     let request = SealRequest {
@@ -397,11 +413,17 @@ async fn seal(args: SealArgs) -> anyhow::Result<()> {
         synthetic: args.synthetic,
         resume: args.resume,
         out: args.out,
+        until: args.until,
         status_every: args.status_every,
     };
     let summary = publisher::seal(&driver, &request, &shutdown.drain).await?;
+    let stopped = if summary.stopped.is_empty() {
+        String::new()
+    } else {
+        format!(", {} stopped as asked", summary.stopped.len())
+    };
     println!(
-        "{} sealed, {} failed in {:.1}s ({} late results dropped)",
+        "{} sealed{stopped}, {} failed in {:.1}s ({} late results dropped)",
         summary.sealed.len(),
         summary.failed.len(),
         summary.elapsed.as_secs_f64(),
@@ -440,8 +462,10 @@ async fn sectors(
             SectorState::Active { phase, .. } => (Some(phase.to_string()), String::new()),
             SectorState::Failed { phase, reason, .. } => (Some(phase.to_string()), reason.clone()),
             SectorState::Sealed { .. } => (None, String::new()),
+            SectorState::Stopped { after, .. } => (Some(after.to_string()), String::new()),
         };
         if json {
+            let (phases, store_bytes) = publisher::output::accounting(&rec);
             let line = serde_json::json!({
                 "miner": rec.miner.to_string(),
                 "sector": rec.sector.0,
@@ -450,6 +474,9 @@ async fn sectors(
                 "phase": phase,
                 "reason": reason,
                 "phases_done": rec.history.len(),
+                "holder": rec.data.holder.as_ref().map(|w| w.0.clone()),
+                "phases": phases,
+                "store_bytes": store_bytes,
             });
             println!("{line}");
         } else {

@@ -145,6 +145,10 @@ struct ServeArgs {
     /// need fits beside those running (default: the free space under --scratch at start).
     #[arg(long, env = "MESH_SCRATCH_LIMIT", value_parser = mesh::units::parse_bytes)]
     scratch_limit: Option<u64>,
+    /// Send each sector's layers and trees through the store between phases instead of
+    /// keeping them here from PreCommit1 to Finalize (any worker may then run the next phase).
+    #[arg(long, env = "MESH_NO_HOLDING")]
+    no_holding: bool,
 }
 
 impl ServeArgs {
@@ -200,6 +204,7 @@ impl ServeArgs {
             .apply_env(&|name| std::env::var(name).ok())
             .map_err(anyhow::Error::msg)?;
         config.table = table;
+        config.hold_sectors = !self.no_holding;
         config.scratch_limit = self
             .scratch_limit
             .or_else(|| mesh::worker::scratch::free_space(&config.scratch))

@@ -69,6 +69,8 @@ impl Role {
                     // its work queue forever, unseen by `status`.
                     p.publish.push(format!("mesh.task.*.*.{miner}.{class}"));
                 }
+                // Tasks for the worker that holds a sector's data, whichever worker that is.
+                p.publish.push(format!("mesh.held.*.*.*.{miner}"));
                 for class in TaskClass::ALL {
                     let consumer = names::task_consumer(*miner, class);
                     p.publish.push(format!(
@@ -100,6 +102,8 @@ impl Role {
                 p.publish
                     .push(format!("$KV.{}.{miner}", names::MINERS_BUCKET));
                 kv_read(&mut p, names::MINERS_BUCKET);
+                // Whether the worker holding a sector's data is still alive.
+                kv_read(&mut p, names::WORKERS_BUCKET);
             }
             Role::Worker => {
                 common(&mut p);
@@ -110,6 +114,14 @@ impl Role {
                         format!("$JS.ACK.{stream}.>"),
                     ]);
                 }
+                // Each worker's own consumer of the tasks of the sectors it holds.
+                let held = names::HELD_STREAM;
+                consumer_info(&mut p, held);
+                p.publish.extend([
+                    format!("$JS.API.CONSUMER.CREATE.{held}.*.mesh.held.*.>"),
+                    format!("$JS.API.CONSUMER.MSG.NEXT.{held}.*"),
+                    format!("$JS.ACK.{held}.>"),
+                ]);
                 p.publish.push(names::RESULT_SUBJECTS.into());
                 p.publish.push(names::DLQ_SUBJECTS.into());
                 p.publish.push(format!("$KV.{}.>", names::WORKERS_BUCKET));
@@ -123,6 +135,7 @@ impl Role {
                 }
                 // The doorbell: a published task wakes the idle workers of its stream.
                 p.subscribe.push("mesh.task.>".into());
+                p.subscribe.push(names::HELD_SUBJECTS.into());
             }
             Role::Autoscaler => {
                 common(&mut p);

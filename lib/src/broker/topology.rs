@@ -12,7 +12,7 @@ use async_nats::jetstream::stream::{
 use serde::Serialize;
 
 use super::{Broker, BrokerError};
-use crate::model::{MAX_MESSAGE_BYTES, MinerId, SectorSize, TaskClass};
+use crate::model::{MAX_MESSAGE_BYTES, MinerId, SectorSize, TaskClass, WorkerId};
 use crate::names;
 use crate::phases::Phase;
 
@@ -29,6 +29,9 @@ pub fn stored_ack_wait(stream: &StreamConfig) -> Option<Duration> {
 /// The consumer every worker shared before consumers were per miner; `init` removes it, as a
 /// work queue allows no unfiltered consumer beside filtered ones.
 const LEGACY_TASK_CONSUMER: &str = "workers";
+
+/// How long a held task waits for its holder, and a holder's consumer for its worker.
+const HELD_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Settings an operator may change at `init`.
 #[derive(Debug, Clone)]
@@ -158,6 +161,50 @@ impl Topology {
         }
     }
 
+    /// The stream of tasks bound to the worker that holds their sector's data. A work queue like
+    /// the task streams; each worker takes its own subjects through its own consumer
+    /// ([`Topology::held_consumer`]). A task whose holder never comes back is redriven by the
+    /// publisher and left here: `max_age` removes it after a week.
+    pub fn held_stream(&self) -> StreamConfig {
+        StreamConfig {
+            retention: RetentionPolicy::WorkQueue,
+            discard: DiscardPolicy::New,
+            max_age: HELD_MAX_AGE,
+            metadata: [(
+                ACK_WAIT_KEY.to_string(),
+                self.ack_wait.as_millis().to_string(),
+            )]
+            .into(),
+            ..self.stream(
+                names::HELD_STREAM.to_string(),
+                "mesh tasks bound to the worker holding their sector's data".into(),
+                names::HELD_SUBJECTS.to_string(),
+            )
+        }
+    }
+
+    /// The consumer through which worker `worker` takes the tasks of the sectors it holds. It
+    /// outlives the worker's process (the id is stable across restarts), and the server removes
+    /// it after a week unused.
+    pub fn held_consumer(&self, worker: &WorkerId) -> pull::Config {
+        pull::Config {
+            durable_name: Some(names::held_consumer(worker)),
+            description: Some(format!(
+                "mesh worker {worker} pulls the tasks of the sectors it holds"
+            )),
+            filter_subject: names::held_filter(worker),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: self.ack_wait,
+            deliver_policy: DeliverPolicy::All,
+            replay_policy: ReplayPolicy::Instant,
+            max_deliver: -1,
+            max_ack_pending: 10_000,
+            max_waiting: 16,
+            inactive_threshold: HELD_MAX_AGE,
+            ..Default::default()
+        }
+    }
+
     pub fn result_stream(&self) -> StreamConfig {
         StreamConfig {
             retention: RetentionPolicy::Limits,
@@ -274,6 +321,7 @@ impl Topology {
             }
         }
         out.extend([
+            self.held_stream(),
             self.result_stream(),
             self.dlq_stream(),
             self.sectors_bucket(),
@@ -373,6 +421,7 @@ pub async fn check(
         streams.extend(phases.iter().map(|&phase| names::task_stream(phase, size)));
     }
     for stream in streams.into_iter().chain([
+        names::HELD_STREAM.to_string(),
         names::RESULT_STREAM.to_string(),
         names::DLQ_STREAM.to_string(),
     ]) {
@@ -383,6 +432,33 @@ pub async fn check(
     broker.bucket(names::MINERS_BUCKET).await?;
     broker.bucket(names::DRAIN_BUCKET).await?;
     Ok(())
+}
+
+/// Creates (or updates) worker `worker`'s consumer of the held stream, with the ack wait `init`
+/// gave that stream, and returns it.
+pub async fn ensure_held_consumer(
+    broker: &Broker,
+    worker: &WorkerId,
+) -> Result<async_nats::jetstream::consumer::PullConsumer, BrokerError> {
+    let stream = broker.stream(names::HELD_STREAM).await?;
+    let default = Topology::default();
+    let topology = Topology {
+        ack_wait: stored_ack_wait(&stream.cached_info().config).unwrap_or(default.ack_wait),
+        ..default
+    };
+    stream
+        .create_consumer(topology.held_consumer(worker))
+        .await
+        .map_err(|e| {
+            BrokerError::api(
+                format!(
+                    "create consumer {} on {}",
+                    names::held_consumer(worker),
+                    names::HELD_STREAM
+                ),
+                e,
+            )
+        })
 }
 
 /// Creates (or updates) the consumer through which workers take `miner`'s tasks of `class` from

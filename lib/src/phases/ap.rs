@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Artefact, G, Job, K, M, Phase, SectorData, Spec, mismatch, row, sim};
 use crate::model::{
-    MAX_PIECES, Need, ObjectRef, PieceInfo, PieceSpec, SectorSize, check_pieces, fillers, shown,
+    MAX_PIECES, Need, ObjectRef, PieceInfo, PieceSpec, SectorSize, WorkerId, check_pieces, fillers,
+    shown,
 };
 
 pub struct AddPiece;
@@ -94,6 +95,7 @@ impl Spec for AddPiece {
     fn absorb(
         data: &mut SectorData,
         size: SectorSize,
+        _worker: &WorkerId,
         output: &super::Output,
         _seed: &mut dyn FnMut() -> [u8; 32],
     ) -> Result<(), String> {

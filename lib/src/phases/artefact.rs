@@ -51,6 +51,15 @@ impl Artefact {
         }
     }
 
+    /// Whether it stays in the sector's directory on the holder (when a worker holds the
+    /// sector) rather than going through the store between phases.
+    pub fn stays_on_holder(self) -> bool {
+        matches!(
+            self,
+            Artefact::Unsealed | Artefact::Sealed | Artefact::Cache
+        )
+    }
+
     /// Whether it is a directory of files (each one object) rather than one file.
     pub fn is_dir(self) -> bool {
         self == Artefact::Cache

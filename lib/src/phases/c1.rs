@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     Artefact, G, Job, K, M, Phase, SectorData, Spec, layers, mismatch, row, sim, to_api_pieces,
 };
-use crate::model::{Need, ObjectRef, PieceInfo, SectorSize, check_pieces};
+use crate::model::{Need, ObjectRef, PieceInfo, SectorSize, WorkerId, check_pieces};
 
 pub struct Commit1;
 
@@ -38,6 +38,7 @@ impl Spec for Commit1 {
     const READS: &'static [Artefact] = &[Artefact::Sealed, Artefact::Cache];
     const WRITES: &'static [Artefact] = &[Artefact::C1Output];
     const SIMULATED: Duration = Duration::from_millis(20);
+    const HELD: bool = true;
 
     fn need(size: SectorSize) -> Need {
         match size {
@@ -78,6 +79,7 @@ impl Spec for Commit1 {
     fn absorb(
         _data: &mut SectorData,
         _size: SectorSize,
+        _worker: &WorkerId,
         output: &super::Output,
         _seed: &mut dyn FnMut() -> [u8; 32],
     ) -> Result<(), String> {

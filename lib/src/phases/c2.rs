@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use super::{Artefact, G, Job, K, M, Phase, SectorData, Spec, mismatch, row, sim};
-use crate::model::{Need, SectorSize, check_blob};
+use crate::model::{Need, SectorSize, WorkerId, check_blob};
 
 pub struct Commit2;
 
@@ -64,6 +64,7 @@ impl Spec for Commit2 {
     fn absorb(
         data: &mut SectorData,
         _size: SectorSize,
+        _worker: &WorkerId,
         output: &super::Output,
         _seed: &mut dyn FnMut() -> [u8; 32],
     ) -> Result<(), String> {

@@ -8,7 +8,7 @@ use filecoin_proofs_api::seal;
 use serde::{Deserialize, Serialize};
 
 use super::{Artefact, Job, M, Phase, SectorData, Spec, cache_files, layers, mismatch, row, sim};
-use crate::model::{MAX_OBJECTS, Need, SectorSize, is_safe_segment, shown};
+use crate::model::{MAX_OBJECTS, Need, SectorSize, WorkerId, is_safe_segment, shown};
 
 pub struct Finalize;
 
@@ -27,6 +27,9 @@ impl Spec for Finalize {
     const READS: &'static [Artefact] = &[Artefact::Cache];
     const WRITES: &'static [Artefact] = &[];
     const SIMULATED: Duration = Duration::from_millis(80);
+    const HELD: bool = true;
+    /// On the holder, the replica and the trimmed cache leave it for the store.
+    const HELD_WRITES: &'static [Artefact] = &[Artefact::Sealed, Artefact::Cache];
 
     /// Lotus has no Finalize row; this is its Fetch row (1 MiB, no threads).
     fn need(_size: SectorSize) -> Need {
@@ -64,6 +67,7 @@ impl Spec for Finalize {
     fn absorb(
         data: &mut SectorData,
         _size: SectorSize,
+        _worker: &WorkerId,
         output: &super::Output,
         _seed: &mut dyn FnMut() -> [u8; 32],
     ) -> Result<(), String> {
@@ -73,7 +77,12 @@ impl Spec for Finalize {
         let is_kept = |name: &str| {
             Artefact::in_cache(name).is_some_and(|file| kept.iter().any(|k| k == file))
         };
-        if !data.objects.keys().any(|name| is_kept(name)) {
+        // On the holder the replica and kept files arrive as this task's outputs; otherwise
+        // they are among the sector's objects already.
+        if data.holder.is_none() && !data.objects.keys().any(|name| is_kept(name)) {
+            return Err("it kept none of the sector's cache files".into());
+        }
+        if kept.is_empty() {
             return Err("it kept none of the sector's cache files".into());
         }
         let has_deals = data.has_deals();

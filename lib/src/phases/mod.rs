@@ -30,11 +30,11 @@ pub use artefact::Artefact;
 pub use sim::MissingInput;
 
 use crate::model::{
-    Need, ObjectRef, ParseIdError, PieceInfo, PieceSpec, SectorIdentity, SectorSize,
+    Need, ObjectRef, ParseIdError, PieceInfo, PieceSpec, SectorIdentity, SectorSize, WorkerId,
 };
 
 /// Job files, logs and slack every attempt needs besides its data.
-const ATTEMPT_OVERHEAD: u64 = 64 * 1024;
+pub const ATTEMPT_OVERHEAD: u64 = 64 * 1024;
 
 /// What every phase file provides. [`Phase`] dispatches to it; nothing outside this folder
 /// knows a phase's details.
@@ -59,6 +59,11 @@ trait Spec {
     const SIMULATED: Duration;
     /// Whether it needs the Groth parameters of its proof type.
     const NEEDS_PARAMS: bool = false;
+    /// Whether it runs in the sector's directory on the worker that ran the sector's
+    /// PreCommit1 and kept its data there (the holder), when one did.
+    const HELD: bool = false;
+    /// What it sends to the store when it runs on the holder; what else it writes stays there.
+    const HELD_WRITES: &'static [Artefact] = Self::WRITES;
 
     /// Lotus's resource row: what one task needs at each size.
     fn need(size: SectorSize) -> Need;
@@ -88,6 +93,7 @@ trait Spec {
     fn absorb(
         data: &mut SectorData,
         size: SectorSize,
+        worker: &WorkerId,
         output: &Output,
         seed: &mut dyn FnMut() -> [u8; 32],
     ) -> Result<(), String>;
@@ -199,6 +205,29 @@ impl Phase {
         dispatch!(self, S => S::NEEDS_PARAMS)
     }
 
+    /// Whether its task runs on the worker holding the sector's data, when one does:
+    /// PreCommit1 (which makes the holder), PreCommit2, Commit1 and Finalize.
+    pub fn held(self) -> bool {
+        dispatch!(self, S => S::HELD)
+    }
+
+    /// What its task sends to the store: everything it writes, or on the holder only what
+    /// leaves it (Commit1's output, Finalize's replica and trimmed cache).
+    pub fn uploads(self, on_holder: bool) -> &'static [Artefact] {
+        if on_holder {
+            dispatch!(self, S => S::HELD_WRITES)
+        } else {
+            self.writes()
+        }
+    }
+
+    /// Disk a sector of `size` takes on its holder from PreCommit1 to Finalize: the unsealed
+    /// copy, the replica, the layers, and trees C, D and R. PreCommit1 claims it, and the
+    /// holder keeps it claimed until the sector is finalized or moves away.
+    pub fn kept(size: SectorSize) -> u64 {
+        (5 + layers(size)) * size.bytes()
+    }
+
     /// Lotus's resource row for one task of this phase at `size`.
     pub fn need(self, size: SectorSize) -> Need {
         dispatch!(self, S => S::need(size))
@@ -222,12 +251,17 @@ impl Phase {
         all
     }
 
-    /// The objects of `data` this phase's task downloads: those of the artefacts it reads.
+    /// The objects of `data` this phase's task downloads: those of the artefacts it reads,
+    /// except those that stay on the sector's holder when the task runs there.
     pub fn inputs(self, data: &SectorData) -> Vec<ObjectRef> {
         let reads = self.reads();
+        let on_holder = self.held() && self != Phase::PreCommit1 && data.holder.is_some();
         data.objects
             .values()
-            .filter(|o| Artefact::of(&o.name).is_some_and(|a| reads.contains(&a)))
+            .filter(|o| {
+                Artefact::of(&o.name)
+                    .is_some_and(|a| reads.contains(&a) && !(on_holder && a.stays_on_holder()))
+            })
             .cloned()
             .collect()
     }
@@ -261,18 +295,24 @@ impl Phase {
         dispatch!(self, S => S::check_output(output))
     }
 
-    /// Takes a finished task of this phase into `data`: its output, and its `outputs` objects,
-    /// which must be exactly of the artefacts the phase writes (each of them at least once).
+    /// Takes a finished task of this phase, run by `worker`, into `data`: its output, and its
+    /// `outputs` objects, which must be exactly of the artefacts the phase uploads (each of
+    /// them at least once): all it writes, or what leaves the holder when it ran there.
     pub fn absorb(
         self,
         data: &mut SectorData,
         size: SectorSize,
+        worker: &WorkerId,
         outputs: &[ObjectRef],
         output: &Output,
         seed: &mut dyn FnMut() -> [u8; 32],
     ) -> Result<(), String> {
         self.check_output(output)?;
-        let writes = self.writes();
+        let on_holder = match output {
+            Output::PreCommit1(out) => out.held,
+            _ => self.held() && data.holder.is_some(),
+        };
+        let writes = self.uploads(on_holder);
         if let Some(stray) = outputs
             .iter()
             .find(|o| !Artefact::of(&o.name).is_some_and(|a| writes.contains(&a)))
@@ -288,7 +328,7 @@ impl Phase {
         {
             return Err(format!("it carries no {missing}"));
         }
-        dispatch!(self, S => S::absorb(data, size, output, seed))?;
+        dispatch!(self, S => S::absorb(data, size, worker, output, seed))?;
         for object in outputs {
             data.objects.insert(object.name.clone(), object.clone());
         }
@@ -387,6 +427,10 @@ pub struct SectorData {
     #[serde(with = "serde_bytes")]
     pub comm_d: Option<[u8; 32]>,
     pub proof_bytes: Option<ByteBuf>,
+    /// The worker that ran PreCommit1 and keeps the sector's layers, trees and replica in its
+    /// sector directory until Finalize; `None` while no worker does (the data is in the store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<WorkerId>,
 }
 
 impl SectorData {
@@ -405,6 +449,7 @@ impl SectorData {
             comm_r: None,
             comm_d: None,
             proof_bytes: None,
+            holder: None,
         }
     }
 

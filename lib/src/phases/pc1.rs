@@ -9,10 +9,8 @@ use filecoin_proofs_api::{self as api, seal};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use super::{
-    Artefact, G, Job, K, M, Phase, SectorData, Spec, layers, mismatch, row, sim, to_api_pieces,
-};
-use crate::model::{Need, ObjectRef, PieceInfo, SectorSize, check_blob, check_pieces};
+use super::{Artefact, G, Job, K, M, Phase, SectorData, Spec, mismatch, row, sim, to_api_pieces};
+use crate::model::{Need, ObjectRef, PieceInfo, SectorSize, WorkerId, check_blob, check_pieces};
 
 pub struct PreCommit1;
 
@@ -27,6 +25,10 @@ pub struct Params {
 pub struct Output {
     /// `SealPreCommitPhase1Output` as JSON, opaque to the mesh.
     pub pc1_output: ByteBuf,
+    /// The worker kept the layers and tree D in its sector directory (it holds the sector)
+    /// rather than sending them to the store.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 impl Spec for PreCommit1 {
@@ -38,6 +40,9 @@ impl Spec for PreCommit1 {
     const READS: &'static [Artefact] = &[Artefact::Unsealed];
     const WRITES: &'static [Artefact] = &[Artefact::Cache];
     const SIMULATED: Duration = Duration::from_millis(3500);
+    const HELD: bool = true;
+    /// On the worker that keeps the sector, the layers and tree D stay there.
+    const HELD_WRITES: &'static [Artefact] = &[];
 
     fn need(size: SectorSize) -> Need {
         match size {
@@ -49,9 +54,10 @@ impl Spec for PreCommit1 {
         }
     }
 
-    /// The unsealed file, the (empty) replica, the layers and tree D (twice the sector).
+    /// The unsealed file, the (empty) replica, the layers and tree D (twice the sector), and
+    /// room for trees C and R: the sector stays on the worker until Finalize.
     fn scratch(size: SectorSize) -> u64 {
-        (3 + layers(size)) * size.bytes()
+        super::Phase::kept(size)
     }
 
     fn params(data: &SectorData) -> Result<super::Params, String> {
@@ -74,7 +80,7 @@ impl Spec for PreCommit1 {
 
     fn check_output(output: &super::Output) -> Result<(), String> {
         match output {
-            super::Output::PreCommit1(Output { pc1_output }) => {
+            super::Output::PreCommit1(Output { pc1_output, .. }) => {
                 check_blob("pc1 output", pc1_output)
             }
             _ => Ok(()),
@@ -84,16 +90,18 @@ impl Spec for PreCommit1 {
     fn absorb(
         data: &mut SectorData,
         _size: SectorSize,
+        worker: &WorkerId,
         output: &super::Output,
         _seed: &mut dyn FnMut() -> [u8; 32],
     ) -> Result<(), String> {
-        let super::Output::PreCommit1(Output { pc1_output }) = output else {
+        let super::Output::PreCommit1(Output { pc1_output, held }) = output else {
             return Err(mismatch(Phase::PreCommit1, "output", output.phase()));
         };
         if pc1_output.is_empty() {
             return Err("it carries no pc1 output".into());
         }
         data.pc1_output = Some(pc1_output.clone());
+        data.holder = held.then(|| worker.clone());
         Ok(())
     }
 
@@ -119,6 +127,7 @@ impl Spec for PreCommit1 {
         let pc1_output = serde_json::to_vec(&out).context("encode pc1 output")?;
         Ok(super::Output::PreCommit1(Output {
             pc1_output: ByteBuf::from(pc1_output),
+            held: false,
         }))
     }
 
@@ -148,6 +157,7 @@ impl Spec for PreCommit1 {
         pc1_output.extend_from_slice(&sim::hash(&[&seed]));
         Ok(super::Output::PreCommit1(Output {
             pc1_output: ByteBuf::from(pc1_output),
+            held: false,
         }))
     }
 }

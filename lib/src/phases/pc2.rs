@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use super::{Artefact, G, Job, K, M, Phase, SectorData, Spec, layers, mismatch, row, sim};
-use crate::model::{Need, ObjectRef, SectorSize, check_blob};
+use crate::model::{Need, ObjectRef, SectorSize, WorkerId, check_blob};
 
 pub struct PreCommit2;
 
@@ -37,6 +37,9 @@ impl Spec for PreCommit2 {
     const READS: &'static [Artefact] = &[Artefact::Unsealed, Artefact::Cache];
     const WRITES: &'static [Artefact] = &[Artefact::Sealed, Artefact::Cache];
     const SIMULATED: Duration = Duration::from_millis(500);
+    const HELD: bool = true;
+    /// On the holder, the replica and trees stay there until Finalize.
+    const HELD_WRITES: &'static [Artefact] = &[];
 
     fn need(size: SectorSize) -> Need {
         match size {
@@ -76,6 +79,7 @@ impl Spec for PreCommit2 {
     fn absorb(
         data: &mut SectorData,
         _size: SectorSize,
+        _worker: &WorkerId,
         output: &super::Output,
         seed: &mut dyn FnMut() -> [u8; 32],
     ) -> Result<(), String> {

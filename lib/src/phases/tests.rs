@@ -55,10 +55,15 @@ fn every_read_is_written_earlier() {
 fn scratch_needs_grow_with_size_and_follow_the_phases() {
     let kib2 = |p: Phase| p.scratch(SectorSize::KiB2);
     assert!(kib2(Phase::AddPiece) < kib2(Phase::PreCommit1));
-    assert!(kib2(Phase::PreCommit1) < kib2(Phase::PreCommit2));
+    // PC1 claims what its sector grows to by PC2, as the sector may stay on its worker.
+    assert_eq!(kib2(Phase::PreCommit1), kib2(Phase::PreCommit2));
+    assert_eq!(
+        Phase::PreCommit1.scratch(SectorSize::GiB32),
+        Phase::kept(SectorSize::GiB32) + ATTEMPT_OVERHEAD
+    );
     assert!(kib2(Phase::Commit2) < kib2(Phase::AddPiece));
-    // A 32GiB PC1 needs about 14 sectors' worth: 448 GiB.
-    assert_eq!(Phase::PreCommit1.scratch(SectorSize::GiB32) >> 30, 448);
+    // A 32GiB sector on its holder takes about 16 sectors' worth: 512 GiB.
+    assert_eq!(Phase::kept(SectorSize::GiB32) >> 30, 512);
     for phase in Phase::ALL {
         for size in SectorSize::ALL {
             assert!(phase.scratch(size) >= ATTEMPT_OVERHEAD, "{phase} {size}");
@@ -99,10 +104,18 @@ fn outputs_are_the_artefacts_the_phase_writes() {
     let pc1 = |pc1_output: Vec<u8>| {
         Output::PreCommit1(pc1::Output {
             pc1_output: ByteBuf::from(pc1_output),
+            held: false,
         })
     };
     let absorb = |data: &mut SectorData, outputs: &[ObjectRef], output: &Output| {
-        Phase::PreCommit1.absorb(data, SectorSize::KiB2, outputs, output, &mut || [0; 32])
+        Phase::PreCommit1.absorb(
+            data,
+            SectorSize::KiB2,
+            &WorkerId("w1".into()),
+            outputs,
+            output,
+            &mut || [0; 32],
+        )
     };
     let e = absorb(&mut data, &[], &pc1(vec![1])).unwrap_err();
     assert_eq!(e, "it carries no cache files");
@@ -161,7 +174,14 @@ fn finalize_keeps_what_proving_needs() {
             })
         };
         let finalize = |data: &mut SectorData, output: &Output| {
-            Phase::Finalize.absorb(data, SectorSize::KiB2, &[], output, &mut || [0; 32])
+            Phase::Finalize.absorb(
+                data,
+                SectorSize::KiB2,
+                &WorkerId("w1".into()),
+                &[],
+                output,
+                &mut || [0; 32],
+            )
         };
         let e = finalize(&mut data.clone(), &kept(&["t_aux"])).unwrap_err();
         assert!(e.contains("kept none"), "{e}");

@@ -177,7 +177,7 @@ mod tests {
         let pc1 = dir("pc1");
         copy(&ap, &pc1, Artefact::Unsealed);
         let ticket = [3u8; 32];
-        let Output::PreCommit1(pc1::Output { pc1_output }) = phase(
+        let Output::PreCommit1(pc1::Output { pc1_output, .. }) = phase(
             &pc1,
             Params::PreCommit1(pc1::Params {
                 ticket,

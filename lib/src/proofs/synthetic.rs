@@ -159,7 +159,7 @@ mod tests {
             2048
         );
 
-        let Ok(Output::PreCommit1(pc1::Output { pc1_output })) = fast.run(&pc1, &never).await
+        let Ok(Output::PreCommit1(pc1::Output { pc1_output, .. })) = fast.run(&pc1, &never).await
         else {
             panic!("pc1 failed");
         };

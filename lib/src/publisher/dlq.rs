@@ -273,6 +273,7 @@ pub async fn retry(
                     miner: task.miner,
                     runner: runner.clone(),
                     max_attempts: task.max_attempts,
+                    holder_grace: super::HOLDER_GRACE,
                 };
                 let driver = Driver::new(
                     broker.clone(),

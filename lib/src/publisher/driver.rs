@@ -40,7 +40,14 @@ pub struct PublisherConfig {
     pub runner: ChildRunner,
     /// Deliveries after which a failing task is dead-lettered.
     pub max_attempts: u32,
+    /// How long the worker holding a sector's data may be gone before the sector goes back to
+    /// PreCommit1 elsewhere.
+    pub holder_grace: Duration,
 }
+
+/// The default of [`PublisherConfig::holder_grace`]: four registry TTLs, so that a worker
+/// restarted at once (same id, same scratch) keeps its sectors.
+pub const HOLDER_GRACE: Duration = Duration::from_secs(60);
 
 /// Counters for the summary and the tests.
 #[derive(Debug, Default)]
@@ -58,6 +65,8 @@ pub struct Driver {
     randomness: Arc<dyn Randomness>,
     /// The worker consumers this process made sure of (one per phase, size and class).
     consumers: Mutex<HashSet<(Phase, SectorSize, TaskClass)>>,
+    /// Holders of this miner's sectors found gone, and since when (see `check_holders`).
+    missing: Mutex<std::collections::HashMap<crate::model::WorkerId, std::time::Instant>>,
     pub stats: Stats,
 }
 
@@ -101,6 +110,7 @@ impl Driver {
             results,
             randomness,
             consumers: Mutex::default(),
+            missing: Mutex::default(),
             stats: Stats::default(),
         })
     }
@@ -223,6 +233,7 @@ impl Driver {
         count: u64,
         pieces: &[PathBuf],
         synthetic: bool,
+        until: Option<Phase>,
     ) -> anyhow::Result<Vec<SectorNum>> {
         let mut sizes = Vec::new();
         for piece in pieces {
@@ -266,6 +277,7 @@ impl Driver {
                 crate::now_ms(),
             );
             record.synthetic = synthetic;
+            record.until = until;
             let key = names::sector_key(miner, sector);
             self.sectors
                 .create(&key, encode(&record).into())
@@ -311,7 +323,8 @@ impl Driver {
             None => return Ok(record),
         };
         let kind = (task.phase, record.size, task.class());
-        if !self.consumers.lock().expect("lock").contains(&kind) {
+        let held = task.holder.is_some();
+        if !held && !self.consumers.lock().expect("lock").contains(&kind) {
             crate::broker::topology::ensure_task_consumer(
                 &self.broker,
                 kind.0,
@@ -322,14 +335,23 @@ impl Driver {
             .await?;
             self.consumers.lock().expect("lock").insert(kind);
         }
-        let subject = names::task_subject(task.phase, record.size, record.miner, task.class());
+        let (subject, stream) = match &task.holder {
+            Some(holder) => (
+                names::held_subject(holder, task.phase, record.size, record.miner),
+                names::HELD_STREAM.to_string(),
+            ),
+            None => (
+                names::task_subject(task.phase, record.size, record.miner, task.class()),
+                names::task_stream(task.phase, record.size),
+            ),
+        };
         self.broker
             .publish_durable(subject, &task.id.0, None, encode(&task).into(), 10)
             .await
             .map_err(|e| match e {
                 BrokerError::Api { reason, .. } if reason.contains("no responders") => {
                     BrokerError::Missing {
-                        what: format!("stream {}", names::task_stream(task.phase, record.size)),
+                        what: format!("stream {stream}"),
                     }
                     .into()
                 }
@@ -345,6 +367,77 @@ impl Driver {
                 return Ok(current);
             }
         }
+    }
+
+    /// Sends back to PreCommit1 every sector of this miner that waits on a worker holding its
+    /// data once that worker has been gone (no registry record, or draining without running
+    /// the sector's task) for `grace` as this publisher saw it. Returns the sectors relocated.
+    pub async fn check_holders(&self) -> anyhow::Result<Vec<SectorNum>> {
+        let grace = self.config.holder_grace;
+        let workers = self.broker.bucket(names::WORKERS_BUCKET).await?;
+        let mut seen: std::collections::HashMap<crate::model::WorkerId, bool> = Default::default();
+        let mut relocated = Vec::new();
+        let now = std::time::Instant::now();
+        let mut missing = self.missing.lock().expect("lock").clone();
+        let mut still_missing = std::collections::HashMap::new();
+        for record in self.sectors().await? {
+            let Some(holder) = record.waits_on_holder().cloned() else {
+                continue;
+            };
+            let SectorState::Active { task, .. } = &record.state else {
+                continue;
+            };
+            let alive = match seen.get(&holder) {
+                Some(&alive) => alive,
+                None => {
+                    let alive = match workers.get(&holder.0).await {
+                        Ok(Some(body)) => {
+                            serde_json::from_slice::<crate::broker::workers::WorkerRecord>(&body)
+                                .map(|w| !w.draining || w.running.iter().any(|r| r.task == *task))
+                                .unwrap_or(true)
+                        }
+                        Ok(None) => false,
+                        // Cannot tell: assume alive, ask again next time.
+                        Err(_) => true,
+                    };
+                    seen.insert(holder.clone(), alive);
+                    alive
+                }
+            };
+            if alive {
+                continue;
+            }
+            let since = *missing.entry(holder.clone()).or_insert(now);
+            still_missing.insert(holder.clone(), since);
+            if now.duration_since(since) < grace {
+                continue;
+            }
+            let reason = format!(
+                "worker {holder} holding its data is gone (no heartbeat, or draining) for {}",
+                humantime::format_duration(Duration::from_secs(
+                    now.duration_since(since).as_secs()
+                ))
+            );
+            loop {
+                let Some((mut current, revision)) = self.load(record.sector).await? else {
+                    break;
+                };
+                if current.waits_on_holder() != Some(&holder)
+                    || !current.relocate(&reason, crate::now_ms())
+                {
+                    break;
+                }
+                if self.store_record(&current, revision).await? {
+                    warn!(sector = %names::sector_key(current.miner, current.sector), %holder, "the worker holding the sector is gone; PreCommit1 runs again elsewhere");
+                    self.ensure_published(current).await?;
+                    relocated.push(record.sector);
+                    break;
+                }
+            }
+        }
+        missing.retain(|holder, _| still_missing.contains_key(holder));
+        *self.missing.lock().expect("lock") = missing;
+        Ok(relocated)
     }
 
     /// Handles one result message: fences it, verifies a proof, advances the sector with
@@ -623,6 +716,9 @@ fn log_transition(result: &TaskResult, next: &SectorRecord) {
         }
         SectorState::Failed { phase, reason, .. } => {
             error!(%sector, %phase, %reason, "sector failed")
+        }
+        SectorState::Stopped { after, .. } => {
+            info!(%sector, done = %result.phase, worker = %result.worker, %after, "sector stopped as asked")
         }
     }
 }

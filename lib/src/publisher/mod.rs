@@ -20,7 +20,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use driver::{Driver, Handled, PublisherConfig};
+pub use driver::{Driver, HOLDER_GRACE, Handled, PublisherConfig};
 use output::SealedSector;
 
 use crate::model::{SectorNum, SectorSize};
@@ -36,8 +36,10 @@ pub struct SealRequest {
     pub synthetic: bool,
     /// Also wait for every unfinished sector of the miner.
     pub resume: bool,
-    /// Appends one JSON line per sealed sector.
+    /// Appends one JSON line per sealed (or stopped) sector.
     pub out: Option<PathBuf>,
+    /// Stop each new sector after this phase instead of sealing it.
+    pub until: Option<crate::phases::Phase>,
     /// How often to print a status line.
     pub status_every: Duration,
 }
@@ -46,6 +48,8 @@ pub struct SealRequest {
 #[derive(Debug, Default)]
 pub struct SealSummary {
     pub sealed: Vec<SectorNum>,
+    /// Stopped after the phase `--until` named.
+    pub stopped: Vec<SectorNum>,
     pub failed: Vec<(SectorNum, String)>,
     pub dropped_late: u64,
     pub elapsed: Duration,
@@ -84,6 +88,7 @@ pub async fn seal(
                 request.count,
                 &request.pieces,
                 request.synthetic,
+                request.until,
             )
             .await?
         {
@@ -106,7 +111,11 @@ pub async fn seal(
     status.tick().await;
     loop {
         for (sector, record) in &states {
-            if matches!(record.state, SectorState::Sealed { .. }) && reported.insert(*sector) {
+            let done = matches!(
+                record.state,
+                SectorState::Sealed { .. } | SectorState::Stopped { .. }
+            );
+            if done && reported.insert(*sector) {
                 report_sealed(record, out.as_mut())?;
             }
         }
@@ -127,6 +136,9 @@ pub async fn seal(
                 None => results = reopen(driver, cancel).await?,
             },
             _ = reload.tick() => {
+                if let Err(e) = driver.check_holders().await {
+                    warn!(error = %format!("{e:#}"), "could not check the workers holding sectors");
+                }
                 // Another publisher of this miner may have moved a sector.
                 match reload_targets(driver, &targets).await {
                     Ok(records) => states.extend(records),
@@ -160,6 +172,7 @@ pub async fn seal(
             SectorState::Failed { reason, phase, .. } => {
                 summary.failed.push((sector, format!("{phase}: {reason}")))
             }
+            SectorState::Stopped { .. } => summary.stopped.push(sector),
             SectorState::Active { .. } => {}
         }
     }
@@ -201,6 +214,18 @@ async fn reload_targets(
 }
 
 fn report_sealed(record: &SectorRecord, out: Option<&mut std::fs::File>) -> anyhow::Result<()> {
+    if let SectorState::Stopped { after, .. } = record.state {
+        println!(
+            "stopped {}.{} after {after}, as asked (not sealed)",
+            record.miner, record.sector
+        );
+        if let Some(out) = out {
+            out.write_all(output::stopped_line(record, after).as_bytes())
+                .and_then(|()| out.flush())
+                .context("write --out")?;
+        }
+        return Ok(());
+    }
     let Some(line) = SealedSector::from_record(record) else {
         warn!(sector = %record.sector, "sealed sector lacks its proof data");
         return Ok(());
@@ -247,8 +272,14 @@ pub async fn run(driver: &Driver, cancel: &CancellationToken) -> anyhow::Result<
     info!(miner = %driver.miner(), unfinished = unfinished.len(), "publisher running");
     let mut results = driver.results().await?;
     let mut sweep = tokio::time::interval(Duration::from_secs(30));
+    let mut holders = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
+            _ = holders.tick() => {
+                if let Err(e) = driver.check_holders().await {
+                    warn!(error = %format!("{e:#}"), "could not check the workers holding sectors");
+                }
+            }
             next = results.next() => match next {
                 Some(Ok(msg)) => {
                     if let Err(e) = driver.handle(&msg).await {

@@ -25,6 +25,8 @@ pub struct MinerSectors {
     pub active: BTreeMap<Phase, u64>,
     pub sealed: u64,
     pub failed: u64,
+    /// Stopped on purpose after a phase (`seal --until`).
+    pub stopped: u64,
     pub total: u64,
 }
 
@@ -38,13 +40,14 @@ impl MinerSectors {
 impl Serialize for MinerSectors {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut map = s.serialize_map(Some(Phase::ALL.len() + 4))?;
+        let mut map = s.serialize_map(Some(Phase::ALL.len() + 5))?;
         map.serialize_entry("miner", &self.miner)?;
         for phase in Phase::ALL {
             map.serialize_entry(phase.token(), &self.in_phase(phase))?;
         }
         map.serialize_entry("sealed", &self.sealed)?;
         map.serialize_entry("failed", &self.failed)?;
+        map.serialize_entry("stopped", &self.stopped)?;
         map.serialize_entry("total", &self.total)?;
         map.end()
     }
@@ -125,6 +128,7 @@ pub fn count(records: &[SectorRecord]) -> Vec<MinerSectors> {
             SectorState::Active { phase, .. } => row.active.entry(*phase).or_default(),
             SectorState::Sealed { .. } => &mut row.sealed,
             SectorState::Failed { .. } => &mut row.failed,
+            SectorState::Stopped { .. } => &mut row.stopped,
         };
         *cell += 1;
         row.total += 1;
@@ -138,14 +142,23 @@ pub fn render(status: &Status) -> String {
     if status.sectors.is_empty() {
         out.push_str("no sectors yet\n");
     } else {
+        let stopped = status.sectors.iter().any(|m| m.stopped > 0);
         let mut header = vec!["miner".to_string()];
         header.extend(Phase::ALL.map(|p| p.token().to_string()));
-        header.extend(["sealed", "failed", "total"].map(String::from));
+        header.extend(["sealed", "failed"].map(String::from));
+        if stopped {
+            header.push("stopped".into());
+        }
+        header.push("total".into());
         let mut rows = vec![header];
         for m in &status.sectors {
             let mut row = vec![m.miner.clone()];
             row.extend(Phase::ALL.map(|p| m.in_phase(p).to_string()));
-            row.extend([m.sealed, m.failed, m.total].map(|n| n.to_string()));
+            row.extend([m.sealed, m.failed].map(|n| n.to_string()));
+            if stopped {
+                row.push(m.stopped.to_string());
+            }
+            row.push(m.total.to_string());
             rows.push(row);
         }
         out.push_str(&table(&rows));
@@ -335,6 +348,7 @@ mod tests {
                     active: [(Phase::PreCommit1, 2)].into(),
                     sealed: 1,
                     failed: 1,
+                    stopped: 0,
                     total: 4,
                 },
                 MinerSectors {
@@ -354,11 +368,12 @@ mod tests {
             active: [(Phase::PreCommit1, 2)].into(),
             sealed: 1,
             failed: 0,
+            stopped: 0,
             total: 3,
         };
         assert_eq!(
             serde_json::to_string(&row).unwrap(),
-            r#"{"miner":"f01000","ap":0,"pc1":2,"pc2":0,"c1":0,"c2":0,"fin":0,"sealed":1,"failed":0,"total":3}"#
+            r#"{"miner":"f01000","ap":0,"pc1":2,"pc2":0,"c1":0,"c2":0,"fin":0,"sealed":1,"failed":0,"stopped":0,"total":3}"#
         );
     }
 

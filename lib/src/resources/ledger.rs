@@ -128,6 +128,8 @@ pub struct Ledger {
     gpu_milli: u32,
     slots: Option<u32>,
     scratch_limit: u64,
+    /// Disk the sectors this worker holds keep claimed between their phases.
+    kept: u64,
     used: Usage,
     gpu_used_milli: u32,
     per_kind: BTreeMap<Kind, u32>,
@@ -142,6 +144,7 @@ impl Ledger {
             gpu_milli: machine.gpus.len() as u32 * GPU_UNITS as u32,
             slots,
             scratch_limit,
+            kept: 0,
             used: Usage::default(),
             gpu_used_milli: 0,
             per_kind: BTreeMap::new(),
@@ -191,7 +194,10 @@ impl Ledger {
                 free,
             });
         }
-        let free = self.scratch_limit.saturating_sub(self.used.scratch);
+        let free = self
+            .scratch_limit
+            .saturating_sub(self.used.scratch)
+            .saturating_sub(self.kept);
         if claim.scratch > free {
             return Err(Refusal::Scratch {
                 need: claim.scratch,
@@ -209,6 +215,7 @@ impl Ledger {
     fn new_like(other: &Ledger) -> Ledger {
         Ledger {
             used: Usage::default(),
+            kept: 0,
             gpu_used_milli: 0,
             per_kind: BTreeMap::new(),
             ..other.clone()
@@ -241,8 +248,22 @@ impl Ledger {
         self.used.scratch = self.used.scratch.saturating_sub(claim.scratch);
     }
 
+    /// Claims `bytes` of scratch for a sector this worker now holds, until [`Ledger::unkeep`].
+    pub fn keep(&mut self, bytes: u64) {
+        self.kept = self.kept.saturating_add(bytes);
+    }
+
+    /// Gives back what [`Ledger::keep`] claimed for a sector the worker let go of.
+    pub fn unkeep(&mut self, bytes: u64) {
+        self.kept = self.kept.saturating_sub(bytes);
+    }
+
+    /// What running tasks hold, held sectors' disk included in `scratch`.
     pub fn usage(&self) -> Usage {
-        self.used
+        Usage {
+            scratch: self.used.scratch.saturating_add(self.kept),
+            ..self.used
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use crate::model::{
     WorkerId, check_object, encode, one_line,
 };
 use crate::names;
-use crate::phases::{Output, Phase, SectorData};
+use crate::phases::{Artefact, Output, Phase, SectorData};
 
 /// Largest encoded record a result may leave: half a message, so that the record always fits in
 /// the bucket and the next task (its inputs and parameters come from the record) in its stream.
@@ -39,6 +39,8 @@ pub enum SectorState {
         reason: String,
         at_ms: u64,
     },
+    /// Stopped on purpose after phase `after` (`mesh-publisher seal --until`); never sealed.
+    Stopped { after: Phase, at_ms: u64 },
 }
 
 impl SectorState {
@@ -69,6 +71,7 @@ impl SectorState {
             SectorState::Active { phase, .. } => phase.to_string(),
             SectorState::Sealed { .. } => "sealed".into(),
             SectorState::Failed { .. } => "failed".into(),
+            SectorState::Stopped { .. } => "stopped".into(),
         }
     }
 }
@@ -84,6 +87,23 @@ pub struct PhaseRun {
     pub upload_ms: u64,
     /// From the phase's task becoming active to its result being accepted.
     pub wall_ms: u64,
+    /// Bytes its attempt read from and wrote to the store.
+    #[serde(default)]
+    pub read_bytes: u64,
+    #[serde(default)]
+    pub written_bytes: u64,
+}
+
+/// Task generations between two relocations of a sector: relocation `n` runs PreCommit1 as
+/// generation `100 n`.
+const RELOCATION_GENERATIONS: u32 = 100;
+
+/// A sector sent back to PreCommit1 because the worker holding its data was lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relocation {
+    pub holder: WorkerId,
+    pub reason: String,
+    pub at_ms: u64,
 }
 
 /// Why a result was not accepted.
@@ -136,9 +156,16 @@ pub struct SectorRecord {
     pub data: SectorData,
     pub state: SectorState,
     pub history: Vec<PhaseRun>,
+    /// Each time the sector went back to PreCommit1 because the worker holding its data was
+    /// lost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relocations: Vec<Relocation>,
     /// Sealed by the synthetic executor (a simulation): its proof is not a proof.
     #[serde(default)]
     pub synthetic: bool,
+    /// The phase after which the sector stops instead of going on (`seal --until`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Phase>,
     pub created_ms: u64,
     pub updated_ms: u64,
 }
@@ -166,7 +193,9 @@ impl SectorRecord {
             data: SectorData::new(pieces, piece_objects, ticket),
             state: SectorState::waiting(miner, sector, Phase::AddPiece, 0, now_ms),
             history: Vec::new(),
+            relocations: Vec::new(),
             synthetic: false,
+            until: None,
             created_ms: now_ms,
             updated_ms: now_ms,
         }
@@ -228,10 +257,14 @@ impl SectorRecord {
         }
         match &result.outcome {
             Outcome::Failed { reason } => self.fail(result.phase, reason.clone(), now_ms),
+            Outcome::Lost { reason } => {
+                let reason = format!("worker {} lost the sector's data: {reason}", result.worker);
+                self.relocate(&reason, now_ms);
+            }
             Outcome::Done { outputs, output } => {
                 let mut next = self.clone();
                 let absorbed = next
-                    .absorb(result.phase, outputs, output, &mut seed)
+                    .absorb(result.phase, &result.worker, outputs, output, &mut seed)
                     .and_then(|()| next.check_size());
                 if let Err(reason) = absorbed {
                     self.fail(result.phase, unusable(reason), now_ms);
@@ -246,8 +279,14 @@ impl SectorRecord {
                     run_ms: result.timings.run_ms,
                     upload_ms: result.timings.upload_ms,
                     wall_ms: now_ms.saturating_sub(since),
+                    read_bytes: result.timings.read_bytes,
+                    written_bytes: result.timings.written_bytes,
                 });
                 self.state = match result.phase.next() {
+                    _ if self.until == Some(result.phase) => SectorState::Stopped {
+                        after: result.phase,
+                        at_ms: now_ms,
+                    },
                     Some(next) => SectorState::waiting(self.miner, self.sector, next, 0, now_ms),
                     None => SectorState::Sealed { at_ms: now_ms },
                 };
@@ -269,6 +308,56 @@ impl SectorRecord {
         self.state = SectorState::waiting(self.miner, self.sector, phase, generation, now_ms);
         self.updated_ms = now_ms;
         Some(generation)
+    }
+
+    /// The worker holding the sector's data, while the sector waits for a task that must run
+    /// there (PreCommit2, Commit1 or Finalize of a held sector).
+    pub fn waits_on_holder(&self) -> Option<&WorkerId> {
+        match &self.state {
+            SectorState::Active { phase, .. } if phase.held() && *phase != Phase::PreCommit1 => {
+                self.data.holder.as_ref()
+            }
+            _ => None,
+        }
+    }
+
+    /// Sends a held sector back to PreCommit1 on any worker, as a fresh task (the next
+    /// generation of PreCommit1), because the worker holding its data is gone: PreCommit1 is
+    /// deterministic, so the same ticket gives the same commitments. `reason` goes to the
+    /// history. Returns false, changing nothing, unless the sector waits on a holder.
+    pub fn relocate(&mut self, reason: &str, now_ms: u64) -> bool {
+        let Some(holder) = self.waits_on_holder().cloned() else {
+            return false;
+        };
+        // Far from any generation a dead-letter retry (one more each) could have used.
+        let generation = RELOCATION_GENERATIONS * (self.relocations.len() as u32 + 1);
+        self.relocations.push(Relocation {
+            holder,
+            reason: one_line(reason),
+            at_ms: now_ms,
+        });
+        self.data.holder = None;
+        self.data.pc1_output = None;
+        self.data.comm_r = None;
+        self.data.comm_d = None;
+        self.data.seed = None;
+        self.data.proof_bytes = None;
+        // What AddPiece left is all PreCommit1 needs; later outputs are of the lost data.
+        self.data.objects.retain(|name, _| {
+            matches!(
+                Artefact::of(name),
+                Some(Artefact::Pieces | Artefact::Unsealed)
+            )
+        });
+        self.state = SectorState::waiting(
+            self.miner,
+            self.sector,
+            Phase::PreCommit1,
+            generation,
+            now_ms,
+        );
+        self.updated_ms = now_ms;
+        true
     }
 
     /// Runs a failed phase again, as task generation `generation` (one the sector never used, so
@@ -328,6 +417,7 @@ impl SectorRecord {
     fn absorb(
         &mut self,
         phase: Phase,
+        worker: &WorkerId,
         outputs: &[ObjectRef],
         output: &Output,
         seed: &mut dyn FnMut() -> [u8; 32],
@@ -336,7 +426,7 @@ impl SectorRecord {
         for object in outputs {
             check_object(object, &prefix)?;
         }
-        phase.absorb(&mut self.data, self.size, outputs, output, seed)
+        phase.absorb(&mut self.data, self.size, worker, outputs, output, seed)
     }
 
     /// The task for the phase the sector is in, or `None` when it is finished.
@@ -361,7 +451,11 @@ impl SectorRecord {
             max_attempts,
             inputs: phase.inputs(&self.data),
             params,
-            holder: None,
+            holder: if phase.held() && phase != Phase::PreCommit1 {
+                self.data.holder.clone()
+            } else {
+                None
+            },
             synthetic: self.synthetic,
             created_ms: now_ms,
         }))
@@ -453,6 +547,7 @@ mod tests {
                 ],
                 Output::PreCommit1(pc1::Output {
                     pc1_output: ByteBuf::from(vec![1, 2, 3]),
+                    held: false,
                 }),
             ),
             (
@@ -565,6 +660,7 @@ mod tests {
             vec![],
             Output::PreCommit1(pc1::Output {
                 pc1_output: ByteBuf::from(vec![1]),
+                held: false,
             }),
         );
         let late = TaskResult {
@@ -603,6 +699,7 @@ mod tests {
             vec![],
             Output::PreCommit1(pc1::Output {
                 pc1_output: ByteBuf::from(vec![1]),
+                held: false,
             }),
         );
         other.task = TaskId("f01000.3.pc1.7".into());
@@ -688,6 +785,7 @@ mod tests {
             names.collect(),
             Output::PreCommit1(pc1::Output {
                 pc1_output: ByteBuf::from(vec![1]),
+                held: false,
             }),
         );
         rec.apply(&huge, || [0; 32], 5);

@@ -16,6 +16,16 @@ pub struct Timings {
     pub download_ms: u64,
     pub run_ms: u64,
     pub upload_ms: u64,
+    /// Bytes the attempt read from the store (its inputs).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub read_bytes: u64,
+    /// Bytes the attempt wrote to the store (its outputs).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub written_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +36,9 @@ pub enum Outcome {
     },
     /// The task can never succeed as it is (bad input, corrupt object, attempts exhausted).
     Failed { reason: String },
+    /// The task was for the worker holding the sector's data, and that worker no longer has
+    /// it (its sector directory is gone): the sector goes back to PreCommit1 elsewhere.
+    Lost { reason: String },
 }
 
 /// The durable answer to one task attempt.

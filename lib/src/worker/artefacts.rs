@@ -22,10 +22,16 @@ pub fn job(task: &Task, dir: &Path) -> phases::Job {
     }
 }
 
-/// Files to upload after `task` ran in `dir`: (object name, local path).
-pub async fn outputs(task: &Task, dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+/// Files to upload after `task` ran in `dir` (`on_holder`: the sector's directory on the
+/// worker that holds it, from which only what leaves it is uploaded): (object name, local
+/// path).
+pub async fn outputs(
+    task: &Task,
+    dir: &Path,
+    on_holder: bool,
+) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let mut files = Vec::new();
-    for &artefact in task.phase.writes() {
+    for &artefact in task.phase.uploads(on_holder) {
         if artefact.is_dir() {
             files.extend(changed_files(dir, artefact, &task.inputs).await?);
         } else {

@@ -3,6 +3,7 @@
 //! sending progress acks all along. The outcome maps to JetStream as done → ack, retryable →
 //! nak with a delay, permanent → dead letter + failed result + term.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,11 +12,12 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use super::holdings::Held;
 use super::{Ctx, artefacts};
 use crate::broker::workers::RunningTask;
 use crate::model::{MinerId, ObjectRef, SectorSize, decode, encode, one_line};
 use crate::names;
-use crate::phases::Phase;
+use crate::phases::{Artefact, Output, Phase};
 use crate::proofs::job::FailureKind;
 use crate::proofs::params;
 use crate::resources::Usage;
@@ -47,7 +49,7 @@ pub(super) async fn run(
     let _progress = Progress::start(msg.clone(), ctx.progress_every);
     // The subject says whose task it is: only that miner may publish there (README: Security).
     // A body naming another miner is a forgery, and that miner's sector is not told anything.
-    let publisher = names::parse_task_subject(&msg.subject).map(|(_, _, miner, _)| miner);
+    let publisher = names::task_publisher(&msg.subject);
 
     let task = match decode::<Task>(&msg.payload) {
         Ok(task) if Some(task.miner) != publisher => {
@@ -155,7 +157,15 @@ pub(super) async fn run(
         let outcome = execute(&ctx, &task, delivered, &abort).await;
         ctx.registry.finished(&task.id);
         match outcome {
-            Ok(result) => finish(&ctx, &msg, &result).await,
+            Ok(result) => {
+                let finalized = task.phase == Phase::Finalize
+                    && task.holder.as_ref() == Some(&ctx.config.id)
+                    && matches!(result.outcome, Outcome::Done { .. });
+                if finish(&ctx, &msg, &result).await && finalized {
+                    // The replica and trimmed cache are in the store: the sector leaves here.
+                    let_go(&ctx, &task);
+                }
+            }
             Err(Failure::Aborted) => {
                 warn!("aborted; handing the task back");
                 let _ = msg.ack_with(AckKind::Nak(None)).await;
@@ -182,9 +192,17 @@ pub(super) async fn run(
     .await
 }
 
-/// Publishes the result, then acks. A result that cannot be published is not acked: the task
-/// comes back after the ack wait and runs again (the publisher keeps only one result).
-async fn finish(ctx: &Ctx, msg: &jetstream::Message, result: &TaskResult) {
+/// Removes a held sector's directory and gives its disk back.
+fn let_go(ctx: &Ctx, task: &Task) {
+    let freed = ctx.holdings.free(task.miner, task.sector);
+    ctx.ledger.lock().expect("ledger lock").unkeep(freed);
+    ctx.room.notify_one();
+}
+
+/// Publishes the result, then acks; says whether the result was published. A result that
+/// cannot be published is not acked: the task comes back after the ack wait and runs again
+/// (the publisher keeps only one result).
+async fn finish(ctx: &Ctx, msg: &jetstream::Message, result: &TaskResult) -> bool {
     let subject = names::result_subject(result.miner, result.sector, result.phase);
     let published = ctx
         .broker
@@ -198,7 +216,7 @@ async fn finish(ctx: &Ctx, msg: &jetstream::Message, result: &TaskResult) {
         .await;
     if let Err(e) = published {
         error!(error = %e, "result not published; the task will run again");
-        return;
+        return false;
     }
     if let Err(e) = msg.double_ack().await {
         warn!(error = %e, "ack not confirmed; the task may run again (its result is fenced)");
@@ -209,6 +227,7 @@ async fn finish(ctx: &Ctx, msg: &jetstream::Message, result: &TaskResult) {
         upload_ms = result.timings.upload_ms,
         "task done"
     );
+    true
 }
 
 /// Dead-letters the message with its reason, tells the publisher (when the task is known) and
@@ -338,7 +357,47 @@ async fn superseded(ctx: &Ctx, task: &Task) -> Option<String> {
         }
         SectorState::Sealed { .. } => Some(format!("sector {key} is sealed")),
         SectorState::Failed { phase, .. } => Some(format!("sector {key} failed in {phase}")),
+        SectorState::Stopped { after, .. } => Some(format!("sector {key} stopped after {after}")),
     }
+}
+
+/// Where a task runs.
+enum Place {
+    /// A fresh attempt directory, removed afterwards; the sector's data goes through the store.
+    Attempt,
+    /// A PreCommit1 of a sector this worker will hold: a fresh sector directory, kept.
+    Keep(PathBuf),
+    /// A later phase of a sector this worker holds: its sector directory.
+    Holder(PathBuf),
+    /// A task of a sector whose data this worker does not have, although the task says so.
+    Lost(String),
+}
+
+fn place(ctx: &Ctx, task: &Task) -> Result<Place, Failure> {
+    let keeps = SectorSize::of_proof(task.proof).is_some_and(|s| ctx.holds.contains(&s));
+    if task.phase == Phase::PreCommit1 && keeps {
+        let dir = ctx
+            .holdings
+            .begin(task.miner, task.sector)
+            .map_err(|e| Failure::Retry(format!("create the sector directory: {e}")))?;
+        return Ok(Place::Keep(dir));
+    }
+    Ok(match &task.holder {
+        Some(holder) if task.phase.held() && *holder == ctx.config.id => {
+            match ctx.holdings.get(task.miner, task.sector) {
+                Some(dir) => Place::Holder(dir),
+                None => Place::Lost(format!(
+                    "its sector directory is gone from {}",
+                    ctx.scratch.path().display()
+                )),
+            }
+        }
+        Some(holder) if task.phase.held() => Place::Lost(format!(
+            "the task for the sector that {holder} holds came to {}",
+            ctx.config.id
+        )),
+        _ => Place::Attempt,
+    })
 }
 
 async fn execute(
@@ -348,16 +407,79 @@ async fn execute(
     abort: &CancellationToken,
 ) -> Result<TaskResult, Failure> {
     let nonce = format!("{:08x}", rand::random::<u32>());
-    let dir = ctx
-        .scratch
-        .attempt(&format!("{}-{nonce}", task.id))
-        .map_err(|e| Failure::Retry(format!("create scratch directory: {e}")))?;
-    let result = tokio::select! {
-        r = execute_in(ctx, task, attempt, &nonce, dir.path(), abort) => r,
-        () = abort.cancelled() => Err(Failure::Aborted),
-    };
-    dir.remove().await;
-    result
+    match place(ctx, task)? {
+        Place::Attempt => {
+            let dir = ctx
+                .scratch
+                .attempt(&format!("{}-{nonce}", task.id))
+                .map_err(|e| Failure::Retry(format!("create scratch directory: {e}")))?;
+            let result = tokio::select! {
+                r = execute_in(ctx, task, attempt, &nonce, dir.path(), false, abort) => r,
+                () = abort.cancelled() => Err(Failure::Aborted),
+            };
+            dir.remove().await;
+            result
+        }
+        Place::Keep(dir) => {
+            let result = tokio::select! {
+                r = execute_in(ctx, task, attempt, &nonce, &dir, true, abort) => r,
+                () = abort.cancelled() => Err(Failure::Aborted),
+            };
+            let size = SectorSize::of_proof(task.proof).expect("a size the worker holds");
+            let held = Held {
+                size,
+                pc1: task.id.clone(),
+            };
+            match result {
+                Ok(mut result) => match ctx.holdings.keep(task.miner, task.sector, held) {
+                    Ok(()) => {
+                        ctx.ledger
+                            .lock()
+                            .expect("ledger lock")
+                            .keep(Phase::kept(size));
+                        if let Outcome::Done {
+                            output: Output::PreCommit1(out),
+                            ..
+                        } = &mut result.outcome
+                        {
+                            out.held = true;
+                        }
+                        info!(dir = %dir.display(), "holding the sector here until Finalize");
+                        Ok(result)
+                    }
+                    Err(e) => {
+                        ctx.holdings.free(task.miner, task.sector);
+                        Err(Failure::Retry(format!("mark the sector directory: {e}")))
+                    }
+                },
+                Err(failure) => {
+                    ctx.holdings.free(task.miner, task.sector);
+                    Err(failure)
+                }
+            }
+        }
+        Place::Holder(dir) => {
+            tokio::select! {
+                r = execute_in(ctx, task, attempt, &nonce, &dir, true, abort) => r,
+                () = abort.cancelled() => Err(Failure::Aborted),
+            }
+        }
+        Place::Lost(reason) => {
+            warn!(%reason, "the sector's data is not here; the sector goes back to PreCommit1");
+            Ok(TaskResult {
+                version: MESSAGE_VERSION,
+                task: task.id.clone(),
+                miner: task.miner,
+                sector: task.sector,
+                phase: task.phase,
+                attempt,
+                worker: ctx.config.id.clone(),
+                outcome: Outcome::Lost { reason },
+                timings: Timings::default(),
+                finished_ms: crate::now_ms(),
+            })
+        }
+    }
 }
 
 async fn execute_in(
@@ -366,10 +488,17 @@ async fn execute_in(
     attempt: u32,
     nonce: &str,
     dir: &std::path::Path,
+    on_holder: bool,
     abort: &CancellationToken,
 ) -> Result<TaskResult, Failure> {
     let started = Instant::now();
+    let mut read_bytes = 0;
     for input in &task.inputs {
+        let here = Artefact::of(&input.name).is_some_and(Artefact::stays_on_holder);
+        if on_holder && task.phase != Phase::PreCommit1 && here {
+            continue;
+        }
+        read_bytes += input.size;
         // `validate` refused unsafe names already; this holds even if it had not run.
         let path = super::scratch::join_inside(dir, &input.name).ok_or_else(|| {
             Failure::Permanent(format!(
@@ -399,28 +528,25 @@ async fn execute_in(
 
     let ran = Instant::now();
     let job = artefacts::job(task, dir);
-    let exec_dir = dir.join(".exec");
+    let exec_dir = dir.join(format!(".exec-{nonce}"));
     tokio::fs::create_dir_all(&exec_dir)
         .await
         .map_err(|e| Failure::Retry(format!("create {}: {e}", exec_dir.display())))?;
-    let output = ctx
-        .config
-        .executor
-        .run(&job, &exec_dir, abort)
-        .await
-        .map_err(|f| match f.kind {
-            FailureKind::Retryable => Failure::Retry(f.message),
-            FailureKind::Permanent => Failure::Permanent(f.message),
-            FailureKind::MissingParams => Failure::Permanent(format!(
-                "{}; the worker's parameter cache lacks them: run `mesh-worker params pull \
+    let output = ctx.config.executor.run(&job, &exec_dir, abort).await;
+    let _ = tokio::fs::remove_dir_all(&exec_dir).await;
+    let output = output.map_err(|f| match f.kind {
+        FailureKind::Retryable => Failure::Retry(f.message),
+        FailureKind::Permanent => Failure::Permanent(f.message),
+        FailureKind::MissingParams => Failure::Permanent(format!(
+            "{}; the worker's parameter cache lacks them: run `mesh-worker params pull \
                  --store URL`",
-                f.message,
-            )),
-        })?;
+            f.message,
+        )),
+    })?;
     let run_ms = ran.elapsed().as_millis() as u64;
 
     let uploaded = Instant::now();
-    let files = artefacts::outputs(task, dir)
+    let files = artefacts::outputs(task, dir, on_holder)
         .await
         .map_err(|e| Failure::Retry(format!("collect outputs: {e:#}")))?;
     let mut outputs: Vec<ObjectRef> = Vec::with_capacity(files.len());
@@ -438,6 +564,7 @@ async fn execute_in(
         outputs.push(object);
     }
     let upload_ms = uploaded.elapsed().as_millis() as u64;
+    let written_bytes = outputs.iter().map(|o| o.size).sum();
     debug!(outputs = outputs.len(), "outputs uploaded");
     Ok(TaskResult {
         version: MESSAGE_VERSION,
@@ -452,6 +579,8 @@ async fn execute_in(
             download_ms,
             run_ms,
             upload_ms,
+            read_bytes,
+            written_bytes,
         },
         finished_ms: crate::now_ms(),
     })

@@ -6,12 +6,14 @@
 mod artefacts;
 mod attempt;
 pub mod config;
+pub mod holdings;
 pub mod info;
 pub mod pick;
 pub mod registry;
 pub mod scratch;
 mod sources;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +22,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::broker::miners::Weights;
 use crate::broker::workers::WorkerRecord;
@@ -34,9 +36,10 @@ use crate::proofs::synthetic::Synthetic;
 use crate::resources::{self, Claim, Ledger, Machine, Refusal, Table, Usage};
 use crate::store::Store;
 use crate::units::human_bytes;
+use holdings::Holdings;
 use registry::Registry;
 use scratch::ScratchRoot;
-use sources::Source;
+use sources::{HeldSource, Source};
 
 /// What runs a task's proof job.
 #[derive(Debug, Clone)]
@@ -110,6 +113,20 @@ pub struct WorkerConfig {
     /// Scratch bytes this worker may fill; tasks are pulled only while their need fits in
     /// what running tasks leave (see [`Phase::scratch`]).
     pub scratch_limit: u64,
+    /// Keep the data of sectors whose PreCommit1 runs here until their Finalize (and run their
+    /// PreCommit2, Commit1 and Finalize here), rather than send it through the store.
+    pub hold_sectors: bool,
+}
+
+/// A worker's id unless the operator gives one: the host and a hash of the scratch path, so
+/// that a restarted worker keeps its id, and with it the sectors it holds (`holdings`).
+fn default_id(host: &str, scratch: &std::path::Path) -> WorkerId {
+    use sha2::Digest;
+    let path = std::path::absolute(scratch).unwrap_or_else(|_| scratch.to_path_buf());
+    let digest = sha2::Sha256::digest(path.as_os_str().as_encoded_bytes());
+    let mut host = resources::safe_name(host);
+    host.truncate(48);
+    WorkerId(format!("{host}-{}", &hex::encode(digest)[..8]))
 }
 
 /// One phase and size a worker serves, and whether its tasks can run here.
@@ -140,11 +157,7 @@ impl WorkerConfig {
     /// A config with the defaults for everything but identity and what to serve.
     pub fn new(executor: Executor, scratch: PathBuf) -> Self {
         let machine = resources::detect();
-        let id = WorkerId(format!(
-            "{}-{}",
-            resources::safe_name(&machine.host),
-            std::process::id()
-        ));
+        let id = default_id(&machine.host, &scratch);
         WorkerConfig {
             id,
             phases: Phase::ALL.to_vec(),
@@ -161,6 +174,7 @@ impl WorkerConfig {
             table: Table::lotus(),
             store_patience: Duration::from_secs(30 * 60),
             scratch_limit: u64::MAX,
+            hold_sectors: true,
         }
     }
 
@@ -291,6 +305,12 @@ impl WorkerConfig {
 
 /// What attempts share.
 struct Ctx {
+    /// The sectors this worker holds, and the sizes whose sectors it keeps after PreCommit1.
+    holdings: Holdings,
+    holds: BTreeSet<SectorSize>,
+    /// What running tasks and held sectors claim, and a bell for when some is given back.
+    ledger: Arc<Mutex<Ledger>>,
+    room: Arc<Notify>,
     broker: Broker,
     store: Store,
     /// Sector state, read to skip tasks whose sector has moved on.
@@ -330,14 +350,47 @@ pub async fn run(
         sources.push(source);
     }
     let progress_every = (ack_wait / 4).max(Duration::from_millis(250));
+    // The sizes whose sectors stay here after PreCommit1: those of which this worker runs
+    // every phase that needs the sector's data. Their later phases then claim no new disk.
+    let plan = config.plan();
+    let runs = |phase: Phase, size: SectorSize| {
+        plan.iter()
+            .any(|s| (s.phase, s.size) == (phase, size) && s.refusal.is_none())
+    };
+    let holds: BTreeSet<SectorSize> = config
+        .sizes
+        .iter()
+        .copied()
+        .filter(|_| config.hold_sectors)
+        .filter(|&size| Phase::ALL.iter().all(|&p| !p.held() || runs(p, size)))
+        .collect();
+    let held_claims: BTreeMap<(Phase, SectorSize), Claim> = plan
+        .iter()
+        .filter(|s| s.phase.held() && s.phase != Phase::PreCommit1)
+        .map(|s| {
+            let claim = Claim {
+                scratch: phases::ATTEMPT_OVERHEAD,
+                ..s.claim
+            };
+            ((s.phase, s.size), claim)
+        })
+        .collect();
+    let mut held_source = if holds.is_empty() {
+        None
+    } else {
+        Some(HeldSource::open(&broker, &config.id).await?)
+    };
 
+    let mut bells: Vec<String> = sources
+        .iter()
+        .map(|s| names::task_stream_subjects(s.phase, s.size))
+        .collect();
+    if held_source.is_some() {
+        bells.push(names::held_filter(&config.id));
+    }
     let mut doorbell = futures::stream::select_all(
-        futures::future::try_join_all(sources.iter().map(|s| {
-            broker
-                .client()
-                .subscribe(names::task_stream_subjects(s.phase, s.size))
-        }))
-        .await?,
+        futures::future::try_join_all(bells.into_iter().map(|b| broker.client().subscribe(b)))
+            .await?,
     );
 
     let scratch = ScratchRoot::create(&config.scratch, &config.id.0, &config.machine.host)
@@ -348,6 +401,12 @@ pub async fn run(
                 config.scratch.display()
             )
         })?;
+    let holdings = Holdings::open(scratch.path()).map_err(|e| {
+        anyhow::anyhow!(
+            "--scratch {}: cannot read the sectors this worker holds there ({e})",
+            config.scratch.display()
+        )
+    })?;
     let registry = Registry::new(WorkerRecord {
         id: config.id.clone(),
         pid: std::process::id(),
@@ -404,8 +463,16 @@ pub async fn run(
     );
     // What running tasks hold, and a bell for when some of it is given back.
     let ledger = Arc::new(Mutex::new(config.ledger()));
+    ledger
+        .lock()
+        .expect("ledger lock")
+        .keep(holdings.kept_bytes());
     let room = Arc::new(Notify::new());
     let ctx = Arc::new(Ctx {
+        holdings,
+        holds,
+        ledger: ledger.clone(),
+        room: room.clone(),
         sectors: broker.bucket(names::SECTORS_BUCKET).await?,
         broker,
         store,
@@ -415,6 +482,7 @@ pub async fn run(
         progress_every,
     });
     let tracker = TaskTracker::new();
+    let let_go = tokio::spawn(let_go_loop(ctx.clone(), background.clone()));
 
     // Each turn takes at most one task: from the highest-priority stream whose tasks fit what
     // running tasks leave, from the miner with the lowest weighted share there.
@@ -434,6 +502,36 @@ pub async fn run(
             info!("drain mark lifted: taking tasks again");
             probe = true;
             continue 'pull;
+        }
+        // The sectors held here go first: their data waits on this worker's disk. A held task
+        // is fetched only when any of them fits (a nak would count as a delivery); while one
+        // waits and none fits, no other task is taken.
+        if let Some(held) = held_source.as_mut().filter(|_| !ctx.holdings.is_empty()) {
+            let fits = {
+                let ledger = ledger.lock().expect("ledger lock");
+                held_claims
+                    .iter()
+                    .all(|(&kind, claim)| ledger.check(kind, claim).is_ok())
+            };
+            if fits {
+                if let Some((msg, phase, size)) = held.take().await {
+                    let kind = (phase, size);
+                    let claim = held_claims.get(&kind).copied().unwrap_or_else(|| {
+                        let need = ctx.config.table.get(phase, size);
+                        Claim::new(&need, &ctx.config.machine, phases::ATTEMPT_OVERHEAD)
+                    });
+                    launch(&ctx, &tracker, &abort, msg, kind, claim);
+                    continue 'pull;
+                }
+            } else if held.waiting().await > 0 {
+                debug!("a held sector's task waits for room");
+                tokio::select! {
+                    () = room.notified() => {}
+                    () = tokio::time::sleep(ctx.config.poll_interval) => {}
+                    () = drain.cancelled() => break 'pull,
+                }
+                continue 'pull;
+            }
         }
         let fitting: Vec<usize> = {
             let ledger = ledger.lock().expect("ledger lock");
@@ -473,26 +571,14 @@ pub async fn run(
         let Some((taken, i)) = taken else {
             continue;
         };
-        let (kind, claim) = (sources[i].kind(), sources[i].claim);
-        let usage = {
-            let mut ledger = ledger.lock().expect("ledger lock");
-            ledger.take(kind, &claim);
-            ledger.usage()
-        };
-        ctx.registry.hold(usage);
-        let ctx = ctx.clone();
-        let abort = abort.clone();
-        let (ledger, room) = (ledger.clone(), room.clone());
-        tracker.spawn(async move {
-            attempt::run(ctx.clone(), taken, kind.0, kind.1, usage, abort).await;
-            let usage = {
-                let mut ledger = ledger.lock().expect("ledger lock");
-                ledger.give_back(kind, &claim);
-                ledger.usage()
-            };
-            ctx.registry.set_usage(usage);
-            room.notify_one();
-        });
+        launch(
+            &ctx,
+            &tracker,
+            &abort,
+            taken,
+            sources[i].kind(),
+            sources[i].claim,
+        );
     }
 
     registry.set_draining(true);
@@ -509,9 +595,76 @@ pub async fn run(
     let _ = heartbeat.await;
     let _ = follow.await;
     let _ = follow_drain.await;
+    let _ = let_go.await;
     ctx.scratch.remove();
     info!("worker stopped");
     Ok(())
+}
+
+/// Claims what a taken task needs and runs it in an attempt of its own, giving the claim back
+/// when it ends.
+fn launch(
+    ctx: &Arc<Ctx>,
+    tracker: &TaskTracker,
+    abort: &CancellationToken,
+    msg: async_nats::jetstream::Message,
+    kind: (Phase, SectorSize),
+    claim: Claim,
+) {
+    let usage = {
+        let mut ledger = ctx.ledger.lock().expect("ledger lock");
+        ledger.take(kind, &claim);
+        ledger.usage()
+    };
+    ctx.registry.hold(usage);
+    let ctx = ctx.clone();
+    let abort = abort.clone();
+    tracker.spawn(async move {
+        attempt::run(ctx.clone(), msg, kind.0, kind.1, usage, abort).await;
+        let usage = {
+            let mut ledger = ctx.ledger.lock().expect("ledger lock");
+            ledger.give_back(kind, &claim);
+            ledger.usage()
+        };
+        ctx.registry.set_usage(usage);
+        ctx.room.notify_one();
+    });
+}
+
+/// How often a worker asks whether the sectors it holds are still its own.
+const LET_GO_EVERY: Duration = Duration::from_secs(30);
+
+/// Lets go of held sectors the mesh has moved on from (finished, or relocated to another
+/// worker while this one was away): at start, then every [`LET_GO_EVERY`].
+async fn let_go_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
+    loop {
+        for (miner, sector, held) in ctx.holdings.list() {
+            let key = names::sector_key(miner, sector);
+            let record = match ctx.sectors.get(&key).await {
+                Ok(Some(entry)) => match crate::model::decode(&entry) {
+                    Ok(record) => Some(record),
+                    Err(_) => continue,
+                },
+                Ok(None) => None,
+                Err(_) => continue,
+            };
+            if let Some(why) = holdings::stale(&ctx.config.id, &held, record.as_ref()) {
+                info!(sector = %key, %why, "letting go of a held sector");
+                let freed = ctx.holdings.free(miner, sector);
+                let usage = {
+                    let mut ledger = ctx.ledger.lock().expect("ledger lock");
+                    ledger.unkeep(freed);
+                    ledger.usage()
+                };
+                ctx.registry.set_usage(usage);
+                ctx.room.notify_one();
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(LET_GO_EVERY) => {}
+            () = stop.cancelled() => return,
+        }
+    }
 }
 
 /// Asks the fitting sources, in priority order, for one task each until one gives one.

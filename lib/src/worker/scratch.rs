@@ -1,12 +1,16 @@
-//! Scratch space: one directory per worker process, one fresh subdirectory per attempt, removed
-//! when the attempt ends. Directories of dead workers on this host are removed at start, so a
-//! SIGKILLed worker leaks nothing for long.
+//! Scratch space: one directory per worker (`<scratch>/<worker-id>/`), one fresh subdirectory
+//! per attempt, removed when the attempt ends, and the sectors the worker holds under
+//! `sectors/` (see `holdings`), which outlive the process. What dead workers on this host left
+//! is removed at start, except the sectors they hold: a worker restarted with the same id and
+//! scratch path takes them up again.
 
 use std::path::{Component, Path, PathBuf};
 
 use tracing::{info, warn};
 
 const OWNER_FILE: &str = "owner";
+/// What survives a worker's exit: its held sectors (see `holdings`).
+const KEPT: &str = "sectors";
 /// Bytes free on the filesystem holding `dir` (or its nearest existing ancestor's), if known.
 pub fn free_space(dir: &Path) -> Option<u64> {
     let mut probe = dir.to_path_buf();
@@ -29,12 +33,24 @@ pub struct ScratchRoot {
 }
 
 impl ScratchRoot {
-    /// Creates this worker's root under `base` and removes the roots of workers on this host
-    /// whose process is gone.
+    /// Creates this worker's root under `base` and clears what workers on this host whose
+    /// process is gone left there (but their held sectors). Refuses a root that a live process
+    /// on this host owns: two workers with one id and scratch path would share their sectors.
     pub fn create(base: &Path, worker: &str, host: &str) -> std::io::Result<Self> {
         std::fs::create_dir_all(base)?;
-        sweep_dead(base, host);
         let dir = base.join(worker);
+        if let Some(pid) = owner(&dir, host).filter(|&pid| pid != std::process::id() && alive(pid))
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "worker id {worker} is in use under {} by process {pid}: give each worker \
+                     on a host its own --scratch or --id",
+                    base.display()
+                ),
+            ));
+        }
+        sweep_dead(base, host);
         std::fs::create_dir_all(&dir)?;
         std::fs::write(
             dir.join(OWNER_FILE),
@@ -64,9 +80,9 @@ impl ScratchRoot {
         Ok(AttemptDir { dir: Some(dir) })
     }
 
-    /// Removes the root (at a clean exit).
+    /// Removes the root at a clean exit, but the sectors the worker holds.
     pub fn remove(&self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+        if let Err(e) = clear(&self.dir) {
             warn!(dir = %self.dir.display(), error = %e, "could not remove scratch root");
         }
     }
@@ -85,20 +101,45 @@ pub fn join_inside(dir: &Path, name: &str) -> Option<PathBuf> {
     plain.then(|| dir.join(name))
 }
 
+/// The process on `host` that owns a worker root, from its owner file.
+fn owner(dir: &Path, host: &str) -> Option<u32> {
+    let owner = std::fs::read_to_string(dir.join(OWNER_FILE)).ok()?;
+    let mut parts = owner.split_whitespace();
+    let (owner_host, pid) = (parts.next()?, parts.next()?);
+    (owner_host == host).then(|| pid.parse().ok()).flatten()
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// Removes a worker root but its non-empty sectors directory.
+fn clear(dir: &Path) -> std::io::Result<()> {
+    let kept = dir.join(KEPT);
+    let holds = std::fs::read_dir(&kept).is_ok_and(|mut d| d.next().is_some());
+    if !holds {
+        return std::fs::remove_dir_all(dir);
+    }
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        if entry.path() != kept {
+            if entry.file_type()?.is_dir() {
+                std::fs::remove_dir_all(entry.path())?;
+            } else {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn sweep_dead(base: &Path, host: &str) {
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
     };
     for entry in entries.flatten() {
-        let owner = std::fs::read_to_string(entry.path().join(OWNER_FILE)).unwrap_or_default();
-        let mut parts = owner.split_whitespace();
-        let (Some(owner_host), Some(pid)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        let alive = Path::new("/proc").join(pid).exists();
-        if owner_host == host && !alive {
-            info!(dir = %entry.path().display(), "removing scratch of a dead worker");
-            let _ = std::fs::remove_dir_all(entry.path());
+        if owner(&entry.path(), host).is_some_and(|pid| !alive(pid)) {
+            info!(dir = %entry.path().display(), "removing scratch of a dead worker (but the sectors it holds)");
+            let _ = clear(&entry.path());
         }
     }
 }
@@ -151,9 +192,27 @@ mod tests {
         std::fs::create_dir_all(&other).unwrap();
         std::fs::write(other.join(OWNER_FILE), "elsewhere 4000000000").unwrap();
 
-        let root = ScratchRoot::create(base.path(), "h-me", "h").unwrap();
+        // A dead worker that holds a sector: only the sector stays.
+        let holder = base.path().join("h-holder");
+        std::fs::create_dir_all(holder.join("task-2")).unwrap();
+        std::fs::create_dir_all(holder.join("sectors/f01000.1")).unwrap();
+        std::fs::write(holder.join(OWNER_FILE), "h 4000000000").unwrap();
+
+        let _first = ScratchRoot::create(base.path(), "h-me", "h").unwrap();
         assert!(!dead.exists());
         assert!(other.exists());
+        assert!(!holder.join("task-2").exists() && !holder.join(OWNER_FILE).exists());
+        assert!(holder.join("sectors/f01000.1").exists());
+        // A root a live process owns is refused; this process's own is not.
+        std::fs::write(base.path().join("h-me").join(OWNER_FILE), "h 1").unwrap();
+        let e = ScratchRoot::create(base.path(), "h-me", "h").unwrap_err();
+        assert!(e.to_string().contains("own --scratch or --id"), "{e}");
+        std::fs::write(
+            base.path().join("h-me").join(OWNER_FILE),
+            format!("h {}", std::process::id()),
+        )
+        .unwrap();
+        let root = ScratchRoot::create(base.path(), "h-me", "h").unwrap();
 
         let attempt = root.attempt("t-1").unwrap();
         std::fs::write(attempt.path().join("f"), b"x").unwrap();

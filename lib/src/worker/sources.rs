@@ -196,3 +196,55 @@ impl Source {
         self.consumers.get_mut(&key)
     }
 }
+
+/// The tasks of the sectors this worker holds, from its own consumer of the held stream.
+pub(super) struct HeldSource {
+    consumer: PullConsumer,
+}
+
+impl HeldSource {
+    pub async fn open(
+        broker: &Broker,
+        worker: &crate::model::WorkerId,
+    ) -> Result<Self, BrokerError> {
+        let consumer = topology::ensure_held_consumer(broker, worker).await?;
+        Ok(HeldSource { consumer })
+    }
+
+    /// Tasks waiting to be taken (0 when the consumer cannot be read).
+    pub async fn waiting(&mut self) -> u64 {
+        match self.consumer.info().await {
+            Ok(info) => info.num_pending,
+            Err(e) => {
+                warn!(stream = names::HELD_STREAM, error = %e, "cannot read the held consumer");
+                0
+            }
+        }
+    }
+
+    /// Takes one task if one waits, with the phase and size its subject names.
+    pub async fn take(&mut self) -> Option<(jetstream::Message, Phase, SectorSize)> {
+        let mut batch = match self.consumer.fetch().max_messages(1).messages().await {
+            Ok(batch) => batch,
+            Err(e) => {
+                warn!(stream = names::HELD_STREAM, error = %e, "pull failed");
+                return None;
+            }
+        };
+        match batch.next().await {
+            Some(Ok(msg)) => match names::parse_held_subject(&msg.subject) {
+                Some((_, phase, size, _)) => Some((msg, phase, size)),
+                None => {
+                    warn!(subject = %msg.subject, "a held task on a subject of no task; dropping it");
+                    let _ = msg.ack_with(jetstream::AckKind::Term).await;
+                    None
+                }
+            },
+            Some(Err(e)) => {
+                warn!(stream = names::HELD_STREAM, error = %e, "pull failed");
+                None
+            }
+            None => None,
+        }
+    }
+}
