@@ -44,9 +44,11 @@ async fn reached(
     not: &[&str],
     phase: Phase,
 ) -> String {
+    // Up to a Commit2 (minutes on a loaded 2-core machine) may pass first: the holder may have
+    // run PreCommit2 and Commit1 before the kill, and then the sector waits for Finalize.
     wait_for(
         &format!("a worker to run {phase}"),
-        Duration::from_secs(120),
+        Duration::from_secs(600),
         || async {
             let done = runs(broker).await;
             ids.iter()
