@@ -87,7 +87,11 @@ async fn a_worker_killed_during_commit2_loses_nothing() {
         "publisher",
         &["--count", "1", "--out", &out.display().to_string()],
     );
-    let mut victim = mesh.worker("victim", &["--phases", "ap,pc1,pc2,c1,c2,fin"]);
+    // Without holding: the sector must outlive its first worker, as it does through the store.
+    let mut victim = mesh.worker(
+        "victim",
+        &["--phases", "ap,pc1,pc2,c1,c2,fin", "--no-holding"],
+    );
 
     // Wait until the victim runs Commit2 (a ~70 s proof), then SIGKILL it.
     let broker = mesh.broker().await;

@@ -1,7 +1,8 @@
 //! Locality with real proofs at 2KiB: the worker that runs a sector's PreCommit1 keeps its data
 //! and runs its PreCommit2, Commit1 and Finalize; when that worker dies the sector runs
 //! PreCommit1 again elsewhere, with the same ticket, and its proof still verifies; a worker
-//! restarted with the same id and scratch path keeps its sectors.
+//! restarted with the same id and scratch path keeps its sectors; a holder lost while another
+//! worker runs the sector's Commit2 stops that proof (synthetic, to reach that moment at will).
 //!
 //! The kills land when the holder's registry record shows the next phase running (seen through
 //! a watch, within milliseconds): at 2KiB PreCommit2 and Commit1 take well under a second with
@@ -9,10 +10,10 @@
 //! is gone holding the sector, which is what these tests are about; they assert what must hold
 //! in both cases.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mesh::phases::Phase;
-use mesh_tests::observe::{RegistryLog, Run, runs};
+use mesh_tests::observe::{self, RegistryLog, Run, runs};
 use mesh_tests::{Mesh, lines, require_2kib_params, verify_out_line, wait_for};
 
 /// Waits until some worker other than those in `not` shows a task of `phase` running, and
@@ -44,11 +45,10 @@ async fn reached(
     not: &[&str],
     phase: Phase,
 ) -> String {
-    // Up to a Commit2 (minutes on a loaded 2-core machine) may pass first: the holder may have
-    // run PreCommit2 and Commit1 before the kill, and then the sector waits for Finalize.
+    // The registry's TTL, the grace and PreCommit1 again pass first, on a loaded machine.
     wait_for(
         &format!("a worker to run {phase}"),
-        Duration::from_secs(600),
+        Duration::from_secs(300),
         || async {
             let done = runs(broker).await;
             ids.iter()
@@ -241,4 +241,84 @@ async fn a_holder_restarted_with_its_id_keeps_its_sector() {
     .await;
     again.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(again.wait(Duration::from_secs(30)).await.success());
+}
+
+/// Synthetic (every phase but the slow proof lasts milliseconds): the holder dies while another
+/// worker runs the sector's Commit2. Finalize cannot run without the holder, so the sector goes
+/// back to PreCommit1 at once, and the prover stops the proof it no longer needs instead of
+/// running it to its end.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_holder_lost_during_commit2_stops_that_proof_and_the_sector_seals_elsewhere() {
+    let mesh = Mesh::start().await;
+    let broker = mesh.broker().await;
+    let fast = "ap=10ms,pc1=10ms,pc2=10ms,c1=10ms,c2=10ms,fin=10ms";
+    let worker = |id: &str, durations: &str, phases: &str| {
+        mesh.worker(
+            id,
+            &[
+                "--executor",
+                "synthetic",
+                "--synthetic-durations",
+                durations,
+                "--phases",
+                phases,
+            ],
+        )
+    };
+    // h1 holds the sector (it serves every phase of a holder); p1 proves, for ten minutes.
+    let mut holder = worker("h1", fast, "ap,pc1,pc2,c1,fin");
+    let mut prover = worker("p1", "c2=10m", "c2");
+    let mut publisher = mesh.seal(
+        "publisher",
+        &["--count", "1", "--synthetic", "--holder-grace", "1s"],
+    );
+    wait_for("p1 to run c2", Duration::from_secs(60), || async {
+        let taker = observe::taker(&broker, Phase::Commit2, 1).await;
+        (taker.as_deref() == Some("p1")).then_some(())
+    })
+    .await;
+    holder.kill();
+    let killed = Instant::now();
+
+    wait_for(
+        "p1 to stop the proof of the lost sector",
+        Duration::from_secs(90),
+        || async {
+            prover
+                .log_text()
+                .contains("the sector moved on; task stopped and dropped")
+                .then_some(())
+        },
+    )
+    .await;
+    println!(
+        "FIGURE holder SIGKILLed during another worker's Commit2: that Commit2 stopped {:.1} s later (registry TTL 15 s, --holder-grace 1s, ack wait 10 s)",
+        killed.elapsed().as_secs_f64()
+    );
+    prover.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(prover.wait(Duration::from_secs(30)).await.success());
+
+    // A fresh worker seals it from PreCommit1 on.
+    let _h2 = worker("h2", fast, "ap,pc1,pc2,c1,c2,fin");
+    let status = publisher.wait(Duration::from_secs(120)).await;
+    assert!(status.success(), "{}", publisher.tail(40));
+    assert!(
+        publisher
+            .log_text()
+            .contains("PreCommit1 runs again elsewhere")
+    );
+    let runs = runs(&broker).await;
+    let done = |phase: Phase| -> Vec<&str> {
+        runs.iter()
+            .filter(|r| r.phase == phase && r.done)
+            .map(|r| r.worker.as_str())
+            .collect()
+    };
+    assert_eq!(done(Phase::PreCommit1), ["h1", "h2"], "{runs:?}");
+    assert_eq!(
+        done(Phase::Commit2),
+        ["h2"],
+        "p1 published no proof: {runs:?}"
+    );
+    assert_eq!(done(Phase::Finalize), ["h2"], "{runs:?}");
 }

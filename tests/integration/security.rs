@@ -101,6 +101,11 @@ fn actions() -> Vec<(&'static str, &'static [&'static str], Op)> {
             op(|b| async move { js_publish(&b, "mesh.task.ap.2kib.f01000.cc", b"task").await }),
         ),
         (
+            "publish a task of f01000 for the worker holding it",
+            &["miner-f01000", "admin"],
+            op(|b| async move { js_publish(&b, "mesh.held.w1.pc2.2kib.f01000", b"task").await }),
+        ),
+        (
             "publish a task of a class no consumer serves",
             &["admin"],
             op(|b| async move { js_publish(&b, "mesh.task.ap.2kib.f01000.zzz", b"task").await }),
@@ -214,7 +219,13 @@ fn actions() -> Vec<(&'static str, &'static [&'static str], Op)> {
         ),
         (
             "read the worker registry",
-            &["worker", "autoscaler", "admin"],
+            &[
+                "miner-f01000",
+                "miner-f01001",
+                "worker",
+                "autoscaler",
+                "admin",
+            ],
             op(|b| async move {
                 mesh::broker::workers::list(&b).await.map_err(err)?;
                 Ok(())

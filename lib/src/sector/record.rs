@@ -94,8 +94,9 @@ pub struct PhaseRun {
     pub written_bytes: u64,
 }
 
-/// Task generations between two relocations of a sector: relocation `n` runs PreCommit1 as
-/// generation `100 n`.
+/// Task generations between two relocations of a sector: after relocation `n` every phase
+/// starts at generation `100 n`, so that no task repeats the message id of a task published
+/// before (JetStream would drop it as a duplicate within its duplicate window).
 const RELOCATION_GENERATIONS: u32 = 100;
 
 /// A sector sent back to PreCommit1 because the worker holding its data was lost.
@@ -287,7 +288,13 @@ impl SectorRecord {
                         after: result.phase,
                         at_ms: now_ms,
                     },
-                    Some(next) => SectorState::waiting(self.miner, self.sector, next, 0, now_ms),
+                    Some(next) => SectorState::waiting(
+                        self.miner,
+                        self.sector,
+                        next,
+                        self.first_generation(),
+                        now_ms,
+                    ),
                     None => SectorState::Sealed { at_ms: now_ms },
                 };
                 self.updated_ms = now_ms;
@@ -310,11 +317,20 @@ impl SectorRecord {
         Some(generation)
     }
 
-    /// The worker holding the sector's data, while the sector waits for a task that must run
-    /// there (PreCommit2, Commit1 or Finalize of a held sector).
+    /// The generation a phase's first task has: 0, or `100 n` after `n` relocations (far from
+    /// any generation a dead-letter retry, one more each, could have used).
+    fn first_generation(&self) -> u32 {
+        RELOCATION_GENERATIONS * self.relocations.len() as u32
+    }
+
+    /// The worker holding the sector's data, while the sector still needs it: from PreCommit2
+    /// until Finalize is done, Commit2 included (Finalize cannot run without the holder, so a
+    /// sector whose holder is lost goes back to PreCommit1 at once rather than after a proof).
     pub fn waits_on_holder(&self) -> Option<&WorkerId> {
         match &self.state {
-            SectorState::Active { phase, .. } if phase.held() && *phase != Phase::PreCommit1 => {
+            SectorState::Active { phase, .. }
+                if !matches!(phase, Phase::AddPiece | Phase::PreCommit1) =>
+            {
                 self.data.holder.as_ref()
             }
             _ => None,
@@ -329,13 +345,12 @@ impl SectorRecord {
         let Some(holder) = self.waits_on_holder().cloned() else {
             return false;
         };
-        // Far from any generation a dead-letter retry (one more each) could have used.
-        let generation = RELOCATION_GENERATIONS * (self.relocations.len() as u32 + 1);
         self.relocations.push(Relocation {
             holder,
             reason: one_line(reason),
             at_ms: now_ms,
         });
+        let generation = self.first_generation();
         self.data.holder = None;
         self.data.pc1_output = None;
         self.data.comm_r = None;
@@ -677,6 +692,73 @@ mod tests {
             sealed.retry(Phase::Finalize, 1, 7),
             Err("sector is sealed, not failed".into())
         );
+    }
+
+    #[test]
+    fn a_held_sector_goes_back_to_pc1_when_its_holder_is_lost_even_during_commit2() {
+        let mut rec = record();
+        rec.apply(&ap_done(&rec), || [0; 32], 1);
+        let pc1 = done(
+            &rec,
+            vec![],
+            Output::PreCommit1(pc1::Output {
+                pc1_output: ByteBuf::from(vec![1, 2, 3]),
+                held: true,
+            }),
+        );
+        assert_eq!(rec.waits_on_holder(), None, "PreCommit1 has no holder yet");
+        rec.apply(&pc1, || [0; 32], 2);
+        assert_eq!(rec.waits_on_holder(), Some(&WorkerId("w1".into())));
+        let pc2 = done(
+            &rec,
+            vec![],
+            Output::PreCommit2(pc2::Output {
+                comm_r: [2; 32],
+                comm_d: [3; 32],
+            }),
+        );
+        rec.apply(&pc2, || [0; 32], 3);
+        rec.apply(
+            &done(&rec, vec![object("c1.out", "c1")], Output::Commit1),
+            || [5; 32],
+            4,
+        );
+        assert!(matches!(
+            rec.state,
+            SectorState::Active {
+                phase: Phase::Commit2,
+                ..
+            }
+        ));
+        assert_eq!(rec.waits_on_holder(), Some(&WorkerId("w1".into())));
+        let c2 = done(
+            &rec,
+            vec![],
+            Output::Commit2(c2::Output {
+                proof: ByteBuf::from(vec![4; 192]),
+            }),
+        );
+
+        assert!(rec.relocate("w1 is gone", 5));
+        assert_eq!(rec.waits_on_holder(), None);
+        assert_eq!(rec.data.holder, None);
+        let task = rec.task(5, 0).unwrap().unwrap();
+        assert_eq!(task.id.0, "f01000.3.pc1.100");
+        assert_eq!(task.inputs[0].name, "unsealed");
+        // The proof of the lost data comes too late: fenced off.
+        assert!(matches!(rec.fence(&c2), Err(Stale::OtherPhase { .. })));
+        assert!(!rec.relocate("again", 6), "nothing waits on a holder now");
+        // Every later phase is a new task too: the same id would be dropped as a duplicate.
+        let pc1 = done(
+            &rec,
+            vec![],
+            Output::PreCommit1(pc1::Output {
+                pc1_output: ByteBuf::from(vec![1, 2, 3]),
+                held: true,
+            }),
+        );
+        rec.apply(&pc1, || [0; 32], 7);
+        assert_eq!(rec.task(5, 0).unwrap().unwrap().id.0, "f01000.3.pc2.100");
     }
 
     #[test]

@@ -154,8 +154,20 @@ pub(super) async fn run(
             attempt: delivered,
             since_ms: crate::now_ms(),
         });
-        let outcome = execute(&ctx, &task, delivered, &abort).await;
+        // A sector that moves on while its task runs (its holder lost, a phase redriven or
+        // failed) stops the task: its result would be fenced off anyway.
+        let stop = abort.child_token();
+        let moved_on = MovedOn::watch(ctx.clone(), task.clone(), stop.clone());
+        let outcome = execute(&ctx, &task, delivered, &stop).await;
         ctx.registry.finished(&task.id);
+        let outcome = match (outcome, moved_on.why()) {
+            (Err(Failure::Aborted), Some(why)) if !abort.is_cancelled() => {
+                info!(%why, "the sector moved on; task stopped and dropped");
+                term(&ctx, &msg, &format!("superseded: {why}")).await;
+                return;
+            }
+            (outcome, _) => outcome,
+        };
         match outcome {
             Ok(result) => {
                 let finalized = task.phase == Phase::Finalize
@@ -624,6 +636,43 @@ where
             }
             Err(e) => return Err(Failure::Retry(format!("{what}: {e}"))),
         }
+    }
+}
+
+/// Reads the task's sector record once per ack wait (every fourth progress ack) while the
+/// task runs, and cancels `stop` when the sector no longer waits for the task.
+struct MovedOn {
+    why: Arc<std::sync::OnceLock<String>>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl MovedOn {
+    fn watch(ctx: Arc<Ctx>, task: Task, stop: CancellationToken) -> Self {
+        let why = Arc::new(std::sync::OnceLock::new());
+        let found = why.clone();
+        let every = ctx.progress_every * 4;
+        let watcher = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Some(reason) = superseded(&ctx, &task).await {
+                    let _ = found.set(reason);
+                    stop.cancel();
+                    break;
+                }
+            }
+        });
+        MovedOn { why, watcher }
+    }
+
+    /// Why the task was stopped, if the sector moved on.
+    fn why(&self) -> Option<String> {
+        self.why.get().cloned()
+    }
+}
+
+impl Drop for MovedOn {
+    fn drop(&mut self) {
+        self.watcher.abort();
     }
 }
 
