@@ -3,6 +3,7 @@
 //! sha256 its producer recorded.
 
 mod aws_credentials;
+pub mod parts;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
