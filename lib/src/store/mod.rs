@@ -1,8 +1,11 @@
 //! The object store that carries sector data between workers: chosen by URL (`file://` by
-//! default, `s3://`, `gs://`, `az://`), streamed both ways, every download checked against the
-//! sha256 its producer recorded.
+//! default, `s3://`, `gs://`, `az://`), streamed both ways in large blocks (`transfer.rs`), in
+//! parts sized to each file ([`parts`]), every download checked against the sha256 its producer
+//! recorded.
 
 mod aws_credentials;
+pub mod parts;
+mod transfer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -12,20 +15,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{
-    ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart, aws, azure, gcp,
-};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, aws, azure, gcp};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::model::ObjectRef;
 use aws_credentials::{ChainCredentials, NoCredentials};
-
-/// Files up to this size are uploaded in one request (held in memory); larger ones stream in
-/// parts, so no sector file of 8MiB or more is ever read whole into memory.
-const SINGLE_PUT_LIMIT: u64 = 4 << 20;
-const PART_SIZE: usize = 8 << 20;
-const READ_CHUNK: usize = 256 << 10;
 
 /// Where the store is and how to reach it.
 #[derive(Clone, Default)]
@@ -90,6 +84,13 @@ pub enum StoreError {
     },
     #[error("local file {path}: {reason}")]
     Local { path: PathBuf, reason: String },
+    #[error(
+        "local file {path} is {} ({size} bytes), more than the 5 TiB a store takes in one \
+         object (S3's and GCS's limit, held on every store): split it into files of at most \
+         5 TiB",
+        crate::units::human_bytes(*size)
+    )]
+    TooLarge { path: PathBuf, size: u64 },
 }
 
 impl StoreError {
@@ -97,7 +98,10 @@ impl StoreError {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            StoreError::BadUrl { .. } | StoreError::NotFound { .. } | StoreError::Corrupt { .. }
+            StoreError::BadUrl { .. }
+                | StoreError::NotFound { .. }
+                | StoreError::Corrupt { .. }
+                | StoreError::TooLarge { .. }
         )
     }
 }
@@ -117,6 +121,8 @@ pub struct Store {
     name: String,
     /// Where the credentials come from, for the error when the store refuses them.
     credentials: &'static str,
+    /// The file store, whose files uploads and downloads copy directly.
+    local: Option<Arc<LocalFileSystem>>,
 }
 
 impl Store {
@@ -160,6 +166,7 @@ impl Store {
             ))
         };
         let mut credentials = "the configured credentials";
+        let mut local = None;
         let (inner, prefix): (Arc<dyn ObjectStore>, String) = match url.scheme() {
             "file" => {
                 if let Some((k, _)) = config.options.first() {
@@ -175,7 +182,9 @@ impl Store {
                 let fs = LocalFileSystem::new_with_prefix(&dir)
                     .map_err(|e| bad(e.to_string()))?
                     .with_automatic_cleanup(true);
-                (Arc::new(fs), String::new())
+                let fs = Arc::new(fs);
+                local = Some(fs.clone());
+                (fs, String::new())
             }
             "s3" | "s3a" => {
                 use aws::AmazonS3ConfigKey as Key;
@@ -265,6 +274,7 @@ impl Store {
             prefix: ObjectPath::from(prefix),
             name: crate::redact::urls(url.as_str()),
             credentials,
+            local,
         })
     }
 
@@ -338,62 +348,6 @@ impl Store {
         }
     }
 
-    /// Uploads a local file under `key`, streaming it, and returns its `ObjectRef`.
-    pub async fn put_file(
-        &self,
-        name: &str,
-        key: &str,
-        file: &Path,
-    ) -> Result<ObjectRef, StoreError> {
-        let mut f = tokio::fs::File::open(file)
-            .await
-            .map_err(|e| local(file, e))?;
-        let len = f.metadata().await.map_err(|e| local(file, e))?.len();
-        let path = self.path(key);
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; READ_CHUNK];
-        let mut size = 0u64;
-        if len <= SINGLE_PUT_LIMIT {
-            let mut data = Vec::with_capacity(len as usize);
-            f.read_to_end(&mut data).await.map_err(|e| local(file, e))?;
-            hasher.update(&data);
-            size = data.len() as u64;
-            self.inner
-                .put(&path, PutPayload::from(data))
-                .await
-                .map_err(|e| self.unavailable("upload", key, e))?;
-        } else {
-            let upload = self
-                .inner
-                .put_multipart(&path)
-                .await
-                .map_err(|e| self.unavailable("start upload of", key, e))?;
-            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-            loop {
-                let n = f.read(&mut buf).await.map_err(|e| local(file, e))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                size += n as u64;
-                if let Err(e) = writer.wait_for_capacity(4).await {
-                    return Err(self.unavailable("upload", key, e));
-                }
-                writer.write(&buf[..n]);
-            }
-            writer
-                .finish()
-                .await
-                .map_err(|e| self.unavailable("finish upload of", key, e))?;
-        }
-        Ok(ObjectRef {
-            name: name.to_string(),
-            key: key.to_string(),
-            size,
-            sha256: hasher.finalize().into(),
-        })
-    }
-
     /// Downloads `object` to `dest`, streaming, and checks its size and sha256. A mismatch is
     /// tried once more (a transfer may break), then reported as [`StoreError::Corrupt`].
     pub async fn get_object(&self, object: &ObjectRef, dest: &Path) -> Result<(), StoreError> {
@@ -413,35 +367,6 @@ impl Store {
         }
         let _ = tokio::fs::remove_file(dest).await;
         Err(last.expect("the loop ran"))
-    }
-
-    /// Downloads `key` to `dest`, streaming; returns its size and sha256.
-    pub async fn get_file(&self, key: &str, dest: &Path) -> Result<(u64, [u8; 32]), StoreError> {
-        let result = self
-            .inner
-            .get(&self.path(key))
-            .await
-            .map_err(|e| self.unavailable("download", key, e))?;
-        if let Some(parent) = dest.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| local(parent, e))?;
-        }
-        let mut out = tokio::fs::File::create(dest)
-            .await
-            .map_err(|e| local(dest, e))?;
-        let mut stream = result.into_stream();
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.unavailable("download", key, e))?;
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
-            out.write_all(&chunk).await.map_err(|e| local(dest, e))?;
-        }
-        out.flush().await.map_err(|e| local(dest, e))?;
-        out.sync_all().await.map_err(|e| local(dest, e))?;
-        Ok((size, hasher.finalize().into()))
     }
 
     pub async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
@@ -495,6 +420,7 @@ pub fn sha256_file(path: &Path) -> Result<[u8; 32], StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use super::transfer::{BLOCK, SINGLE_PUT_LIMIT};
     use super::*;
 
     #[tokio::test]
@@ -506,7 +432,9 @@ mod tests {
         })
         .unwrap();
         store.check().await.unwrap();
-        for len in [0usize, 10, (SINGLE_PUT_LIMIT + 12345) as usize] {
+        // Empty, one request, a few parts, more than one block.
+        let lens = [0, 10, SINGLE_PUT_LIMIT as usize + 12345, 2 * BLOCK + 5];
+        for len in lens {
             let src = dir.path().join(format!("src-{len}"));
             let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
             std::fs::write(&src, &data).unwrap();
@@ -519,7 +447,7 @@ mod tests {
             assert_eq!(std::fs::read(&dest).unwrap(), data);
         }
         let listed = store.list("f01000/1/").await.unwrap();
-        assert_eq!(listed.len(), 3);
+        assert_eq!(listed.len(), lens.len());
         assert!(listed[0].0.starts_with("f01000/1/ap-x/"), "{listed:?}");
 
         // Overwrite an object behind the mesh's back: the download refuses it.
