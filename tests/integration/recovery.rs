@@ -169,16 +169,34 @@ async fn a_stopped_worker_wakes_to_a_redelivered_task_and_its_late_result_is_dro
     let (summary, rescuer) =
         tokio::join!(mesh.seal_in_process("f01000", SectorSize::KiB2, 1), faults);
 
-    // The sleeper finished its stale attempt and published its result; the publisher dropped it.
+    // On waking, the sleeper either finished its stale attempt and published its result, which
+    // the publisher dropped, or saw first that the sector had moved on and stopped the attempt
+    // (both timers ran out while it was stopped; which fires first is a race).
     let runs = observe::runs(&broker).await;
     let late: Vec<_> = observe::on(&runs, "sleeper")
         .filter(|r| r.phase == Phase::PreCommit1 && r.attempt == 1)
         .collect();
-    assert_eq!(late.len(), 1, "{runs:?}");
-    assert_eq!(summary.dropped_late, 1, "{summary:?}");
+    assert!(late.len() <= 1, "{runs:?}");
+    assert_eq!(summary.dropped_late, late.len() as u64, "{summary:?}");
+    if late.is_empty() {
+        assert!(
+            sleeper
+                .log_text()
+                .contains("the sector moved on; task stopped and dropped"),
+            "{}",
+            sleeper.tail(20)
+        );
+    }
     println!(
-        "FIGURE stopped worker: the publisher dropped {} late result",
-        summary.dropped_late
+        "FIGURE stopped worker: on waking, {}",
+        if late.is_empty() {
+            "it stopped its attempt, the sector having moved on".to_string()
+        } else {
+            format!(
+                "it finished its attempt; the publisher dropped {} late result",
+                summary.dropped_late
+            )
+        }
     );
     wait_for(
         "the sleeper's scratch to be cleaned",
@@ -191,7 +209,7 @@ async fn a_stopped_worker_wakes_to_a_redelivered_task_and_its_late_result_is_dro
     .await;
     assert_eq!(states(&mesh), [(1, "sealed".to_string())]);
     let done = completions(&broker).await;
-    assert_eq!(done["f01000.1.pc1.0"], 2, "both attempts ran to their end");
+    assert_eq!(done["f01000.1.pc1.0"], 1 + late.len(), "{done:?}");
     rescuer.drain().await.expect("the rescuer ends cleanly");
 }
 

@@ -5,6 +5,7 @@
 //! scratch path takes them up again.
 
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use tracing::{info, warn};
 
@@ -155,11 +156,25 @@ impl AttemptDir {
         self.dir.as_deref().expect("present until removed")
     }
 
+    /// Removes the directory. An attempt stopped mid-way may still have a write in flight (a
+    /// blocking task, a proof process being killed) that lands while the tree is removed: a
+    /// few more tries, a moment apart, take what it left.
     pub async fn remove(mut self) {
-        if let Some(dir) = self.dir.take()
-            && let Err(e) = tokio::fs::remove_dir_all(&dir).await
-        {
-            warn!(dir = %dir.display(), error = %e, "could not remove attempt scratch");
+        let Some(dir) = self.dir.take() else { return };
+        let mut tries = 0;
+        loop {
+            match tokio::fs::remove_dir_all(&dir).await {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(_) if tries < 5 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    warn!(dir = %dir.display(), error = %e, "could not remove attempt scratch");
+                    return;
+                }
+            }
         }
     }
 }

@@ -20,6 +20,28 @@ use crate::names;
 use crate::phases::Phase;
 use crate::resources::Claim;
 
+/// How long one fetch may take. A pull request written just before the connection went away is
+/// never answered, and a fetch without expiry would wait for that answer forever (a worker stuck
+/// after a nats-server restart, its held sectors with it). A message the server hands out after
+/// the fetch gave up comes back after the ack wait.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Fetches one message if one waits, without waiting for more; `Err` says why not.
+async fn fetch_one(consumer: &PullConsumer) -> Result<Option<jetstream::Message>, String> {
+    let fetch = async {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1)
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        batch.next().await.transpose().map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(FETCH_TIMEOUT, fetch)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer in {FETCH_TIMEOUT:?}")))
+}
+
 /// One task stream a worker serves.
 pub(super) struct Source {
     pub phase: Phase,
@@ -89,17 +111,10 @@ impl Source {
             let Some(consumer) = self.consumer(miner, class).await else {
                 continue;
             };
-            let mut batch = match consumer.fetch().max_messages(1).messages().await {
-                Ok(batch) => batch,
-                Err(e) => {
-                    warn!(stream = %self.name, error = %e, "pull failed");
-                    continue;
-                }
-            };
-            match batch.next().await {
-                Some(Ok(msg)) => return Some(msg),
-                Some(Err(e)) => warn!(stream = %self.name, error = %e, "pull failed"),
-                None => {}
+            match fetch_one(consumer).await {
+                Ok(Some(msg)) => return Some(msg),
+                Ok(None) => {}
+                Err(e) => warn!(stream = %self.name, error = %e, "pull failed"),
             }
         }
         None
@@ -224,15 +239,8 @@ impl HeldSource {
 
     /// Takes one task if one waits, with the phase and size its subject names.
     pub async fn take(&mut self) -> Option<(jetstream::Message, Phase, SectorSize)> {
-        let mut batch = match self.consumer.fetch().max_messages(1).messages().await {
-            Ok(batch) => batch,
-            Err(e) => {
-                warn!(stream = names::HELD_STREAM, error = %e, "pull failed");
-                return None;
-            }
-        };
-        match batch.next().await {
-            Some(Ok(msg)) => match names::parse_held_subject(&msg.subject) {
+        match fetch_one(&self.consumer).await {
+            Ok(Some(msg)) => match names::parse_held_subject(&msg.subject) {
                 Some((_, phase, size, _)) => Some((msg, phase, size)),
                 None => {
                     warn!(subject = %msg.subject, "a held task on a subject of no task; dropping it");
@@ -240,11 +248,11 @@ impl HeldSource {
                     None
                 }
             },
-            Some(Err(e)) => {
+            Ok(None) => None,
+            Err(e) => {
                 warn!(stream = names::HELD_STREAM, error = %e, "pull failed");
                 None
             }
-            None => None,
         }
     }
 }
