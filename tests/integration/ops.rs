@@ -349,3 +349,178 @@ async fn bad_ids_undecodable_letters_and_a_missing_topology_get_clear_answers() 
         );
     }
 }
+
+/// Writes `bytes` at `key` in the file store.
+fn plant(mesh: &Mesh, key: &str, bytes: &[u8]) {
+    let path = mesh.store_dir().join(key);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_sector_is_removed_with_its_objects_and_gc_finds_what_no_record_refers_to() {
+    let mesh = Mesh::start().await;
+    let url = mesh.broker().await.url().to_string();
+    let store = mesh.store_dir().display().to_string();
+    let exists = |key: &str| mesh.store_dir().join(key).exists();
+    let piece = mesh.path("piece.bin");
+    std::fs::write(&piece, vec![42u8; 600]).unwrap();
+
+    // Sector 1 fails at AddPiece on a corrupt piece; an attempt that lost a race left an object.
+    let mut seal = mesh.seal(
+        "publisher",
+        &["--count", "1", "--piece", &piece.display().to_string()],
+    );
+    let ap_stream = names::task_stream(Phase::AddPiece, SectorSize::KiB2);
+    wait_for("the AddPiece task to wait", Duration::from_secs(30), || {
+        let status = publisher(&url, &["status", "--json"]).json();
+        let waiting = stream_status(&status, &ap_stream)["waiting"].as_u64();
+        async move { (waiting == Some(1)).then_some(()) }
+    })
+    .await;
+    plant(&mesh, "f01000/1/ap-7/unsealed", b"lost the race");
+    let object = mesh.store_dir().join("f01000/1/piece-0");
+    let mut bad = std::fs::read(&object).unwrap();
+    bad[10] ^= 0xff;
+    std::fs::write(&object, bad).unwrap();
+    let mut worker = mesh.worker("w1", &[]);
+    assert!(!seal.wait(Duration::from_secs(60)).await.success());
+    // Failing cleaned up what the record does not refer to, and kept the piece for a retry.
+    assert!(!exists("f01000/1/ap-7/unsealed"));
+    assert!(exists("f01000/1/piece-0"));
+
+    // gc: an object of a sector without a record, one the failed sector does not refer to;
+    // never the piece it refers to, nor what is not in the sector layout.
+    plant(&mesh, "f01000/9/pc1-1/sc-02-data-layer-1.dat", &[1; 100]);
+    plant(&mesh, "f01000/1/pc2-3/sealed", &[2; 10]);
+    plant(&mesh, "params/v28-test.params", b"not a sector's");
+    let recent = publisher(&url, &["gc", "--store", &store]);
+    assert!(recent.ok && recent.stdout.is_empty(), "{}", recent.stderr);
+    assert!(
+        recent
+            .stderr
+            .contains("no object older than 1h lacks a sector record referring to it"),
+        "{}",
+        recent.stderr
+    );
+    let listed = publisher(&url, &["gc", "--store", &store, "--older-than", "0s"]);
+    println!("$ mesh-publisher gc --older-than 0s\n{}", listed.stdout);
+    assert!(listed.ok, "{}", listed.stderr);
+    assert!(listed.stdout.starts_with("object"), "{}", listed.stdout);
+    assert!(
+        listed
+            .stderr
+            .contains("2 objects, 110 B no sector record refers to; run again with --delete"),
+        "{}",
+        listed.stderr
+    );
+    let json = publisher(
+        &url,
+        &["gc", "--store", &store, "--older-than", "0s", "--json"],
+    );
+    let found: Vec<(String, String)> = json
+        .stdout
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["key"].as_str().unwrap().into(),
+                v["why"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "f01000/1/pc2-3/sealed".to_string(),
+                "sector f01000.1 is failed and does not refer to it".to_string()
+            ),
+            (
+                "f01000/9/pc1-1/sc-02-data-layer-1.dat".to_string(),
+                "sector f01000.9 has no record".to_string()
+            ),
+        ]
+    );
+    let deleted = publisher(
+        &url,
+        &["gc", "--store", &store, "--older-than", "0s", "--delete"],
+    );
+    assert!(
+        deleted.ok && deleted.stderr.contains("deleted 2 objects, 110 B"),
+        "{}",
+        deleted.stderr
+    );
+    assert!(!exists("f01000/1/pc2-3/sealed") && !exists("f01000/9/pc1-1/sc-02-data-layer-1.dat"));
+    assert!(exists("f01000/1/piece-0") && exists("params/v28-test.params"));
+
+    // remove: the failed sector's record and every object it has.
+    let removed = publisher(
+        &url,
+        &["remove", "--store", &store, "--miner", "f01000", "1"],
+    );
+    assert!(removed.ok, "{}", removed.stderr);
+    assert_eq!(
+        removed.stdout.trim(),
+        "sector f01000.1 removed with 1 object, 600 B"
+    );
+    assert!(!exists("f01000/1/piece-0"));
+    assert_eq!(sector(&url, 1), None);
+    let again = publisher(
+        &url,
+        &["remove", "--store", &store, "--miner", "f01000", "1"],
+    );
+    assert!(
+        again
+            .stderr
+            .contains("sector f01000.1 not removed: sector f01000.1 has no record"),
+        "{}",
+        again.stderr
+    );
+    assert!(again.error_line().contains("1 sector(s) not removed"));
+
+    // An active sector and a sealed one are refused, and keep their objects.
+    worker.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(worker.wait(Duration::from_secs(30)).await.success());
+    let mut active = mesh.seal("active", &["--count", "1"]);
+    wait_for("sector 2 to exist", Duration::from_secs(30), || async {
+        sector(&url, 2).map(|_| ())
+    })
+    .await;
+    let refused = publisher(
+        &url,
+        &["remove", "--store", &store, "--miner", "f01000", "2"],
+    );
+    assert!(
+        refused.stderr.contains(
+            "sector f01000.2 is being sealed (it waits for ap): only failed or stopped sectors \
+             are removed"
+        ),
+        "{}",
+        refused.stderr
+    );
+    active.kill();
+    let _synthetic = mesh.worker(
+        "s1",
+        &[
+            "--executor",
+            "synthetic",
+            "--synthetic-durations",
+            "ap=1ms,pc1=1ms,pc2=1ms,c1=1ms,c2=1ms,fin=1ms",
+        ],
+    );
+    let mut sealed = mesh.seal("sealed", &["--count", "1", "--synthetic"]);
+    assert!(sealed.wait(Duration::from_secs(60)).await.success());
+    let refused = publisher(
+        &url,
+        &["remove", "--store", &store, "--miner", "f01000", "3"],
+    );
+    assert!(
+        refused.stderr.contains(
+            "sector f01000.3 is sealed: its replica and cache are what the miner proves with"
+        ),
+        "{}",
+        refused.stderr
+    );
+    assert!(exists("f01000/3"));
+}

@@ -69,6 +69,40 @@ enum Command {
     /// The miners sharing the pool: weights, shares, tasks waiting and running.
     #[command(subcommand)]
     Miners(MinersCommand),
+    /// Objects in the store that no sector record refers to (of removed sectors, of attempts
+    /// that lost a race, cut off by a crash): lists them; with --delete removes them.
+    Gc {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only this miner's objects (every miner's when left out).
+        #[arg(long, env = "MESH_MINER")]
+        miner: Option<MinerId>,
+        /// Leave objects written more recently than this (a sector being created, an upload
+        /// under way).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        older_than: Duration,
+        /// Delete what is listed.
+        #[arg(long)]
+        delete: bool,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove failed or stopped sectors: their records and every object they have in the store.
+    Remove {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Miner actor id, e.g. f01000.
+        #[arg(long, env = "MESH_MINER")]
+        miner: MinerId,
+        /// Sector numbers.
+        #[arg(required = true)]
+        sectors: Vec<u64>,
+    },
     /// Run one proof job (proof verification; not for people).
     #[command(hide = true)]
     Exec(ExecArgs),
@@ -273,6 +307,43 @@ async fn run(command: Command) -> anyhow::Result<()> {
             json,
         } => sectors(nats, miner, failed, json).await,
         Command::Status { nats, json } => status(nats, json).await,
+        Command::Gc {
+            nats,
+            store,
+            miner,
+            older_than,
+            delete,
+            json,
+        } => gc(nats, store, miner, older_than, delete, json).await,
+        Command::Remove {
+            nats,
+            store,
+            miner,
+            sectors,
+        } => {
+            let broker = nats.connect("mesh-publisher remove").await?;
+            let store = store.open()?;
+            let mut failed = 0;
+            for sector in sectors {
+                let key = mesh::names::sector_key(miner, mesh::model::SectorNum(sector));
+                match publisher::gc::remove(&broker, &store, miner, mesh::model::SectorNum(sector))
+                    .await
+                {
+                    Ok(r) => println!(
+                        "sector {key} removed with {}",
+                        publisher::gc::total(r.objects, r.bytes)
+                    ),
+                    Err(e) => {
+                        eprintln!("sector {key} not removed: {e:#}");
+                        failed += 1;
+                    }
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} sector(s) not removed (see above)");
+            }
+            Ok(())
+        }
         Command::Dlq(command) => dlq_command(command).await,
         Command::Workers { nats, json } => {
             let broker = nats.connect("mesh-publisher workers").await?;
@@ -567,6 +638,42 @@ async fn dlq_command(command: DlqCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `gc`: lists (and with `delete` removes) the objects no sector record refers to.
+async fn gc(
+    nats: NatsArgs,
+    store: StoreArgs,
+    miner: Option<MinerId>,
+    older_than: Duration,
+    delete: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let broker = nats.connect("mesh-publisher gc").await?;
+    let store = store.open()?;
+    let garbage = publisher::gc::find(&broker, &store, miner, older_than).await?;
+    let bytes = garbage.iter().map(|g| g.size).sum();
+    if json {
+        for g in &garbage {
+            println!("{}", serde_json::to_string(g)?);
+        }
+    } else if !garbage.is_empty() {
+        print!("{}", publisher::gc::render(&garbage));
+    }
+    let what = publisher::gc::total(garbage.len(), bytes);
+    let age = humantime::format_duration(older_than);
+    if garbage.is_empty() {
+        eprintln!("no object older than {age} lacks a sector record referring to it");
+    } else if delete {
+        let removed = publisher::gc::delete(&store, &garbage).await?;
+        eprintln!(
+            "deleted {}",
+            publisher::gc::total(removed.objects, removed.bytes)
+        );
+    } else {
+        eprintln!("{what} no sector record refers to; run again with --delete to remove them");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

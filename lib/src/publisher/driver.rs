@@ -531,7 +531,10 @@ impl Driver {
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         log_transition(&result, &next);
         let next = self.ensure_published(next).await?;
-        if matches!(next.state, SectorState::Sealed { .. }) {
+        if matches!(
+            next.state,
+            SectorState::Sealed { .. } | SectorState::Failed { .. } | SectorState::Stopped { .. }
+        ) {
             self.cleanup(&next).await;
         }
         ack(msg).await;
@@ -580,8 +583,10 @@ impl Driver {
         }
     }
 
-    /// Deletes the sector's objects that its sealed record no longer refers to: dropped cache
-    /// files, intermediate outputs and outputs of attempts that lost the race.
+    /// Deletes the sector's objects that its finished record no longer refers to:
+    /// dropped cache files, intermediate outputs and outputs of attempts that lost the race. A
+    /// failed sector keeps what its failed phase needs, for `dlq retry`; `mesh-publisher
+    /// remove` takes the rest.
     async fn cleanup(&self, record: &SectorRecord) {
         let prefix = names::sector_prefix(record.miner, record.sector);
         let keep: std::collections::BTreeSet<&str> = record

@@ -3,6 +3,7 @@
 
 pub mod dlq;
 mod driver;
+pub mod gc;
 pub mod miners;
 pub mod output;
 pub mod randomness;

@@ -391,14 +391,28 @@ impl Store {
 
     /// Keys (relative to the store's prefix) and sizes under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(self
+            .list_objects(prefix)
+            .await?
+            .into_iter()
+            .map(|o| (o.key, o.size))
+            .collect())
+    }
+
+    /// The objects under `prefix`, in key order, with their sizes and modification times.
+    pub async fn list_objects(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
         let path = self.path(prefix);
         let mut stream = self.inner.list(Some(&path));
         let mut out = Vec::new();
         while let Some(meta) = stream.next().await {
             let meta = meta.map_err(|e| self.unavailable("list", prefix, e))?;
-            out.push((self.key_of(&meta.location), meta.size));
+            out.push(Listed {
+                key: self.key_of(&meta.location),
+                size: meta.size,
+                modified: std::time::SystemTime::from(meta.last_modified),
+            });
         }
-        out.sort();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
 
@@ -408,6 +422,15 @@ impl Store {
             Err(e) => Err(self.unavailable("delete", key, e)),
         }
     }
+}
+
+/// An object as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Relative to the store's prefix.
+    pub key: String,
+    pub size: u64,
+    pub modified: std::time::SystemTime,
 }
 
 /// The sha256 of a local file, read as a stream. It blocks: call it from `spawn_blocking`.
