@@ -4,10 +4,11 @@
 //!
 //!     cargo bench --profile dev -p mesh-tests --bench scenarios -- dispatch scale
 //!
-//! With no scenario named, every one runs in turn.
+//! With no scenario named, every one runs in turn (`real_size` alone takes about 40 minutes).
 
 mod data_plane;
 mod dispatch;
+mod real_size;
 mod recovery;
 mod scale;
 mod seal_overhead;
@@ -16,13 +17,14 @@ mod utilisation;
 use std::process::ExitCode;
 
 /// Every scenario, in the order a full run takes them.
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "dispatch",
     "utilisation",
     "recovery",
     "data_plane",
     "seal_overhead",
     "scale",
+    "real_size",
 ];
 
 fn main() -> ExitCode {
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
                 "data_plane" => data_plane::scenario().await,
                 "seal_overhead" => seal_overhead::scenario().await,
                 "scale" => scale::scenario().await,
+                "real_size" => real_size::scenario().await,
                 _ => unreachable!("checked above"),
             }
         });
