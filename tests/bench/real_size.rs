@@ -13,10 +13,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mesh::model::{MinerId, ObjectRef, PieceSpec, SectorIdentity, SectorSize};
-use mesh::phases::{self, Phase, SectorData};
-use mesh::proofs::exec::run;
-use mesh::proofs::job::{Job, JobOutput};
+use mesh::model::SectorSize;
+use mesh::phases::Phase;
 use mesh_tests::report::Report;
 use mesh_tests::servers::Seaweed;
 use mesh_tests::{Mesh, lines, s3_store};
@@ -27,28 +25,6 @@ const PHASES: [Phase; 4] = [
     Phase::PreCommit2,
     Phase::Commit1,
 ];
-
-/// The objects a phase left in `dir`, named as a result would name them.
-fn written(phase: Phase, dir: &Path) -> Vec<ObjectRef> {
-    let object = |name: String| ObjectRef {
-        name,
-        key: String::new(),
-        size: 0,
-        sha256: [0; 32],
-    };
-    let mut out = Vec::new();
-    for artefact in phase.writes() {
-        if artefact.is_dir() {
-            for entry in std::fs::read_dir(artefact.path(dir)).unwrap() {
-                let file = entry.unwrap().file_name();
-                out.push(object(artefact.file(&file.to_string_lossy())));
-            }
-        } else {
-            out.push(object(artefact.name().to_string()));
-        }
-    }
-    out
-}
 
 /// The sizes of the files a sector directory holds after Commit1, by kind.
 #[derive(Debug, Default)]
@@ -86,46 +62,13 @@ fn files(dir: &Path) -> Files {
     f
 }
 
-/// AddPiece to Commit1 of one committed-capacity 512MiB sector called directly, in one
-/// directory, each task built and each output absorbed as the mesh's sector record does.
+/// AddPiece to Commit1 of one committed-capacity 512MiB sector called directly, and the files
+/// they left.
 fn direct() -> (Vec<(Phase, Duration)>, Files) {
-    let size = SectorSize::MiB512;
-    let miner: MinerId = "f01000".parse().unwrap();
-    let id = SectorIdentity {
-        proof: size.seal_proof(),
-        prover_id: miner.prover_id(),
-        sector: 1,
-    };
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let pieces = vec![PieceSpec {
-        object: None,
-        size: size.unpadded_bytes(),
-    }];
-    let mut data = SectorData::new(pieces, Vec::new(), [1u8; 32]);
-    let mut times = Vec::new();
-    for phase in PHASES {
-        let job = phases::Job {
-            id,
-            dir: dir.path().to_path_buf(),
-            params: phase.params(&data).unwrap(),
-        };
-        let started = Instant::now();
-        let out = run(Job::Phase(job)).unwrap_or_else(|e| panic!("{phase}: {e}"));
-        times.push((phase, started.elapsed()));
-        println!("  direct {phase}: {:.1} s", started.elapsed().as_secs_f64());
-        let JobOutput::Phase(output) = out else {
-            unreachable!("{out:?}")
-        };
-        phase
-            .absorb(
-                &mut data,
-                size,
-                &mesh::model::WorkerId("direct".into()),
-                &written(phase, dir.path()),
-                &output,
-                &mut || [2u8; 32],
-            )
-            .unwrap_or_else(|e| panic!("{phase}: {e}"));
+    let times = super::seal_overhead::direct_calls(SectorSize::MiB512, &PHASES, dir.path());
+    for (phase, took) in &times {
+        println!("  direct {phase}: {:.1} s", took.as_secs_f64());
     }
     (times, files(dir.path()))
 }

@@ -39,27 +39,30 @@ fn written(phase: Phase, dir: &Path) -> Vec<ObjectRef> {
     out
 }
 
-/// Every phase of one committed-capacity sector called directly, in one directory, each task
-/// built and each output absorbed as the mesh's sector record does.
-fn direct() -> Vec<(Phase, Duration)> {
-    let size = SectorSize::KiB2;
+/// The phases `which` of one committed-capacity sector of `size` called directly in this process, in
+/// `dir`, each task built and each output absorbed as the mesh's sector record does; the time
+/// each call took.
+pub(crate) fn direct_calls(
+    size: SectorSize,
+    which: &[Phase],
+    dir: &Path,
+) -> Vec<(Phase, Duration)> {
     let miner: MinerId = "f01000".parse().unwrap();
     let id = SectorIdentity {
         proof: size.seal_proof(),
         prover_id: miner.prover_id(),
         sector: 1,
     };
-    let dir = tempfile::tempdir().unwrap();
     let pieces = vec![PieceSpec {
         object: None,
         size: size.unpadded_bytes(),
     }];
     let mut data = SectorData::new(pieces, Vec::new(), [1u8; 32]);
     let mut times = Vec::new();
-    for phase in Phase::ALL {
+    for &phase in which {
         let job = phases::Job {
             id,
-            dir: dir.path().to_path_buf(),
+            dir: dir.to_path_buf(),
             params: phase.params(&data).unwrap(),
         };
         let started = Instant::now();
@@ -73,13 +76,19 @@ fn direct() -> Vec<(Phase, Duration)> {
                 &mut data,
                 size,
                 &mesh::model::WorkerId("direct".into()),
-                &written(phase, dir.path()),
+                &written(phase, dir),
                 &output,
                 &mut || [2u8; 32],
             )
             .unwrap_or_else(|e| panic!("{phase}: {e}"));
     }
     times
+}
+
+/// Every phase of one committed-capacity 2KiB sector called directly.
+fn direct() -> Vec<(Phase, Duration)> {
+    let dir = tempfile::tempdir().unwrap();
+    direct_calls(SectorSize::KiB2, &Phase::ALL, dir.path())
 }
 
 fn ms(d: Duration) -> f64 {

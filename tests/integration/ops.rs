@@ -73,22 +73,19 @@ fn stream_status(status: &Value, stream: &str) -> Value {
         .clone()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_dead_letter_is_shown_then_retried_once_its_cause_is_fixed() {
-    let mesh = Mesh::start().await;
-    let url = mesh.broker().await.url().to_string();
-    let store = mesh.store_dir().display().to_string();
+/// Starts sealing one sector of f01000 with a 600-byte piece and, while its AddPiece task waits
+/// (no worker yet; `status` shows it), corrupts the piece in the store. Returns the publisher,
+/// the piece's path in the store and its good bytes. A worker started next fails the sector.
+async fn seal_with_a_corrupt_piece(mesh: &Mesh, url: &str) -> (Proc, std::path::PathBuf, Vec<u8>) {
     let piece = mesh.path("piece.bin");
     std::fs::write(&piece, vec![42u8; 600]).unwrap();
-    let mut seal = mesh.seal(
+    let seal = mesh.seal(
         "publisher",
         &["--count", "1", "--piece", &piece.display().to_string()],
     );
-
-    // No worker yet: `status` shows the AddPiece task waiting while its piece is corrupted.
     let ap_stream = names::task_stream(Phase::AddPiece, SectorSize::KiB2);
     wait_for("the AddPiece task to wait", Duration::from_secs(30), || {
-        let status = publisher(&url, &["status", "--json"]).json();
+        let status = publisher(url, &["status", "--json"]).json();
         let waiting = stream_status(&status, &ap_stream)["waiting"].as_u64();
         async move { (waiting == Some(1)).then_some(()) }
     })
@@ -98,6 +95,16 @@ async fn a_dead_letter_is_shown_then_retried_once_its_cause_is_fixed() {
     let mut bad = good.clone();
     bad[10] ^= 0xff;
     std::fs::write(&object, bad).unwrap();
+    (seal, object, good)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_is_shown_then_retried_once_its_cause_is_fixed() {
+    let mesh = Mesh::start().await;
+    let url = mesh.broker().await.url().to_string();
+    let store = mesh.store_dir().display().to_string();
+    let ap_stream = names::task_stream(Phase::AddPiece, SectorSize::KiB2);
+    let (mut seal, object, good) = seal_with_a_corrupt_piece(&mesh, &url).await;
     let _worker = mesh.worker("w1", &[]);
     assert!(!seal.wait(Duration::from_secs(60)).await.success());
 
@@ -363,26 +370,10 @@ async fn a_failed_sector_is_removed_with_its_objects_and_gc_finds_what_no_record
     let url = mesh.broker().await.url().to_string();
     let store = mesh.store_dir().display().to_string();
     let exists = |key: &str| mesh.store_dir().join(key).exists();
-    let piece = mesh.path("piece.bin");
-    std::fs::write(&piece, vec![42u8; 600]).unwrap();
 
     // Sector 1 fails at AddPiece on a corrupt piece; an attempt that lost a race left an object.
-    let mut seal = mesh.seal(
-        "publisher",
-        &["--count", "1", "--piece", &piece.display().to_string()],
-    );
-    let ap_stream = names::task_stream(Phase::AddPiece, SectorSize::KiB2);
-    wait_for("the AddPiece task to wait", Duration::from_secs(30), || {
-        let status = publisher(&url, &["status", "--json"]).json();
-        let waiting = stream_status(&status, &ap_stream)["waiting"].as_u64();
-        async move { (waiting == Some(1)).then_some(()) }
-    })
-    .await;
+    let (mut seal, _, _) = seal_with_a_corrupt_piece(&mesh, &url).await;
     plant(&mesh, "f01000/1/ap-7/unsealed", b"lost the race");
-    let object = mesh.store_dir().join("f01000/1/piece-0");
-    let mut bad = std::fs::read(&object).unwrap();
-    bad[10] ^= 0xff;
-    std::fs::write(&object, bad).unwrap();
     let mut worker = mesh.worker("w1", &[]);
     assert!(!seal.wait(Duration::from_secs(60)).await.success());
     // Failing cleaned up what the record does not refer to, and kept the piece for a retry.

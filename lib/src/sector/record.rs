@@ -694,18 +694,23 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_held_sector_goes_back_to_pc1_when_its_holder_is_lost_even_during_commit2() {
-        let mut rec = record();
-        rec.apply(&ap_done(&rec), || [0; 32], 1);
-        let pc1 = done(
-            &rec,
+    /// PreCommit1 done by w1, which holds the sector now.
+    fn held_pc1(rec: &SectorRecord) -> TaskResult {
+        done(
+            rec,
             vec![],
             Output::PreCommit1(pc1::Output {
                 pc1_output: ByteBuf::from(vec![1, 2, 3]),
                 held: true,
             }),
-        );
+        )
+    }
+
+    #[test]
+    fn a_held_sector_goes_back_to_pc1_when_its_holder_is_lost_even_during_commit2() {
+        let mut rec = record();
+        rec.apply(&ap_done(&rec), || [0; 32], 1);
+        let pc1 = held_pc1(&rec);
         assert_eq!(rec.waits_on_holder(), None, "PreCommit1 has no holder yet");
         rec.apply(&pc1, || [0; 32], 2);
         assert_eq!(rec.waits_on_holder(), Some(&WorkerId("w1".into())));
@@ -749,14 +754,7 @@ mod tests {
         assert!(matches!(rec.fence(&c2), Err(Stale::OtherPhase { .. })));
         assert!(!rec.relocate("again", 6), "nothing waits on a holder now");
         // Every later phase is a new task too: the same id would be dropped as a duplicate.
-        let pc1 = done(
-            &rec,
-            vec![],
-            Output::PreCommit1(pc1::Output {
-                pc1_output: ByteBuf::from(vec![1, 2, 3]),
-                held: true,
-            }),
-        );
+        let pc1 = held_pc1(&rec);
         rec.apply(&pc1, || [0; 32], 7);
         assert_eq!(rec.task(5, 0).unwrap().unwrap().id.0, "f01000.3.pc2.100");
     }
