@@ -84,8 +84,8 @@ struct MeshRun {
 
 async fn through_mesh(mesh: &Mesh) -> MeshRun {
     mesh.publisher(&["init", "--sizes", "512MiB"]);
-    let _w1 = mesh.worker("w1", &[]);
-    let _w2 = mesh.worker("w2", &[]);
+    let _w1 = mesh.worker("w1", &["--sizes", "512MiB"]);
+    let _w2 = mesh.worker("w2", &["--sizes", "512MiB"]);
     let out = mesh.path("out.jsonl");
     let started = Instant::now();
     let mut publisher = mesh.seal_sized(
