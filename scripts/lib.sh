@@ -28,8 +28,26 @@ ensure_servers() {
   "$MESH_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${missing[@]}"
 }
 
+# The proofs' multicore PreCommit1 links hwloc: installs Debian's libhwloc-dev when it is missing.
+ensure_hwloc() {
+  pkg-config --exists 'hwloc >= 2.0.0' 2>/dev/null && return 0
+  if ! command -v apt-get >/dev/null; then
+    echo "hwloc 2 (headers and pkg-config file) is missing: install it (Debian/Ubuntu libhwloc-dev," >&2
+    echo "Fedora hwloc-devel) and run this again" >&2
+    return 1
+  fi
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  say "installing libhwloc-dev and pkg-config from Debian (multicore PreCommit1 links hwloc)"
+  if ! "${sudo[@]}" apt-get install -y -q libhwloc-dev pkg-config >/dev/null; then
+    "${sudo[@]}" apt-get update -q >/dev/null
+    "${sudo[@]}" apt-get install -y -q libhwloc-dev pkg-config >/dev/null
+  fi
+}
+
 # build [extra cargo flags]: the binaries (and with --all-targets, the tests too).
 build() {
+  ensure_hwloc
   say "building (the first build takes ~10 minutes on 2 cores)"
   (cd "$MESH_ROOT" && cargo build --workspace --quiet "$@")
 }

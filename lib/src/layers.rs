@@ -17,7 +17,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("sector", &["model", "phases", "names"]),
     ("store", &["model", "units", "redact"]),
     ("resources", &["model", "phases", "units"]),
-    ("proofs", &["model", "phases", "store"]),
+    ("proofs", &["model", "phases", "store", "resources"]),
     (
         "broker",
         &[

@@ -62,6 +62,7 @@ pub fn machine(host: &str, cpu_threads: u32, memory: u64, gpus: usize) -> Machin
         memory_bytes: memory,
         swap_bytes: 0,
         gpus: (0..gpus).map(|i| format!("simulated GPU {i}")).collect(),
+        cpu_ids: Vec::new(),
     }
 }
 

@@ -21,7 +21,7 @@ pub struct Run {
     pub phase: Phase,
     pub attempt: u32,
     pub worker: String,
-    /// When its download began: the end less download, run and upload.
+    /// When it began to run, holding its threads: the end less run and upload.
     pub start_ms: u64,
     pub end_ms: u64,
     pub done: bool,
@@ -41,9 +41,8 @@ impl Run {
             phase: r.phase,
             attempt: r.attempt,
             worker: r.worker.0,
-            start_ms: r
-                .finished_ms
-                .saturating_sub(t.download_ms + t.run_ms + t.upload_ms),
+            // From the moment it held its threads (after its downloads) to its end.
+            start_ms: r.finished_ms.saturating_sub(t.run_ms + t.upload_ms),
             end_ms: r.finished_ms,
             done: matches!(r.outcome, Outcome::Done { .. }),
             outputs: match &r.outcome {

@@ -2,7 +2,9 @@
 //! and runs its PreCommit2, Commit1 and Finalize; when that worker dies the sector runs
 //! PreCommit1 again elsewhere, with the same ticket, and its proof still verifies; a worker
 //! restarted with the same id and scratch path keeps its sectors; a holder lost while another
-//! worker runs the sector's Commit2 stops that proof (synthetic, to reach that moment at will).
+//! worker runs the sector's Commit2 stops that proof (synthetic, to reach that moment at will);
+//! a holder that backed its sectors up (`--back-up-held`) lost after PreCommit1 leaves its
+//! sector to go on from the store, without PreCommit1 again.
 //!
 //! The kills land when the holder's registry record shows the next phase running (seen through
 //! a watch, within milliseconds): at 2KiB PreCommit2 and Commit1 take well under a second with
@@ -81,8 +83,8 @@ async fn a_sector_stays_on_the_worker_that_ran_its_pc1() {
     require_2kib_params();
     let mesh = Mesh::start().await;
     let broker = mesh.broker().await;
-    let _w1 = mesh.worker("w1", &[]);
-    let _w2 = mesh.worker("w2", &[]);
+    let w1 = mesh.worker("w1", &["--pin-cpus"]);
+    let w2 = mesh.worker("w2", &["--pin-cpus"]);
     let out = mesh.path("sealed.jsonl");
     let mut publisher = mesh.seal(
         "publisher",
@@ -115,6 +117,34 @@ async fn a_sector_stays_on_the_worker_that_ran_its_pc1() {
     );
     let sectors = mesh.scratch().join(&holder).join("sectors");
     assert_eq!(std::fs::read_dir(&sectors).unwrap().count(), 0);
+    // Its PreCommit2 reserved fewer threads than the machine has (92% of them): its proof ran
+    // pinned (--pin-cpus) to that many CPUs of its own.
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    if cpus > 1 {
+        let log = [("w1", &w1), ("w2", &w2)]
+            .into_iter()
+            .find(|(id, _)| *id == holder)
+            .unwrap()
+            .1
+            .log_text();
+        let line = log
+            .lines()
+            .find(|l| l.contains("phase=pc2") && l.contains("task started"))
+            .unwrap_or_else(|| panic!("{log}"));
+        let field = |name: &str| {
+            let at = line
+                .find(&format!(" {name}="))
+                .unwrap_or_else(|| panic!("{line}"));
+            line[at + name.len() + 2..]
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        let threads: usize = field("threads").parse().unwrap();
+        assert_eq!(threads, (cpus * 92 / 100).max(1), "{line}");
+        assert_eq!(field("cpus").split(',').count(), threads, "{line}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -186,6 +216,72 @@ async fn a_dead_holder_sends_its_sector_back_to_pc1_and_the_proof_still_verifies
             .count(),
         1,
         "{runs:?}"
+    );
+}
+
+/// With `--back-up-held` the holder also sends its layers and trees to the store: when it
+/// dies the sector goes on from there on the other worker, without PreCommit1 again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backed_up_sector_goes_on_from_the_store_when_its_holder_dies() {
+    require_2kib_params();
+    let mesh = Mesh::start().await;
+    let broker = mesh.broker().await;
+    let log = RegistryLog::watch(&broker).await;
+    let ids = ["w1", "w2"];
+    let mut workers: Vec<_> = ids
+        .iter()
+        .map(|id| mesh.worker(id, &["--back-up-held"]))
+        .collect();
+    let out = mesh.path("sealed.jsonl");
+    let mut publisher = mesh.seal(
+        "publisher",
+        &[
+            "--count",
+            "1",
+            "--out",
+            &out.display().to_string(),
+            "--holder-grace",
+            "1s",
+        ],
+    );
+    let holder = reached(&broker, &log, &ids, &[], Phase::PreCommit2).await;
+    let at = ids.iter().position(|id| *id == holder).unwrap();
+    workers[at].kill();
+    let other = ids.iter().find(|id| **id != holder).unwrap();
+
+    let status = publisher.wait(Duration::from_secs(900)).await;
+    assert!(status.success(), "{}", publisher.tail(40));
+    let lines = lines(&out);
+    assert_eq!(verify_out_line(&lines[0]), 1);
+    assert!(
+        publisher
+            .log_text()
+            .contains("goes on elsewhere from the store's backup"),
+        "{}",
+        publisher.tail(40)
+    );
+    let runs = runs(&broker).await;
+    let pc1: Vec<&Run> = runs
+        .iter()
+        .filter(|r| r.phase == Phase::PreCommit1 && r.done)
+        .collect();
+    assert_eq!(pc1.len(), 1, "PreCommit1 ran once: {runs:?}");
+    assert_eq!(pc1[0].worker, holder);
+    assert!(
+        pc1[0].outputs.iter().any(|n| n.contains("layer")),
+        "the holder backed its layers up: {:?}",
+        pc1[0].outputs
+    );
+    let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(v["phases"]["fin"]["worker"], **other, "{}", lines[0]);
+    // Sealed, the backup is gone from the sector's objects: the replica and trimmed cache.
+    let records = mesh::publisher::list_sectors(&broker, "f01000".parse().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        !records[0].data.objects.keys().any(|n| n.contains("layer")),
+        "{:?}",
+        records[0].data.objects.keys()
     );
 }
 

@@ -149,6 +149,17 @@ struct ServeArgs {
     /// keeping them here from PreCommit1 to Finalize (any worker may then run the next phase).
     #[arg(long, env = "MESH_NO_HOLDING")]
     no_holding: bool,
+    /// Also send the data of the sectors this worker holds to the store after PreCommit1
+    /// (layers, tree D) and PreCommit2 (replica, trees C and R): if this worker is lost, its
+    /// sectors go on from the store instead of running PreCommit1 again. Costs the store
+    /// about 15 times the sector size per sector while it seals (off by default).
+    #[arg(long, env = "MESH_BACK_UP_HELD", conflicts_with = "no_holding")]
+    back_up_held: bool,
+    /// Pin each proof that reserves fewer threads than the machine has to that many CPUs of its
+    /// own (the proofs' thread pools then see only those). For a worker that has the machine, or
+    /// the CPU set it was started with, to itself; not with --cpus declared.
+    #[arg(long, env = "MESH_PIN_CPUS")]
+    pin_cpus: bool,
 }
 
 impl ServeArgs {
@@ -205,6 +216,10 @@ impl ServeArgs {
             .map_err(anyhow::Error::msg)?;
         config.table = table;
         config.hold_sectors = !self.no_holding;
+        config.back_up_held = self.back_up_held;
+        if self.pin_cpus {
+            config.pin_cpus();
+        }
         config.scratch_limit = self
             .scratch_limit
             .or_else(|| mesh::worker::scratch::free_space(&config.scratch))
@@ -294,8 +309,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Exec(_) => unreachable!("handled before the runtime starts"),
         Command::Run(args) => run_worker(*args).await,
         Command::Info { serve, json } => {
-            // The plan does not depend on the executor.
-            let config = serve.config(Executor::Synthetic(Synthetic::default()))?;
+            // The plan of a worker that runs the real proofs.
+            let mut config = serve.config(Executor::Synthetic(Synthetic::default()))?;
+            if let Some(warning) = config.prove_on_cpu() {
+                eprintln!("note: {warning}");
+            }
             config.validate().map_err(anyhow::Error::msg)?;
             print!("{}", mesh::worker::info::render(&config, json));
             Ok(())
@@ -372,6 +390,11 @@ async fn run_worker(args: RunArgs) -> anyhow::Result<()> {
     config.store_patience = args.store_patience;
     if let Some(id) = args.id {
         config.id = id;
+    }
+    if !config.executor.is_synthetic()
+        && let Some(warning) = config.prove_on_cpu()
+    {
+        tracing::warn!("{warning}");
     }
     config.validate().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&config.scratch)

@@ -297,7 +297,8 @@ impl Phase {
 
     /// Takes a finished task of this phase, run by `worker`, into `data`: its output, and its
     /// `outputs` objects, which must be exactly of the artefacts the phase uploads (each of
-    /// them at least once): all it writes, or what leaves the holder when it ran there.
+    /// them at least once): all it writes, or what leaves the holder when it ran there (or all
+    /// it writes again, when the holder backs its data up).
     pub fn absorb(
         self,
         data: &mut SectorData,
@@ -312,7 +313,17 @@ impl Phase {
             Output::PreCommit1(out) => out.held,
             _ => self.held() && data.holder.is_some(),
         };
-        let writes = self.uploads(on_holder);
+        let mut writes = self.uploads(on_holder);
+        // A holder that backs its data up (`--back-up-held`) sends all the phase writes, as a
+        // worker not holding the sector would.
+        let all = self.writes();
+        if on_holder
+            && outputs.iter().any(|o| {
+                Artefact::of(&o.name).is_some_and(|a| !writes.contains(&a) && all.contains(&a))
+            })
+        {
+            writes = all;
+        }
         if let Some(stray) = outputs
             .iter()
             .find(|o| !Artefact::of(&o.name).is_some_and(|a| writes.contains(&a)))

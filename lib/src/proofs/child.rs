@@ -23,10 +23,48 @@ pub struct ChildRunner {
     pub parent_cache: PathBuf,
 }
 
+/// The CPU threads a proof may use: what its task reserved by the resource table, and the CPUs
+/// it was given to run on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pin {
+    /// Threads the task reserved; 0 reserves none (the task uses what is free).
+    pub threads: u32,
+    /// Threads of the whole machine.
+    pub machine_threads: u32,
+    /// CPUs to pin the child to; empty for no pinning.
+    pub cpus: Vec<usize>,
+}
+
+impl Pin {
+    /// The child's environment for it. A task that reserves fewer threads than the machine
+    /// has gets its thread pools capped to them (rayon's, and ec-gpu's for the CPU multiexp of
+    /// Commit2) and, where the worker knows its CPUs, is pinned to its own: the proofs' other
+    /// pools size themselves by the CPUs the process may run on.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = Vec::new();
+        if self.threads > 0 && self.threads < self.machine_threads {
+            env.push(("RAYON_NUM_THREADS", self.threads.to_string()));
+            env.push(("EC_GPU_NUM_THREADS", self.threads.to_string()));
+        }
+        if !self.cpus.is_empty() {
+            let list: Vec<String> = self.cpus.iter().map(|c| c.to_string()).collect();
+            env.push((crate::resources::cores::PROOF_CPUS_ENV, list.join(",")));
+        }
+        env
+    }
+}
+
 impl ChildRunner {
-    /// Runs `job` in a child whose files (job, outcome, log) live in `dir`. A child that dies
-    /// without an outcome is a retryable failure that quotes the end of its log.
-    pub async fn run(&self, job: &Job, dir: &Path, cancel: &CancellationToken) -> JobOutcome {
+    /// Runs `job` in a child whose files (job, outcome, log) live in `dir`, capped and pinned
+    /// as `pin` says. A child that dies without an outcome is a retryable failure that quotes
+    /// the end of its log.
+    pub async fn run(
+        &self,
+        job: &Job,
+        dir: &Path,
+        pin: &Pin,
+        cancel: &CancellationToken,
+    ) -> JobOutcome {
         let job_path = dir.join("job.mpk");
         let outcome_path = dir.join("outcome.mpk");
         let log_path = dir.join("child.log");
@@ -50,6 +88,7 @@ impl ChildRunner {
             .stderr(log)
             .kill_on_drop(true);
         command.env("FIL_PROOFS_PARENT_CACHE", &self.parent_cache);
+        command.envs(pin.env());
         tokio::fs::create_dir_all(&self.parent_cache)
             .await
             .map_err(|e| {

@@ -12,10 +12,17 @@ use filecoin_proofs_api::{self as api, seal};
 use super::job::{FailureKind, Job, JobFailure, JobOutcome, JobOutput};
 use super::params;
 use crate::phases;
+use crate::resources::cores;
 
 /// Runs the job in `job_path` and writes the outcome to `outcome_path`. Exits non-zero only when
 /// the outcome cannot be written; the parent reads failures from the outcome file.
 pub fn main(job_path: &Path, outcome_path: &Path) -> ExitCode {
+    // Before any thread starts: the proofs size their pools by the CPUs this process may use.
+    if let Ok(list) = std::env::var(cores::PROOF_CPUS_ENV)
+        && let Err(e) = cores::parse(&list).and_then(|cpus| cores::pin(&cpus))
+    {
+        eprintln!("running unpinned: {e}");
+    }
     watch_parent();
     let outcome = fs::read(job_path)
         .map_err(|e| JobFailure::retryable(format!("read job file {}: {e}", job_path.display())))

@@ -10,6 +10,16 @@ pub mod synthetic;
 
 use crate::model::RegisteredSealProof;
 
+/// Whether this build has storage-proofs-porep's multicore SDR (the `multicore-sdr` feature,
+/// on by default; it links hwloc). PreCommit1 uses it when `FIL_PROOFS_USE_MULTICORE_SDR=1`, as
+/// in lotus, and the resource table then reserves its producers plus one thread.
+pub const MULTICORE_SDR: bool = cfg!(feature = "multicore-sdr");
+
+/// Whether this build proves on GPUs. It does not yet (no `cuda` or `opencl` feature): the
+/// proofs run PreCommit2 and Commit2 on the CPU, so a worker with GPUs reserves CPU threads
+/// for them, not GPUs.
+pub const GPU_BUILD: bool = false;
+
 /// The name of a proof type as `RegisteredSealProof` spells it, e.g. `StackedDrg2KiBV1_1`.
 pub fn proof_name(proof: RegisteredSealProof) -> String {
     format!("{proof:?}")

@@ -132,7 +132,8 @@ pub async fn generate_into(
     };
     let started = Instant::now();
     let job = Job::GenerateParams { proof };
-    let run = runner.run(&job, work.path(), cancel);
+    let pin = super::child::Pin::default();
+    let run = runner.run(&job, work.path(), &pin, cancel);
     tokio::pin!(run);
     let mut ticker = tokio::time::interval(Duration::from_secs(30));
     ticker.tick().await;

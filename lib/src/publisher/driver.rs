@@ -24,7 +24,7 @@ use crate::model::{
 };
 use crate::names;
 use crate::phases::{Artefact, Output, Phase, c2};
-use crate::proofs::child::ChildRunner;
+use crate::proofs::child::{ChildRunner, Pin};
 use crate::proofs::job::{FailureKind, Job, JobOutput};
 use crate::proofs::params;
 use crate::sector::{Outcome, SectorRecord, SectorState, TaskResult};
@@ -422,13 +422,19 @@ impl Driver {
                 let Some((mut current, revision)) = self.load(record.sector).await? else {
                     break;
                 };
+                let restore = current.backed_up();
                 if current.waits_on_holder() != Some(&holder)
                     || !current.relocate(&reason, crate::now_ms())
                 {
                     break;
                 }
                 if self.store_record(&current, revision).await? {
-                    warn!(sector = %names::sector_key(current.miner, current.sector), %holder, "the worker holding the sector is gone; PreCommit1 runs again elsewhere");
+                    let sector = names::sector_key(current.miner, current.sector);
+                    if restore {
+                        warn!(%sector, %holder, "the worker holding the sector is gone; the sector goes on elsewhere from the store's backup of its data");
+                    } else {
+                        warn!(%sector, %holder, "the worker holding the sector is gone; PreCommit1 runs again elsewhere");
+                    }
                     self.ensure_published(current).await?;
                     relocated.push(record.sector);
                     break;
@@ -572,7 +578,12 @@ impl Driver {
             proof_bytes: proof.to_vec(),
         };
         let never = tokio_util::sync::CancellationToken::new();
-        match self.config.runner.run(&job, dir.path(), &never).await {
+        match self
+            .config
+            .runner
+            .run(&job, dir.path(), &Pin::default(), &never)
+            .await
+        {
             Ok(JobOutput::Verify { valid }) => Ok(valid),
             Ok(other) => bail!("verification produced {other:?}"),
             Err(f) if f.kind == FailureKind::Permanent => {

@@ -154,6 +154,7 @@ mod tests {
                 memory_bytes: 1 << 40,
                 swap_bytes: 0,
                 gpus: vec!["NVIDIA A100".into()],
+                cpu_ids: Vec::new(),
             },
             phases: vec![Phase::PreCommit1],
             sizes: vec![SectorSize::GiB32],

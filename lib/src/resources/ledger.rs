@@ -2,6 +2,11 @@
 //! another task fits, as lotus's scheduler decides it (`CanHandleRequest`): minimum memory
 //! against RAM, peak memory against RAM and swap, threads against CPU threads, GPU use against
 //! GPUs, plus the per-kind `max_concurrent`, the worker's slot cap and its scratch space.
+//!
+//! As in lotus, a task's threads and GPU are counted twice over: while it prepares (downloads
+//! its inputs) against a preparing window of one machine's worth, and while it runs against
+//! the machine. Memory, scratch and slots are held from the take to the end. So a transfer
+//! never holds a GPU, and a worker can fetch the next task's inputs while one runs.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,6 +14,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::Machine;
+use super::cores::Cores;
 use crate::model::{Need, SectorSize};
 use crate::phases::Phase;
 use crate::units::human_bytes;
@@ -130,9 +136,14 @@ pub struct Ledger {
     scratch_limit: u64,
     /// Disk the sectors this worker holds keep claimed between their phases.
     kept: u64,
+    /// Everything taken; `threads` and `gpu` of running tasks only.
     used: Usage,
     gpu_used_milli: u32,
+    /// Threads and GPU of the tasks preparing (taken, not yet running).
+    preparing_threads: u32,
+    preparing_gpu_milli: u32,
     per_kind: BTreeMap<Kind, u32>,
+    cores: Cores,
 }
 
 impl Ledger {
@@ -147,11 +158,15 @@ impl Ledger {
             kept: 0,
             used: Usage::default(),
             gpu_used_milli: 0,
+            preparing_threads: 0,
+            preparing_gpu_milli: 0,
             per_kind: BTreeMap::new(),
+            cores: Cores::new(&machine.cpu_ids),
         }
     }
 
-    /// Whether one more task of `kind` fits beside those running.
+    /// Whether one more task of `kind` may be taken: everything against what is taken, threads
+    /// and GPU against the preparing window.
     pub fn check(&self, kind: Kind, claim: &Claim) -> Result<(), Refusal> {
         if claim.gpu_required && self.gpu_milli == 0 {
             return Err(Refusal::NoGpu);
@@ -180,20 +195,7 @@ impl Ledger {
         if need > free {
             return Err(Refusal::VirtualMemory { need, free });
         }
-        let free = self.cpus.saturating_sub(self.used.threads);
-        if claim.threads > free {
-            return Err(Refusal::Threads {
-                need: claim.threads,
-                free,
-            });
-        }
-        let free = self.gpu_milli.saturating_sub(self.gpu_used_milli);
-        if claim.gpu_milli > free {
-            return Err(Refusal::Gpu {
-                need: claim.gpu_milli,
-                free,
-            });
-        }
+        self.fits(claim, self.preparing_threads, self.preparing_gpu_milli)?;
         let free = self
             .scratch_limit
             .saturating_sub(self.used.scratch)
@@ -207,6 +209,32 @@ impl Ledger {
         Ok(())
     }
 
+    /// Whether a task's threads and GPU fit beside `threads` and `gpu_milli` already counted.
+    fn fits(&self, claim: &Claim, threads: u32, gpu_milli: u32) -> Result<(), Refusal> {
+        let free = self.cpus.saturating_sub(threads);
+        if claim.threads > free {
+            return Err(Refusal::Threads {
+                need: claim.threads,
+                free,
+            });
+        }
+        let free = self.gpu_milli.saturating_sub(gpu_milli);
+        if claim.gpu_milli > free {
+            return Err(Refusal::Gpu {
+                need: claim.gpu_milli,
+                free,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether a task taken now could run at once (its threads and GPU are free on the
+    /// machine), rather than wait in the preparing window for a running task to end.
+    pub fn runs_now(&self, claim: &Claim) -> bool {
+        self.fits(claim, self.used.threads, self.gpu_used_milli)
+            .is_ok()
+    }
+
     /// Whether a task of `kind` could ever run here (it fits an idle worker).
     pub fn ever_fits(&self, kind: Kind, claim: &Claim) -> Result<(), Refusal> {
         Ledger::new_like(self).check(kind, claim)
@@ -217,35 +245,61 @@ impl Ledger {
             used: Usage::default(),
             kept: 0,
             gpu_used_milli: 0,
+            preparing_threads: 0,
+            preparing_gpu_milli: 0,
             per_kind: BTreeMap::new(),
+            cores: Cores::new(other.cores.ids()),
             ..other.clone()
         }
     }
 
-    /// Records a task as running. Call only after [`Ledger::check`] said it fits.
+    /// Records a task as taken, preparing. Call only after [`Ledger::check`] said it fits.
     pub fn take(&mut self, kind: Kind, claim: &Claim) {
         *self.per_kind.entry(kind).or_default() += 1;
         self.used.tasks += 1;
-        self.used.threads += claim.threads;
         self.used.min_memory += claim.min_memory;
         self.used.max_memory += claim.max_memory;
-        self.gpu_used_milli += claim.gpu_milli;
-        self.used.gpu = self.gpu_used_milli as f64 / GPU_UNITS;
         self.used.scratch += claim.scratch;
+        self.preparing_threads += claim.threads;
+        self.preparing_gpu_milli += claim.gpu_milli;
     }
 
-    /// Gives back what [`Ledger::take`] recorded for a task that ended.
-    pub fn give_back(&mut self, kind: Kind, claim: &Claim) {
+    /// Moves a prepared task's threads and GPU from the preparing window onto the machine, if
+    /// they are free there: the CPUs to pin its proof to (empty: unpinned), or `None` to wait.
+    pub fn start(&mut self, claim: &Claim) -> Option<Vec<usize>> {
+        if !self.runs_now(claim) {
+            return None;
+        }
+        self.preparing_threads = self.preparing_threads.saturating_sub(claim.threads);
+        self.preparing_gpu_milli = self.preparing_gpu_milli.saturating_sub(claim.gpu_milli);
+        self.used.threads += claim.threads;
+        self.gpu_used_milli += claim.gpu_milli;
+        self.used.gpu = self.gpu_used_milli as f64 / GPU_UNITS;
+        Some(self.cores.take(claim.threads))
+    }
+
+    /// Gives back what [`Ledger::take`] (and [`Ledger::start`], when `started` says which CPUs
+    /// it gave) recorded for a task that ended.
+    pub fn give_back(&mut self, kind: Kind, claim: &Claim, started: Option<&[usize]>) {
         if let Some(n) = self.per_kind.get_mut(&kind) {
             *n = n.saturating_sub(1);
         }
         self.used.tasks = self.used.tasks.saturating_sub(1);
-        self.used.threads = self.used.threads.saturating_sub(claim.threads);
         self.used.min_memory = self.used.min_memory.saturating_sub(claim.min_memory);
         self.used.max_memory = self.used.max_memory.saturating_sub(claim.max_memory);
-        self.gpu_used_milli = self.gpu_used_milli.saturating_sub(claim.gpu_milli);
-        self.used.gpu = self.gpu_used_milli as f64 / GPU_UNITS;
         self.used.scratch = self.used.scratch.saturating_sub(claim.scratch);
+        match started {
+            Some(cpus) => {
+                self.used.threads = self.used.threads.saturating_sub(claim.threads);
+                self.gpu_used_milli = self.gpu_used_milli.saturating_sub(claim.gpu_milli);
+                self.used.gpu = self.gpu_used_milli as f64 / GPU_UNITS;
+                self.cores.give_back(cpus);
+            }
+            None => {
+                self.preparing_threads = self.preparing_threads.saturating_sub(claim.threads);
+                self.preparing_gpu_milli = self.preparing_gpu_milli.saturating_sub(claim.gpu_milli);
+            }
+        }
     }
 
     /// Claims `bytes` of scratch for a sector this worker now holds, until [`Ledger::unkeep`].
@@ -282,6 +336,7 @@ mod tests {
             memory_bytes: memory,
             swap_bytes: 0,
             gpus: (0..gpus).map(|i| format!("gpu{i}")).collect(),
+            cpu_ids: (0..cpus as usize).collect(),
         }
     }
 
@@ -347,7 +402,34 @@ mod tests {
         let c1 = Claim::new(&Table::lotus().get(other.0, other.1), &m, 0);
         ledger.take(other, &c1);
         assert_eq!(ledger.check(other, &c1), Err(Refusal::Slots { slots: 3 }));
-        ledger.give_back(kind, &claim);
+        ledger.give_back(kind, &claim, None);
+        assert!(ledger.check(kind, &claim).is_ok());
+    }
+
+    #[test]
+    fn a_task_prepares_beside_a_running_one_and_starts_when_it_ends() {
+        let m = machine(16, 1024 * G, 1);
+        let kind = (Phase::Commit2, SectorSize::GiB32);
+        let claim = Claim::new(&Table::lotus().get(kind.0, kind.1), &m, 0);
+        assert_eq!((claim.threads, claim.gpu_milli), (6, 1000));
+        let mut ledger = Ledger::new(&m, None, u64::MAX);
+        ledger.take(kind, &claim);
+        assert!(ledger.runs_now(&claim), "nothing runs yet");
+        // Preparing holds no GPU: a second one may prepare, and the first starts.
+        let first = ledger.start(&claim).expect("the GPU is free");
+        assert_eq!(first, vec![0, 1, 2, 3, 4, 5], "pinned to its 6 threads");
+        assert!(ledger.check(kind, &claim).is_ok());
+        ledger.take(kind, &claim);
+        assert!(!ledger.runs_now(&claim));
+        assert_eq!(ledger.start(&claim), None, "waits for the GPU");
+        // The preparing window is full: a third is not taken.
+        assert!(matches!(
+            ledger.check(kind, &claim),
+            Err(Refusal::Gpu { .. })
+        ));
+        assert_eq!(ledger.usage().gpu, 1.0);
+        ledger.give_back(kind, &claim, Some(&first));
+        assert_eq!(ledger.start(&claim), Some(first));
         assert!(ledger.check(kind, &claim).is_ok());
     }
 
@@ -359,7 +441,7 @@ mod tests {
             cpus in 1u32..128,
             memory_gib in 1u64..2048,
             gpus in 0usize..4,
-            ops in proptest::collection::vec((0usize..30, any::<bool>()), 1..200),
+            ops in proptest::collection::vec((0usize..30, 0u8..3), 1..200),
         ) {
             let m = machine(cpus, memory_gib * G, gpus);
             let table = Table::lotus();
@@ -368,31 +450,47 @@ mod tests {
                 .flat_map(|&p| SectorSize::ALL.iter().map(move |&s| (p, s)))
                 .collect();
             let mut ledger = Ledger::new(&m, None, 10 * G);
-            let mut running: Vec<(Kind, Claim)> = Vec::new();
-            for (pick, start) in ops {
-                if start || running.is_empty() {
+            // Taken tasks, with the CPUs they were given once started.
+            let mut taken: Vec<(Kind, Claim, Option<Vec<usize>>)> = Vec::new();
+            for (pick, op) in ops {
+                if op == 0 || taken.is_empty() {
                     let kind = kinds[pick % kinds.len()];
                     let claim = Claim::new(&table.get(kind.0, kind.1), &m, (pick as u64) << 28);
                     if ledger.check(kind, &claim).is_ok() {
                         ledger.take(kind, &claim);
-                        running.push((kind, claim));
+                        taken.push((kind, claim, None));
+                    }
+                } else if op == 1 {
+                    let i = pick % taken.len();
+                    if taken[i].2.is_none() {
+                        taken[i].2 = ledger.start(&taken[i].1);
                     }
                 } else {
-                    let (kind, claim) = running.remove(pick % running.len());
-                    ledger.give_back(kind, &claim);
+                    let (kind, claim, started) = taken.remove(pick % taken.len());
+                    ledger.give_back(kind, &claim, started.as_deref());
                 }
-                let threads: u32 = running.iter().map(|(_, c)| c.threads).sum();
-                let min: u64 = running.iter().map(|(_, c)| c.min_memory).sum();
-                let max: u64 = running.iter().map(|(_, c)| c.max_memory).sum();
-                let gpu: u32 = running.iter().map(|(_, c)| c.gpu_milli).sum();
-                let scratch: u64 = running.iter().map(|(_, c)| c.scratch).sum();
+                let running = || taken.iter().filter(|t| t.2.is_some());
+                let preparing = || taken.iter().filter(|t| t.2.is_none());
+                let threads: u32 = running().map(|t| t.1.threads).sum();
+                let gpu: u32 = running().map(|t| t.1.gpu_milli).sum();
+                let min: u64 = taken.iter().map(|t| t.1.min_memory).sum();
+                let max: u64 = taken.iter().map(|t| t.1.max_memory).sum();
+                let scratch: u64 = taken.iter().map(|t| t.1.scratch).sum();
                 prop_assert!(threads <= cpus);
+                prop_assert!(gpu <= gpus as u32 * 1000);
+                prop_assert!(preparing().map(|t| t.1.threads).sum::<u32>() <= cpus);
+                prop_assert!(preparing().map(|t| t.1.gpu_milli).sum::<u32>() <= gpus as u32 * 1000);
                 prop_assert!(min <= m.memory_bytes);
                 prop_assert!(max <= m.memory_bytes + m.swap_bytes);
-                prop_assert!(gpu <= gpus as u32 * 1000);
                 prop_assert!(scratch <= 10 * G);
                 prop_assert_eq!(ledger.usage().threads, threads);
-                prop_assert_eq!(ledger.usage().tasks as usize, running.len());
+                prop_assert_eq!(ledger.usage().tasks as usize, taken.len());
+                // No CPU is given to two running tasks.
+                let mut pinned: Vec<usize> = running().flat_map(|t| t.2.clone().unwrap()).collect();
+                let n = pinned.len();
+                pinned.sort();
+                pinned.dedup();
+                prop_assert_eq!(pinned.len(), n);
             }
         }
     }

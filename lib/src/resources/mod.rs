@@ -2,6 +2,7 @@
 //! GPUs, detected or declared), lotus's resource table per phase and size, and the ledger of
 //! what running tasks hold. No NVIDIA library means no GPUs, not an error.
 
+pub mod cores;
 pub mod ledger;
 pub mod table;
 
@@ -20,6 +21,10 @@ pub struct Machine {
     pub swap_bytes: u64,
     /// GPU names, one per GPU.
     pub gpus: Vec<String>,
+    /// The CPUs proof children are pinned to some of (`mesh-worker run --pin-cpus`: this
+    /// process's affinity, one per thread counted in `cpu_threads`); empty: no pinning.
+    #[serde(skip)]
+    pub cpu_ids: Vec<usize>,
 }
 
 /// What an operator declares instead of what is detected (a container whose limits the system
@@ -66,8 +71,11 @@ impl Declared {
 
     /// The machine: detected, with what is declared put in its place.
     pub fn apply(&self, mut machine: Machine) -> Machine {
-        if let Some(cpus) = self.cpus {
+        if let Some(cpus) = self.cpus
+            && cpus != machine.cpu_threads
+        {
             machine.cpu_threads = cpus;
+            machine.cpu_ids.clear();
         }
         if let Some(memory) = self.memory {
             machine.memory_bytes = memory;
@@ -98,6 +106,7 @@ pub fn detect() -> Machine {
         memory_bytes,
         swap_bytes,
         gpus: gpus(),
+        cpu_ids: Vec::new(),
     }
 }
 
@@ -146,6 +155,7 @@ mod tests {
             memory_bytes: 8 << 30,
             swap_bytes: 0,
             gpus: vec!["RTX".into()],
+            cpu_ids: vec![0, 1],
         };
         let declared = Declared {
             cpus: Some(64),
@@ -159,6 +169,7 @@ mod tests {
         });
         let m = declared.apply(detected);
         assert_eq!((m.cpu_threads, m.memory_bytes), (64, 1 << 40));
+        assert!(m.cpu_ids.is_empty(), "declared CPUs are not pinned");
         assert!(m.gpus.is_empty());
         assert!(
             Declared {

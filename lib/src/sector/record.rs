@@ -99,7 +99,8 @@ pub struct PhaseRun {
 /// before (JetStream would drop it as a duplicate within its duplicate window).
 const RELOCATION_GENERATIONS: u32 = 100;
 
-/// A sector sent back to PreCommit1 because the worker holding its data was lost.
+/// A sector sent back to PreCommit1, or on from the store's backup of its data, because the
+/// worker holding its data was lost.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Relocation {
     pub holder: WorkerId,
@@ -337,14 +338,41 @@ impl SectorRecord {
         }
     }
 
-    /// Sends a held sector back to PreCommit1 on any worker, as a fresh task (the next
-    /// generation of PreCommit1), because the worker holding its data is gone: PreCommit1 is
-    /// deterministic, so the same ticket gives the same commitments. `reason` goes to the
+    /// Whether what the sector's current phase needs of its holder's data is also in the store:
+    /// the holder backed it up (`mesh-worker run --back-up-held`), the layers and tree D after
+    /// PreCommit1, the replica and trees C and R after PreCommit2.
+    pub fn backed_up(&self) -> bool {
+        let has = |artefact| {
+            self.data
+                .objects
+                .keys()
+                .any(|name| Artefact::of(name) == Some(artefact))
+        };
+        match &self.state {
+            SectorState::Active {
+                phase: Phase::PreCommit2,
+                ..
+            } => has(Artefact::Cache),
+            SectorState::Active {
+                phase: Phase::Commit1 | Phase::Commit2 | Phase::Finalize,
+                ..
+            } => has(Artefact::Cache) && has(Artefact::Sealed),
+            _ => false,
+        }
+    }
+
+    /// Takes a held sector away from its holder, because that worker is gone: where the holder
+    /// backed the data up ([`SectorRecord::backed_up`]), the sector goes on from the store on
+    /// any worker, its current phase as a fresh task (a running Commit2 goes on: it needs
+    /// nothing of the holder); otherwise it goes back to PreCommit1 on any worker, as a fresh
+    /// task: PreCommit1 is deterministic, so the same ticket gives the same commitments. A
+    /// fresh task has the first generation after this relocation. `reason` goes to the
     /// history. Returns false, changing nothing, unless the sector waits on a holder.
     pub fn relocate(&mut self, reason: &str, now_ms: u64) -> bool {
         let Some(holder) = self.waits_on_holder().cloned() else {
             return false;
         };
+        let restore = self.backed_up();
         self.relocations.push(Relocation {
             holder,
             reason: one_line(reason),
@@ -352,6 +380,16 @@ impl SectorRecord {
         });
         let generation = self.first_generation();
         self.data.holder = None;
+        if restore {
+            if let SectorState::Active { phase, .. } = &self.state
+                && *phase != Phase::Commit2
+            {
+                self.state =
+                    SectorState::waiting(self.miner, self.sector, *phase, generation, now_ms);
+            }
+            self.updated_ms = now_ms;
+            return true;
+        }
         self.data.pc1_output = None;
         self.data.comm_r = None;
         self.data.comm_d = None;
@@ -757,6 +795,37 @@ mod tests {
         let pc1 = held_pc1(&rec);
         rec.apply(&pc1, || [0; 32], 7);
         assert_eq!(rec.task(5, 0).unwrap().unwrap().id.0, "f01000.3.pc2.100");
+    }
+
+    #[test]
+    fn a_backed_up_sector_goes_on_from_the_store_when_its_holder_is_lost() {
+        let mut rec = record();
+        rec.apply(&ap_done(&rec), || [0; 32], 1);
+        // The holder backed up its layers and tree D with PreCommit1.
+        let layer = object("cache/sc-02-data-layer-1.dat", "pc1");
+        let mut pc1 = held_pc1(&rec);
+        if let Outcome::Done { outputs, .. } = &mut pc1.outcome {
+            outputs.push(layer.clone());
+        }
+        rec.apply(&pc1, || [0; 32], 2);
+        assert!(rec.backed_up());
+        assert!(rec.relocate("w1 is gone", 3));
+        assert_eq!(rec.data.holder, None);
+        let task = rec.task(5, 0).unwrap().unwrap();
+        assert_eq!(
+            task.id.0, "f01000.3.pc2.100",
+            "PreCommit2 again, not PreCommit1"
+        );
+        assert_eq!(task.holder, None);
+        assert!(task.inputs.iter().any(|i| i.name == layer.name), "{task:?}");
+        assert!(rec.data.pc1_output.is_some());
+        assert!(!rec.relocate("again", 4));
+
+        // Without the replica in the store, a sector past PreCommit2 is not backed up.
+        let mut rec = record();
+        rec.apply(&ap_done(&rec), || [0; 32], 1);
+        rec.apply(&held_pc1(&rec), || [0; 32], 2);
+        assert!(!rec.backed_up(), "nothing of the cache in the store");
     }
 
     #[test]

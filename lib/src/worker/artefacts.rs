@@ -3,6 +3,7 @@
 //! or changed, so that PreCommit2 does not upload PreCommit1's layers again).
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use crate::model::{ObjectRef, SectorIdentity};
 use crate::phases::{self, Artefact};
@@ -23,16 +24,28 @@ pub fn job(task: &Task, dir: &Path) -> phases::Job {
 }
 
 /// Files to upload after `task` ran in `dir` (`on_holder`: the sector's directory on the
-/// worker that holds it, from which only what leaves it is uploaded): (object name, local
-/// path).
+/// worker that holds it, from which only what leaves it is uploaded; `backup_since`: on the
+/// holder, back up everything the phase wrote since then, as a worker that does not hold
+/// sectors would upload it): (object name, local path).
 pub async fn outputs(
     task: &Task,
     dir: &Path,
     on_holder: bool,
+    backup_since: Option<SystemTime>,
 ) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let mut files = Vec::new();
-    for &artefact in task.phase.uploads(on_holder) {
-        if artefact.is_dir() {
+    let backup = on_holder && backup_since.is_some();
+    for &artefact in task.phase.uploads(on_holder && !backup) {
+        if artefact.is_dir() && backup {
+            // The holder's directory keeps earlier phases' files, which are not inputs here:
+            // what this phase wrote is what changed since it began.
+            for (name, path) in changed_files(dir, artefact, &[]).await? {
+                let modified = tokio::fs::metadata(&path).await?.modified()?;
+                if backup_since.is_some_and(|since| modified >= since) {
+                    files.push((name, path));
+                }
+            }
+        } else if artefact.is_dir() {
             files.extend(changed_files(dir, artefact, &task.inputs).await?);
         } else {
             files.push((artefact.name().to_string(), artefact.path(dir)));

@@ -1,7 +1,9 @@
 //! One task attempt: decode and check the task, download its inputs into a fresh scratch
-//! directory, run the proof in a child process, upload the outputs, publish the result and ack,
-//! sending progress acks all along. The outcome maps to JetStream as done → ack, retryable →
-//! nak with a delay, permanent → dead letter + failed result + term.
+//! directory (preparing: it holds no threads or GPU yet), wait for its threads and GPU, run the
+//! proof in a child process capped to its threads (and pinned, with `--pin-cpus`), upload the
+//! outputs, publish the result and ack, sending progress acks all along. The outcome maps to
+//! JetStream as done → ack, retryable → nak with a delay, permanent → dead letter + failed
+//! result + term.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,14 +15,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::holdings::Held;
-use super::{Ctx, artefacts};
+use super::{Claimed, Ctx, artefacts};
 use crate::broker::workers::RunningTask;
 use crate::model::{MinerId, ObjectRef, SectorSize, decode, encode, one_line};
 use crate::names;
 use crate::phases::{Artefact, Output, Phase};
 use crate::proofs::job::FailureKind;
 use crate::proofs::params;
-use crate::resources::Usage;
 use crate::sector::{
     MESSAGE_VERSION, Outcome, SectorRecord, SectorState, Task, TaskHead, TaskResult, Timings,
 };
@@ -41,7 +42,7 @@ pub(super) async fn run(
     msg: jetstream::Message,
     phase: Phase,
     size: SectorSize,
-    usage: Usage,
+    claimed: &Claimed,
     abort: CancellationToken,
 ) {
     let msg = Arc::new(msg);
@@ -134,31 +135,12 @@ pub(super) async fn run(
             term(&ctx, &msg, &format!("superseded: {why}")).await;
             return;
         }
-        // What this worker's tasks hold with this one, for operators and the placement tests.
-        info!(
-            size = %size,
-            deals = task.has_deals,
-            tasks = usage.tasks,
-            threads = usage.threads,
-            min_memory = usage.min_memory,
-            max_memory = usage.max_memory,
-            gpu = usage.gpu,
-            "task started"
-        );
-        ctx.registry.started(RunningTask {
-            task: task.id.clone(),
-            miner: task.miner,
-            sector: task.sector,
-            phase: task.phase,
-            size,
-            attempt: delivered,
-            since_ms: crate::now_ms(),
-        });
+        debug!(size = %size, deals = task.has_deals, "task taken; preparing its inputs");
         // A sector that moves on while its task runs (its holder lost, a phase redriven or
         // failed) stops the task: its result would be fenced off anyway.
         let stop = abort.child_token();
         let moved_on = MovedOn::watch(ctx.clone(), task.clone(), stop.clone());
-        let outcome = execute(&ctx, &task, delivered, &stop).await;
+        let outcome = execute(&ctx, &task, delivered, claimed, &stop).await;
         ctx.registry.finished(&task.id);
         let outcome = match (outcome, moved_on.why()) {
             (Err(Failure::Aborted), Some(why)) if !abort.is_cancelled() => {
@@ -208,7 +190,7 @@ pub(super) async fn run(
 fn let_go(ctx: &Ctx, task: &Task) {
     let freed = ctx.holdings.free(task.miner, task.sector);
     ctx.ledger.lock().expect("ledger lock").unkeep(freed);
-    ctx.room.notify_one();
+    super::ring_room(ctx);
 }
 
 /// Publishes the result, then acks; says whether the result was published. A result that
@@ -416,9 +398,15 @@ async fn execute(
     ctx: &Ctx,
     task: &Task,
     attempt: u32,
+    claimed: &Claimed,
     abort: &CancellationToken,
 ) -> Result<TaskResult, Failure> {
     let nonce = format!("{:08x}", rand::random::<u32>());
+    let turn = Turn {
+        attempt,
+        nonce: &nonce,
+        claimed,
+    };
     match place(ctx, task)? {
         Place::Attempt => {
             let dir = ctx
@@ -426,7 +414,7 @@ async fn execute(
                 .attempt(&format!("{}-{nonce}", task.id))
                 .map_err(|e| Failure::Retry(format!("create scratch directory: {e}")))?;
             let result = tokio::select! {
-                r = execute_in(ctx, task, attempt, &nonce, dir.path(), false, abort) => r,
+                r = execute_in(ctx, task, &turn, dir.path(), false, abort) => r,
                 () = abort.cancelled() => Err(Failure::Aborted),
             };
             dir.remove().await;
@@ -434,7 +422,7 @@ async fn execute(
         }
         Place::Keep(dir) => {
             let result = tokio::select! {
-                r = execute_in(ctx, task, attempt, &nonce, &dir, true, abort) => r,
+                r = execute_in(ctx, task, &turn, &dir, true, abort) => r,
                 () = abort.cancelled() => Err(Failure::Aborted),
             };
             let size = SectorSize::of_proof(task.proof).expect("a size the worker holds");
@@ -472,7 +460,7 @@ async fn execute(
         }
         Place::Holder(dir) => {
             tokio::select! {
-                r = execute_in(ctx, task, attempt, &nonce, &dir, true, abort) => r,
+                r = execute_in(ctx, task, &turn, &dir, true, abort) => r,
                 () = abort.cancelled() => Err(Failure::Aborted),
             }
         }
@@ -494,15 +482,26 @@ async fn execute(
     }
 }
 
+/// Which run of a task this is: its delivery, a nonce naming its files, and its claim.
+struct Turn<'a> {
+    attempt: u32,
+    nonce: &'a str,
+    claimed: &'a Claimed,
+}
+
 async fn execute_in(
     ctx: &Ctx,
     task: &Task,
-    attempt: u32,
-    nonce: &str,
+    turn: &Turn<'_>,
     dir: &std::path::Path,
     on_holder: bool,
     abort: &CancellationToken,
 ) -> Result<TaskResult, Failure> {
+    let Turn {
+        attempt,
+        nonce,
+        claimed,
+    } = *turn;
     let started = Instant::now();
     let mut read_bytes = 0;
     for input in &task.inputs {
@@ -538,13 +537,47 @@ async fn execute_in(
     }
     let download_ms = started.elapsed().as_millis() as u64;
 
+    // Inputs are here: now the task claims its threads and GPU, waiting for running tasks to
+    // give them back if need be.
+    let cpus = claimed.start(ctx, abort).await.ok_or(Failure::Aborted)?;
+    let size = SectorSize::of_proof(task.proof).unwrap_or(SectorSize::KiB2);
+    let usage = ctx.ledger.lock().expect("ledger lock").usage();
+    // What this worker's tasks hold with this one, for operators and the placement tests.
+    info!(
+        size = %size,
+        deals = task.has_deals,
+        tasks = usage.tasks,
+        threads = usage.threads,
+        cpus = %super::cpu_list(&cpus),
+        min_memory = usage.min_memory,
+        max_memory = usage.max_memory,
+        gpu = usage.gpu,
+        "task started"
+    );
+    ctx.registry.hold(usage);
+    ctx.registry.started(RunningTask {
+        task: task.id.clone(),
+        miner: task.miner,
+        sector: task.sector,
+        phase: task.phase,
+        size,
+        attempt,
+        since_ms: crate::now_ms(),
+    });
+    let pin = crate::proofs::child::Pin {
+        threads: claimed.claim.threads,
+        machine_threads: ctx.config.machine.cpu_threads,
+        cpus,
+    };
+
     let ran = Instant::now();
+    let began = std::time::SystemTime::now();
     let job = artefacts::job(task, dir);
     let exec_dir = dir.join(format!(".exec-{nonce}"));
     tokio::fs::create_dir_all(&exec_dir)
         .await
         .map_err(|e| Failure::Retry(format!("create {}: {e}", exec_dir.display())))?;
-    let output = ctx.config.executor.run(&job, &exec_dir, abort).await;
+    let output = ctx.config.executor.run(&job, &exec_dir, &pin, abort).await;
     let _ = tokio::fs::remove_dir_all(&exec_dir).await;
     let output = output.map_err(|f| match f.kind {
         FailureKind::Retryable => Failure::Retry(f.message),
@@ -558,7 +591,9 @@ async fn execute_in(
     let run_ms = ran.elapsed().as_millis() as u64;
 
     let uploaded = Instant::now();
-    let files = artefacts::outputs(task, dir, on_holder)
+    let backup =
+        ctx.config.back_up_held && matches!(task.phase, Phase::PreCommit1 | Phase::PreCommit2);
+    let files = artefacts::outputs(task, dir, on_holder, backup.then_some(began))
         .await
         .map_err(|e| Failure::Retry(format!("collect outputs: {e:#}")))?;
     let mut outputs: Vec<ObjectRef> = Vec::with_capacity(files.len());

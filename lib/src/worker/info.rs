@@ -11,18 +11,63 @@ use crate::units::human_bytes;
 #[derive(Serialize)]
 struct Info<'a> {
     machine: &'a Machine,
+    proofs: Proofs,
     slots: Option<u32>,
     scratch: String,
     scratch_limit: u64,
     serving: Vec<Serving>,
 }
 
+/// How this build proves, and what of it the environment turns on.
+#[derive(Serialize)]
+struct Proofs {
+    multicore_sdr_built: bool,
+    /// `FIL_PROOFS_USE_MULTICORE_SDR=1` (lotus's switch).
+    multicore_sdr_used: bool,
+    /// `FIL_PROOFS_MULTICORE_SDR_PRODUCERS` (3 unless set).
+    sdr_producers: String,
+    gpu_support: bool,
+}
+
+impl Proofs {
+    fn read() -> Proofs {
+        Proofs {
+            multicore_sdr_built: crate::proofs::MULTICORE_SDR,
+            multicore_sdr_used: std::env::var("FIL_PROOFS_USE_MULTICORE_SDR").as_deref() == Ok("1"),
+            sdr_producers: std::env::var("FIL_PROOFS_MULTICORE_SDR_PRODUCERS")
+                .unwrap_or_else(|_| "3".into()),
+            gpu_support: crate::proofs::GPU_BUILD,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let sdr = match (self.multicore_sdr_built, self.multicore_sdr_used) {
+            (true, true) => format!(
+                "multicore SDR: PreCommit1 runs {} producers and one hashing thread",
+                self.sdr_producers
+            ),
+            (true, false) => "multicore SDR built, off: PreCommit1 hashes on one thread (set \
+                              FIL_PROOFS_USE_MULTICORE_SDR=1 to use it)"
+                .into(),
+            (false, _) => "built without multicore SDR: PreCommit1 hashes on one thread".into(),
+        };
+        let gpu = if self.gpu_support {
+            "PreCommit2 and Commit2 on GPUs"
+        } else {
+            "no GPU support: PreCommit2 and Commit2 on the CPU"
+        };
+        format!("{sdr}; {gpu}")
+    }
+}
+
 /// The info as text (or JSON).
 pub fn render(config: &WorkerConfig, json: bool) -> String {
     let serving = config.plan();
+    let proofs = Proofs::read();
     if json {
         let info = Info {
             machine: &config.machine,
+            proofs,
             slots: config.slots,
             scratch: config.scratch.display().to_string(),
             scratch_limit: config.scratch_limit,
@@ -48,6 +93,7 @@ pub fn render(config: &WorkerConfig, json: bool) -> String {
             ),
         ],
         vec!["gpus".into(), gpus],
+        vec!["proofs".into(), proofs.describe()],
         vec![
             "slots".into(),
             config
@@ -68,8 +114,8 @@ pub fn render(config: &WorkerConfig, json: bool) -> String {
     out.push('\n');
     let mut rows = vec![
         [
-            "phase", "size", "threads", "min mem", "max mem", "base mem", "gpu", "max conc",
-            "scratch", "at once",
+            "phase", "size", "threads", "cpu cap", "min mem", "max mem", "base mem", "gpu",
+            "max conc", "scratch", "at once",
         ]
         .map(String::from)
         .to_vec(),
@@ -91,6 +137,11 @@ pub fn render(config: &WorkerConfig, json: bool) -> String {
             s.phase.to_string(),
             s.size.to_string(),
             s.claim.threads.to_string(),
+            match (s.thread_cap, s.pinned) {
+                (Some(n), true) => format!("{n}, pinned"),
+                (Some(n), false) => n.to_string(),
+                (None, _) => "-".into(),
+            },
             human_bytes(s.claim.min_memory),
             human_bytes(s.claim.max_memory),
             human_bytes(s.claim.base_memory),

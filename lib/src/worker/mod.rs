@@ -30,7 +30,7 @@ use crate::broker::{Broker, topology};
 use crate::model::{Need, SectorSize, WorkerId};
 use crate::names;
 use crate::phases::{self, Phase};
-use crate::proofs::child::ChildRunner;
+use crate::proofs::child::{ChildRunner, Pin};
 use crate::proofs::job::{Job, JobFailure, JobOutput};
 use crate::proofs::synthetic::Synthetic;
 use crate::resources::{self, Claim, Ledger, Machine, Refusal, Table, Usage};
@@ -67,11 +67,15 @@ impl Executor {
         &self,
         job: &phases::Job,
         dir: &std::path::Path,
+        pin: &Pin,
         abort: &CancellationToken,
     ) -> Result<phases::Output, JobFailure> {
         match self {
             Executor::Proofs(runner) => {
-                match runner.run(&Job::Phase(job.clone()), dir, abort).await? {
+                match runner
+                    .run(&Job::Phase(job.clone()), dir, pin, abort)
+                    .await?
+                {
                     JobOutput::Phase(output) => Ok(output),
                     other => Err(JobFailure::retryable(format!(
                         "the proof process answered a {} job with {other:?}",
@@ -116,6 +120,10 @@ pub struct WorkerConfig {
     /// Keep the data of sectors whose PreCommit1 runs here until their Finalize (and run their
     /// PreCommit2, Commit1 and Finalize here), rather than send it through the store.
     pub hold_sectors: bool,
+    /// On a worker holding sectors, also send each held sector's PreCommit1 and PreCommit2
+    /// data to the store (layers, trees, replica), so that the sector goes on from there,
+    /// not from PreCommit1, if this worker is lost.
+    pub back_up_held: bool,
 }
 
 /// A worker's id unless the operator gives one: the host and a hash of the scratch path, so
@@ -141,6 +149,11 @@ pub struct Serving {
     pub refusal: Option<Refusal>,
     /// How many fit at once on the idle worker; `None` for more than [`AT_ONCE_SHOWN`].
     pub at_once: Option<u32>,
+    /// The threads its proof is capped to (rayon's and ec-gpu's pools), when it reserves fewer
+    /// than the machine has; `None`: it may use every core.
+    pub thread_cap: Option<u32>,
+    /// Whether its proof is pinned to CPUs of its own (the worker knows its CPUs).
+    pub pinned: bool,
 }
 
 /// The largest "at once" count [`WorkerConfig::plan`] counts up to.
@@ -175,6 +188,34 @@ impl WorkerConfig {
             store_patience: Duration::from_secs(30 * 60),
             scratch_limit: u64::MAX,
             hold_sectors: true,
+            back_up_held: false,
+        }
+    }
+
+    /// A worker that runs real proofs in a build without GPU support proves on the CPU: its
+    /// GPUs are left out of the resource checks (which would reserve a GPU and a few threads
+    /// for a PreCommit2 or Commit2 that uses every core), with a warning to show.
+    pub fn prove_on_cpu(&mut self) -> Option<String> {
+        if crate::proofs::GPU_BUILD || self.machine.gpus.is_empty() {
+            return None;
+        }
+        let gpus = std::mem::take(&mut self.machine.gpus);
+        Some(format!(
+            "this build has no GPU support: PreCommit2 and Commit2 run on the CPU and reserve \
+             CPU threads by the resource table; the {} GPU(s) found ({}) are not used",
+            gpus.len(),
+            gpus.join(", ")
+        ))
+    }
+
+    /// Pins each proof that reserves fewer threads than the machine has to CPUs of its own
+    /// (`--pin-cpus`), for a worker that has the machine (or a CPU set given to it) to itself:
+    /// workers sharing CPUs would each pin theirs to the same ones.
+    /// Not when the CPU count was declared (or a cgroup quota is below the affinity mask).
+    pub fn pin_cpus(&mut self) {
+        let detected = resources::cores::allowed();
+        if detected.len() == self.machine.cpu_threads as usize {
+            self.machine.cpu_ids = detected;
         }
     }
 
@@ -208,6 +249,12 @@ impl WorkerConfig {
                     ledger.take(kind, &claim);
                     at_once += 1;
                 }
+                let pin = Pin {
+                    threads: claim.threads,
+                    machine_threads: self.machine.cpu_threads,
+                    cpus: Vec::new(),
+                };
+                let capped = !pin.env().is_empty();
                 out.push(Serving {
                     phase,
                     size,
@@ -215,6 +262,8 @@ impl WorkerConfig {
                     claim,
                     refusal,
                     at_once: (at_once <= AT_ONCE_SHOWN).then_some(at_once),
+                    thread_cap: capped.then_some(claim.threads),
+                    pinned: capped && !self.machine.cpu_ids.is_empty(),
                 });
             }
         }
@@ -533,11 +582,21 @@ pub async fn run(
                 continue 'pull;
             }
         }
-        let fitting: Vec<usize> = {
+        // Tasks that would run at once are taken whenever one waits. Those that would wait in
+        // the preparing window for a running task (a second Commit2 fetching its inputs while
+        // the first proves) only when a poll finds them: an idle worker answers the doorbell
+        // first and runs them now.
+        let (fitting, now): (Vec<usize>, Vec<usize>) = {
             let ledger = ledger.lock().expect("ledger lock");
-            (0..sources.len())
+            let fitting: Vec<usize> = (0..sources.len())
                 .filter(|&i| ledger.check(sources[i].kind(), &sources[i].claim).is_ok())
-                .collect()
+                .collect();
+            let now = fitting
+                .iter()
+                .copied()
+                .filter(|&i| ledger.runs_now(&sources[i].claim))
+                .collect();
+            (fitting, now)
         };
         if fitting.is_empty() {
             tokio::select! {
@@ -548,7 +607,13 @@ pub async fn run(
         }
         // Bells rung before this look are answered by it.
         while let Some(Some(_)) = doorbell.next().now_or_never() {}
-        let mut taken = take(&mut sources, &fitting, &weights, probe).await;
+        let mut taken = take(
+            &mut sources,
+            if probe { &fitting } else { &now },
+            &weights,
+            probe,
+        )
+        .await;
         probe = false;
         if taken.is_none() {
             tokio::select! {
@@ -556,7 +621,7 @@ pub async fn run(
                     // The bell can ring a moment before the stream has stored the task.
                     for delay_ms in [0, 10, 40, 150] {
                         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                        taken = take(&mut sources, &fitting, &weights, false).await;
+                        taken = take(&mut sources, &now, &weights, false).await;
                         if taken.is_some() {
                             break;
                         }
@@ -601,6 +666,57 @@ pub async fn run(
     Ok(())
 }
 
+/// A taken task's claim: preparing (memory, scratch and a slot held; threads and GPU in the
+/// preparing window) until [`Claimed::start`], then running.
+pub(crate) struct Claimed {
+    kind: (Phase, SectorSize),
+    claim: Claim,
+    /// The CPUs the task was pinned to, once it started.
+    started: Mutex<Option<Vec<usize>>>,
+}
+
+impl Claimed {
+    /// Waits until the task's threads and GPU are free on the machine and takes them: the CPUs
+    /// to pin its proof to (empty: unpinned), or `None` when aborted first.
+    async fn start(&self, ctx: &Ctx, abort: &CancellationToken) -> Option<Vec<usize>> {
+        let mut logged = false;
+        loop {
+            let room = ctx.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if let Some(cpus) = ctx.ledger.lock().expect("ledger lock").start(&self.claim) {
+                *self.started.lock().expect("claim lock") = Some(cpus.clone());
+                return Some(cpus);
+            }
+            if !logged {
+                info!("inputs ready; waiting for threads or a GPU that running tasks hold");
+                logged = true;
+            }
+            tokio::select! {
+                () = room => {}
+                () = abort.cancelled() => return None,
+            }
+        }
+    }
+}
+
+/// CPUs as `0,1,5`, or `any` for an unpinned task.
+fn cpu_list(cpus: &[usize]) -> String {
+    if cpus.is_empty() {
+        return "any".into();
+    }
+    cpus.iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Wakes whatever waits for resources given back: tasks waiting to start, and the pull loop.
+fn ring_room(ctx: &Ctx) {
+    ctx.room.notify_waiters();
+    ctx.room.notify_one();
+}
+
 /// Claims what a taken task needs and runs it in an attempt of its own, giving the claim back
 /// when it ends.
 fn launch(
@@ -620,14 +736,20 @@ fn launch(
     let ctx = ctx.clone();
     let abort = abort.clone();
     tracker.spawn(async move {
-        attempt::run(ctx.clone(), msg, kind.0, kind.1, usage, abort).await;
+        let claimed = Claimed {
+            kind,
+            claim,
+            started: Mutex::new(None),
+        };
+        attempt::run(ctx.clone(), msg, kind.0, kind.1, &claimed, abort).await;
+        let started = claimed.started.lock().expect("claim lock").take();
         let usage = {
             let mut ledger = ctx.ledger.lock().expect("ledger lock");
-            ledger.give_back(kind, &claim);
+            ledger.give_back(claimed.kind, &claimed.claim, started.as_deref());
             ledger.usage()
         };
         ctx.registry.set_usage(usage);
-        ctx.room.notify_one();
+        ring_room(&ctx);
     });
 }
 
@@ -657,7 +779,7 @@ async fn let_go_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
                     ledger.usage()
                 };
                 ctx.registry.set_usage(usage);
-                ctx.room.notify_one();
+                ring_room(&ctx);
             }
         }
         tokio::select! {
