@@ -70,6 +70,25 @@ fn cache_identifier<Tree: 'static + MerkleTreeTrait>(
     )
 }
 
+/// Builds the SDR parent cache of a seal proof type (under `FIL_PROOFS_PARENT_CACHE`) if it is
+/// missing, as the first PreCommit1 of that size otherwise would (about 1 GB at 512MiB, 56 GiB
+/// at 32GiB).
+pub fn build_parent_cache(proof: RegisteredSealProof) -> anyhow::Result<()> {
+    with_shape!(
+        u64::from(proof.sector_size()),
+        parent_cache_of,
+        &proof.as_v1_config(),
+    )
+}
+
+fn parent_cache_of<Tree: 'static + MerkleTreeTrait>(
+    config: &filecoin_proofs::PoRepConfig,
+) -> anyhow::Result<()> {
+    let public_params = filecoin_proofs::parameters::public_params::<Tree>(config)?;
+    public_params.graph.parent_cache()?;
+    Ok(())
+}
+
 /// Files of `wanted` that are not in `dir`.
 pub fn missing<'a>(dir: &Path, wanted: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     wanted

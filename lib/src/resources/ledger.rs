@@ -3,10 +3,12 @@
 //! against RAM, peak memory against RAM and swap, threads against CPU threads, GPU use against
 //! GPUs, plus the per-kind `max_concurrent`, the worker's slot cap and its scratch space.
 //!
-//! As in lotus, a task's threads and GPU are counted twice over: while it prepares (downloads
-//! its inputs) against a preparing window of one machine's worth, and while it runs against
-//! the machine. Memory, scratch and slots are held from the take to the end. So a transfer
-//! never holds a GPU, and a worker can fetch the next task's inputs while one runs.
+//! A task prepares (downloads its inputs) before it runs. Memory, scratch and slots are held
+//! from the take to the end; threads and GPU only while it runs. A GPU task's threads and GPU
+//! count, while it prepares, against a preparing window of one machine's worth, as in lotus:
+//! a transfer never holds a GPU, and the next Commit2 fetches its input while one proves. A
+//! task without a GPU is taken only when its threads are free beside those running and those
+//! promised to tasks preparing, so that it never waits (and never jumps the fair share).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -165,8 +167,9 @@ impl Ledger {
         }
     }
 
-    /// Whether one more task of `kind` may be taken: everything against what is taken, threads
-    /// and GPU against the preparing window.
+    /// Whether one more task of `kind` may be taken: everything against what is taken; a GPU
+    /// task's threads and GPU against the preparing window, another's threads against the
+    /// machine less what runs and what prepares.
     pub fn check(&self, kind: Kind, claim: &Claim) -> Result<(), Refusal> {
         if claim.gpu_required && self.gpu_milli == 0 {
             return Err(Refusal::NoGpu);
@@ -195,7 +198,12 @@ impl Ledger {
         if need > free {
             return Err(Refusal::VirtualMemory { need, free });
         }
-        self.fits(claim, self.preparing_threads, self.preparing_gpu_milli)?;
+        if claim.gpu_milli > 0 {
+            self.fits(claim, self.preparing_threads, self.preparing_gpu_milli)?;
+        } else {
+            let threads = self.preparing_threads.saturating_add(self.used.threads);
+            self.fits(claim, threads, 0)?;
+        }
         let free = self
             .scratch_limit
             .saturating_sub(self.used.scratch)
@@ -479,6 +487,9 @@ mod tests {
                 prop_assert!(threads <= cpus);
                 prop_assert!(gpu <= gpus as u32 * 1000);
                 prop_assert!(preparing().map(|t| t.1.threads).sum::<u32>() <= cpus);
+                // A task without a GPU never waits to start: its threads were free when taken.
+                let cpu_only: u32 = taken.iter().filter(|t| t.1.gpu_milli == 0).map(|t| t.1.threads).sum();
+                prop_assert!(cpu_only <= cpus);
                 prop_assert!(preparing().map(|t| t.1.gpu_milli).sum::<u32>() <= gpus as u32 * 1000);
                 prop_assert!(min <= m.memory_bytes);
                 prop_assert!(max <= m.memory_bytes + m.swap_bytes);

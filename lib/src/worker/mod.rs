@@ -582,8 +582,8 @@ pub async fn run(
                 continue 'pull;
             }
         }
-        // Tasks that would run at once are taken whenever one waits. Those that would wait in
-        // the preparing window for a running task (a second Commit2 fetching its inputs while
+        // Tasks that would run at once are taken whenever one waits. GPU tasks that would wait
+        // in the preparing window for a running one (a second Commit2 fetching its input while
         // the first proves) only when a poll finds them: an idle worker answers the doorbell
         // first and runs them now.
         let (fitting, now): (Vec<usize>, Vec<usize>) = {
