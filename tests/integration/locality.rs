@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use mesh::phases::Phase;
 use mesh_tests::observe::{self, RegistryLog, Run, runs};
-use mesh_tests::{Mesh, lines, require_2kib_params, verify_out_line, wait_for};
+use mesh_tests::{Mesh, Proc, lines, require_2kib_params, verify_out_line, wait_for};
 
 /// Waits until some worker other than those in `not` shows a task of `phase` running, and
 /// returns that worker.
@@ -65,6 +65,21 @@ async fn reached(
         },
     )
     .await
+}
+
+/// Seals one sector into `out`, its holder counted lost 1 s after its registry record goes.
+fn seal_one_soon_relocated(mesh: &Mesh, out: &std::path::Path) -> Proc {
+    mesh.seal(
+        "publisher",
+        &[
+            "--count",
+            "1",
+            "--out",
+            &out.display().to_string(),
+            "--holder-grace",
+            "1s",
+        ],
+    )
 }
 
 /// No result ever sent a layer or tree D to the store, and PreCommit1 sent nothing.
@@ -156,17 +171,7 @@ async fn a_dead_holder_sends_its_sector_back_to_pc1_and_the_proof_still_verifies
     let ids = ["w1", "w2", "w3"];
     let mut workers: Vec<_> = ids.iter().map(|id| mesh.worker(id, &[])).collect();
     let out = mesh.path("sealed.jsonl");
-    let mut publisher = mesh.seal(
-        "publisher",
-        &[
-            "--count",
-            "1",
-            "--out",
-            &out.display().to_string(),
-            "--holder-grace",
-            "1s",
-        ],
-    );
+    let mut publisher = seal_one_soon_relocated(&mesh, &out);
 
     // Kill the holder once it runs PreCommit2, then the next holder once it ran PreCommit2.
     let first = reached(&broker, &log, &ids, &[], Phase::PreCommit2).await;
@@ -233,17 +238,7 @@ async fn a_backed_up_sector_goes_on_from_the_store_when_its_holder_dies() {
         .map(|id| mesh.worker(id, &["--back-up-held"]))
         .collect();
     let out = mesh.path("sealed.jsonl");
-    let mut publisher = mesh.seal(
-        "publisher",
-        &[
-            "--count",
-            "1",
-            "--out",
-            &out.display().to_string(),
-            "--holder-grace",
-            "1s",
-        ],
-    );
+    let mut publisher = seal_one_soon_relocated(&mesh, &out);
     let holder = reached(&broker, &log, &ids, &[], Phase::PreCommit2).await;
     let at = ids.iter().position(|id| *id == holder).unwrap();
     workers[at].kill();
