@@ -42,15 +42,21 @@ impl Pin {
     /// pools size themselves by the CPUs the process may run on.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         let mut env = Vec::new();
-        if self.threads > 0 && self.threads < self.machine_threads {
-            env.push(("RAYON_NUM_THREADS", self.threads.to_string()));
-            env.push(("EC_GPU_NUM_THREADS", self.threads.to_string()));
+        if let Some(threads) = self.cap() {
+            env.push(("RAYON_NUM_THREADS", threads.to_string()));
+            env.push(("EC_GPU_NUM_THREADS", threads.to_string()));
         }
         if !self.cpus.is_empty() {
-            let list: Vec<String> = self.cpus.iter().map(|c| c.to_string()).collect();
-            env.push((crate::resources::cores::PROOF_CPUS_ENV, list.join(",")));
+            let cpus = crate::resources::cores::list(&self.cpus);
+            env.push((crate::resources::cores::PROOF_CPUS_ENV, cpus));
         }
         env
+    }
+
+    /// The threads the proof's pools are capped to: those reserved, when fewer than the
+    /// machine's; `None` when it reserves none or every one.
+    pub fn cap(&self) -> Option<u32> {
+        (self.threads > 0 && self.threads < self.machine_threads).then_some(self.threads)
     }
 }
 

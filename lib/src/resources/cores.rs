@@ -28,6 +28,14 @@ pub fn pin(cpus: &[usize]) -> Result<(), String> {
     sched_setaffinity(Pid::from_raw(0), &set).map_err(|e| format!("pin to CPUs {cpus:?}: {e}"))
 }
 
+/// CPUs as [`PROOF_CPUS_ENV`] writes them (`0,1,5`); what [`parse`] reads.
+pub fn list(cpus: &[usize]) -> String {
+    cpus.iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Parses [`PROOF_CPUS_ENV`].
 pub fn parse(list: &str) -> Result<Vec<usize>, String> {
     list.split(',')
@@ -110,6 +118,7 @@ mod tests {
             "unknown CPUs: unpinned"
         );
         assert_eq!(parse("0, 3,12").unwrap(), vec![0, 3, 12]);
+        assert_eq!(parse(&list(&[0, 3, 12])).unwrap(), vec![0, 3, 12]);
         assert!(parse("0,x").unwrap_err().contains("'x'"));
         assert!(!allowed().is_empty());
     }

@@ -212,8 +212,9 @@ fn check(need: &Need) -> Result<(), String> {
     Ok(())
 }
 
-/// Threads of PreCommit1 with multicore SDR, as lotus's `getSDRThreads`.
-fn sdr_threads(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option<i32>, String> {
+/// Threads of PreCommit1 with multicore SDR, as lotus's `getSDRThreads`: its producers plus
+/// one, or `None` without `FIL_PROOFS_USE_MULTICORE_SDR=1`.
+pub fn sdr_threads(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option<i32>, String> {
     if lookup("FIL_PROOFS_USE_MULTICORE_SDR").as_deref() != Some("1") {
         return Ok(None);
     }

@@ -24,30 +24,32 @@ struct Proofs {
     multicore_sdr_built: bool,
     /// `FIL_PROOFS_USE_MULTICORE_SDR=1` (lotus's switch).
     multicore_sdr_used: bool,
-    /// `FIL_PROOFS_MULTICORE_SDR_PRODUCERS` (3 unless set).
-    sdr_producers: String,
+    /// `FIL_PROOFS_MULTICORE_SDR_PRODUCERS` (3 unless set), as the resource table reads it.
+    sdr_producers: Option<i32>,
     gpu_support: bool,
 }
 
 impl Proofs {
     fn read() -> Proofs {
+        // The worker's config already refused a bad producer count.
+        let sdr = crate::resources::table::sdr_threads(&|name| std::env::var(name).ok())
+            .ok()
+            .flatten();
         Proofs {
             multicore_sdr_built: crate::proofs::MULTICORE_SDR,
-            multicore_sdr_used: std::env::var("FIL_PROOFS_USE_MULTICORE_SDR").as_deref() == Ok("1"),
-            sdr_producers: std::env::var("FIL_PROOFS_MULTICORE_SDR_PRODUCERS")
-                .unwrap_or_else(|_| "3".into()),
+            multicore_sdr_used: sdr.is_some(),
+            sdr_producers: sdr.map(|threads| threads - 1),
             gpu_support: crate::proofs::GPU_BUILD,
         }
     }
 
     fn describe(&self) -> String {
-        let sdr = match (self.multicore_sdr_built, self.multicore_sdr_used) {
-            (true, true) => format!(
-                "multicore SDR: PreCommit1 runs {} producers and one hashing thread",
-                self.sdr_producers
+        let sdr = match (self.multicore_sdr_built, self.sdr_producers) {
+            (true, Some(producers)) => format!(
+                "multicore SDR: PreCommit1 runs {producers} producers and one hashing thread"
             ),
-            (true, false) => "multicore SDR built, off: PreCommit1 hashes on one thread (set \
-                              FIL_PROOFS_USE_MULTICORE_SDR=1 to use it)"
+            (true, None) => "multicore SDR built, off: PreCommit1 hashes on one thread (set \
+                             FIL_PROOFS_USE_MULTICORE_SDR=1 to use it)"
                 .into(),
             (false, _) => "built without multicore SDR: PreCommit1 hashes on one thread".into(),
         };

@@ -249,12 +249,12 @@ impl WorkerConfig {
                     ledger.take(kind, &claim);
                     at_once += 1;
                 }
-                let pin = Pin {
+                let thread_cap = Pin {
                     threads: claim.threads,
                     machine_threads: self.machine.cpu_threads,
                     cpus: Vec::new(),
-                };
-                let capped = !pin.env().is_empty();
+                }
+                .cap();
                 out.push(Serving {
                     phase,
                     size,
@@ -262,8 +262,8 @@ impl WorkerConfig {
                     claim,
                     refusal,
                     at_once: (at_once <= AT_ONCE_SHOWN).then_some(at_once),
-                    thread_cap: capped.then_some(claim.threads),
-                    pinned: capped && !self.machine.cpu_ids.is_empty(),
+                    thread_cap,
+                    pinned: thread_cap.is_some() && !self.machine.cpu_ids.is_empty(),
                 });
             }
         }
@@ -705,10 +705,7 @@ fn cpu_list(cpus: &[usize]) -> String {
     if cpus.is_empty() {
         return "any".into();
     }
-    cpus.iter()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
+    resources::cores::list(cpus)
 }
 
 /// Wakes whatever waits for resources given back: tasks waiting to start, and the pull loop.
