@@ -140,6 +140,14 @@ async fn a_group_wakes_from_zero_serves_its_sectors_and_returns_to_zero() {
     assert!(status.success(), "{}", sealing.tail(20));
     wait_size(port, 0, Duration::from_secs(60)).await;
     let zero = mesh::now_ms();
+    // The group reports zero once every worker was told to stop (SIGTERM); each then drains
+    // and exits on its own time, which on a loaded machine is more than one poll.
+    wait_for(
+        "every local worker to log that it stopped",
+        Duration::from_secs(60),
+        || async { worker_logs(&mesh).iter().all(|w| w.3).then_some(()) },
+    )
+    .await;
 
     let grew = log_lines(&mesh, "grew the group");
     assert!(!grew.is_empty(), "the group never grew");
