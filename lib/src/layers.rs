@@ -18,6 +18,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("store", &["model", "units", "redact"]),
     ("resources", &["model", "phases", "units"]),
     ("proofs", &["model", "phases", "store", "resources"]),
+    ("lotus", &["model", "redact"]),
     (
         "broker",
         &[
@@ -59,6 +60,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "broker",
             "units",
             "render",
+            "lotus",
         ],
     ),
     (

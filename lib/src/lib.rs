@@ -11,6 +11,7 @@ pub mod config;
 mod fuzz;
 #[cfg(test)]
 mod layers;
+pub mod lotus;
 pub mod model;
 pub mod names;
 pub mod phases;

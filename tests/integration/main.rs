@@ -10,6 +10,7 @@ mod chaos;
 mod errors;
 mod faults;
 mod locality;
+mod lotus;
 mod ops;
 mod outages;
 mod placement;

@@ -103,6 +103,9 @@ enum Command {
         #[arg(required = true)]
         sectors: Vec<u64>,
     },
+    /// Sealing for a lotus miner through lotus's sector import.
+    #[command(subcommand)]
+    Lotus(LotusCommand),
     /// Run one proof job (proof verification; not for people).
     #[command(hide = true)]
     Exec(ExecArgs),
@@ -135,6 +138,51 @@ enum DlqCommand {
         #[command(flatten)]
         which: Letters,
     },
+}
+
+#[derive(Subcommand)]
+enum LotusCommand {
+    /// What the mesh sees of the miner and its full node: actor, sector size, each token's
+    /// permissions, the chain head and the ticket a sector would get now. Exits 1 when the
+    /// miner's token cannot reserve sector numbers and import sectors (admin).
+    Check(LotusArgs),
+}
+
+/// Where lotus's APIs are, in lotus's own form.
+#[derive(clap::Args)]
+struct LotusArgs {
+    /// The miner's API: TOKEN:/ip4/HOST/tcp/PORT/http, as `lotus-miner auth api-info --perm
+    /// admin` prints it.
+    #[arg(
+        long,
+        env = "MINER_API_INFO",
+        value_name = "API_INFO",
+        hide_env_values = true
+    )]
+    miner_api: String,
+    /// The full node's API, as `lotus auth api-info --perm read` prints it.
+    #[arg(
+        long,
+        env = "FULLNODE_API_INFO",
+        value_name = "API_INFO",
+        hide_env_values = true
+    )]
+    node_api: String,
+}
+
+impl LotusArgs {
+    /// Parsed here rather than by clap, whose error would repeat the string with its token.
+    fn connect(self) -> anyhow::Result<mesh::lotus::Lotus> {
+        let miner = self
+            .miner_api
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--miner-api (MINER_API_INFO): {e}"))?;
+        let node = self
+            .node_api
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--node-api (FULLNODE_API_INFO): {e}"))?;
+        Ok(mesh::lotus::Lotus::new(miner, node))
+    }
 }
 
 #[derive(Subcommand)]
@@ -307,6 +355,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             json,
         } => sectors(nats, miner, failed, json).await,
         Command::Status { nats, json } => status(nats, json).await,
+        Command::Lotus(LotusCommand::Check(args)) => {
+            let check = publisher::lotus::Check::run(&args.connect()?).await?;
+            println!("{check}");
+            match check.problem() {
+                None => Ok(()),
+                Some(why) => Err(anyhow::anyhow!(
+                    "the mesh cannot seal for this miner: {why}"
+                )),
+            }
+        }
         Command::Gc {
             nats,
             store,

@@ -4,6 +4,7 @@
 pub mod dlq;
 mod driver;
 pub mod gc;
+pub mod lotus;
 pub mod miners;
 pub mod output;
 pub mod randomness;
