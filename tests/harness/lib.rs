@@ -445,6 +445,7 @@ pub fn synthetic_task(
         params,
         holder: None,
         synthetic: true,
+        back_up: false,
         created_ms: mesh::now_ms(),
     }
 }

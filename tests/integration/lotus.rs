@@ -1,8 +1,9 @@
 //! The mesh against a lotus miner and full node: a fake (tests/fakes/lotus.py), because lotus
-//! cannot be installed on a test machine. The fake follows lotus's JSON-RPC wire format (method
-//! names, positional parameters, permissions, go-bitfield and go-cid JSON) as lotus's source
-//! defines it, written apart from the mesh's own reading of it; it does not run lotus's sealing
-//! pipeline.
+//! cannot be installed on a test machine. The fake follows lotus's wire format as lotus's source
+//! defines it (JSON-RPC method names, positional parameters and permissions, go-bitfield and
+//! go-cid JSON, `SectorReceive`'s checks, its downloads and Commit1/Commit2/done calls), written
+//! apart from the mesh's own reading of it; it precommits nothing on a chain. Real 2KiB proofs:
+//! the proofs lotus gets are verified here with the ticket and seed of the fake's chain.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use mesh::lotus::rpc::RpcError;
 use mesh::lotus::{ApiInfo, Lotus};
-use mesh_tests::{Proc, bin, free_port, lines, wait_for};
+use mesh_tests::{Mesh, Proc, bin, free_port, lines, require_2kib_params, wait_for};
 use serde_json::Value;
 
 const ADMIN: &str = "admin-token";
@@ -25,6 +26,10 @@ struct FakeLotus {
 
 impl FakeLotus {
     async fn start() -> FakeLotus {
+        Self::start_with(&[]).await
+    }
+
+    async fn start_with(extra: &[&str]) -> FakeLotus {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let log = dir.path().join("calls.jsonl");
@@ -33,23 +38,29 @@ impl FakeLotus {
         let log_arg = log.to_str().expect("utf-8 temp path").to_string();
         let admin = format!("--token={ADMIN}=read,write,sign,admin");
         let read = format!("--token={READ}=read");
+        let data = dir.path().join("data");
+        let data_arg = data.to_str().expect("utf-8 temp path").to_string();
+        let mut args = vec![
+            script.to_str().expect("utf-8 path"),
+            "--data-dir",
+            &data_arg,
+            "--port",
+            &port_arg,
+            "--log",
+            &log_arg,
+            "--actor",
+            "f01000",
+            "--sector-size",
+            "2048",
+            "--height",
+            "10000",
+            &admin,
+            &read,
+        ];
+        args.extend_from_slice(extra);
         let proc = Proc::spawn(
             Path::new("python3"),
-            &[
-                script.to_str().expect("utf-8 path"),
-                "--port",
-                &port_arg,
-                "--log",
-                &log_arg,
-                "--actor",
-                "f01000",
-                "--sector-size",
-                "2048",
-                "--height",
-                "10000",
-                &admin,
-                &read,
-            ],
+            &args,
             &[],
             &dir.path().join("lotus.log"),
         );
@@ -77,6 +88,34 @@ impl FakeLotus {
             self.info(miner_token).parse::<ApiInfo>().unwrap(),
             self.info(node_token).parse::<ApiInfo>().unwrap(),
         )
+    }
+
+    /// The fake's view of the sectors it received (`GET /debug/sectors`).
+    async fn sectors(&self) -> serde_json::Map<String, Value> {
+        let url = format!("http://127.0.0.1:{}/debug/sectors", self.port);
+        let body = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        serde_json::from_str::<Value>(&body)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .clone()
+    }
+
+    /// Waits until the fake holds `count` sectors all in `state`.
+    async fn wait_state(&self, count: usize, state: &str, deadline: Duration) {
+        wait_for(
+            &format!("{count} sector(s) in lotus state {state}"),
+            deadline,
+            || async move {
+                let sectors = self.sectors().await;
+                for s in sectors.values() {
+                    assert_ne!(s["state"], "Failed", "lotus failed a sector: {s}");
+                }
+                (sectors.len() == count && sectors.values().all(|s| s["state"] == state))
+                    .then_some(())
+            },
+        )
+        .await;
     }
 
     /// The calls the fake served, in order.
@@ -212,4 +251,156 @@ fn base64_to_hex(text: &str) -> String {
             .decode(text)
             .unwrap(),
     )
+}
+
+/// `mesh-publisher lotus pledge --count N` against the fake and the mesh's file store.
+fn pledge(mesh: &Mesh, lotus: &FakeLotus, name: &str, count: u64, port: u16) -> Proc {
+    let url = mesh.url();
+    let listen = format!("127.0.0.1:{port}");
+    let count = count.to_string();
+    Proc::spawn(
+        &bin("mesh-publisher"),
+        &[
+            "lotus",
+            "pledge",
+            "--count",
+            &count,
+            "--nats",
+            &url,
+            "--store",
+            &mesh.store,
+            "--listen",
+            &listen,
+        ],
+        &[
+            ("MINER_API_INFO", &lotus.info(ADMIN)),
+            ("FULLNODE_API_INFO", &lotus.info(READ)),
+        ],
+        &mesh.log(name),
+    )
+}
+
+/// Checks a sector lotus reports proving: its files as lotus keeps them, and a proof that
+/// verifies with the ticket and seed lotus's chain gave (`verify_seal` straight from
+/// filecoin-proofs-api, as lotus's `checkCommit` would).
+fn check_proving(number: &str, sector: &Value) {
+    use filecoin_proofs_api::{RegisteredSealProof, SectorId, seal};
+    assert_eq!(sector["state"], "Proving", "{sector}");
+    let files = sector["cache_files"].as_object().unwrap();
+    for name in ["p_aux", "t_aux", "sc-02-data-tree-r-last.dat"] {
+        assert!(
+            files.contains_key(name),
+            "{name} not in the cache lotus got: {sector}"
+        );
+    }
+    assert_eq!(files.len(), 3, "the cache lotus got: {sector}");
+    assert_eq!(sector["sealed_bytes"], 2048);
+    assert_eq!(sector["unsealed_bytes"], 2048);
+    let bytes = |key: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(
+                sector[key]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{key}: {sector}")),
+            )
+            .unwrap()
+    };
+    let comm = |key: &str, codec| {
+        let cid: mesh::lotus::wire::Cid = sector[key].as_str().unwrap().parse().unwrap();
+        cid.commitment_of(codec).unwrap()
+    };
+    let miner: mesh::model::MinerId = "f01000".parse().unwrap();
+    let ok = seal::verify_seal(
+        RegisteredSealProof::StackedDrg2KiBV1_1,
+        comm("comm_r", mesh::lotus::wire::FIL_COMMITMENT_SEALED),
+        comm("comm_d", mesh::lotus::wire::FIL_COMMITMENT_UNSEALED),
+        miner.prover_id(),
+        SectorId::from(number.parse::<u64>().unwrap()),
+        bytes("ticket").try_into().unwrap(),
+        bytes("seed").try_into().unwrap(),
+        &bytes("proof"),
+    )
+    .expect("verify_seal runs");
+    assert!(
+        ok,
+        "sector {number}: the proof does not verify with lotus's ticket and seed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_pledged_sectors_are_received_committed_and_done_and_their_proofs_verify() {
+    require_2kib_params();
+    let mesh = Mesh::start().await;
+    let lotus = FakeLotus::start().await;
+    let _worker = mesh.worker("w1", &[]);
+    let mut publisher = pledge(&mesh, &lotus, "pledge", 2, free_port());
+    let status = publisher.wait(Duration::from_secs(600)).await;
+    assert!(status.success(), "{}", publisher.tail(30));
+    // The publisher ends on lotus's done call; the fake says Proving once that call returned.
+    lotus
+        .wait_state(2, "Proving", Duration::from_secs(30))
+        .await;
+    let sectors = lotus.sectors().await;
+    assert_eq!(sectors.len(), 2, "{sectors:?}");
+    for (number, sector) in &sectors {
+        check_proving(number, sector);
+        // Lotus's reservation gave the numbers: the first two free ones.
+        assert!(["0", "1"].contains(&number.as_str()), "{number}");
+    }
+    assert_eq!(lotus.calls("SectorNumReserveCount").len(), 1);
+    let text = publisher.log_text();
+    assert!(
+        text.contains("f01000.0: done") && text.contains("f01000.1: done"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publisher_killed_between_receive_and_commit1_is_answered_by_the_restarted_one() {
+    require_2kib_params();
+    let mesh = Mesh::start().await;
+    // Lotus retries a failed Commit1 call (the fake every 0.5 s, 240 times).
+    let lotus = FakeLotus::start_with(&["--retries", "240", "--retry-interval", "0.5"]).await;
+    let _worker = mesh.worker("w1", &[]);
+    let port = free_port();
+    let mut first = pledge(&mesh, &lotus, "pledge-1", 1, port);
+    wait_for(
+        "lotus to receive the sector",
+        Duration::from_secs(300),
+        || async {
+            let sectors = lotus.sectors().await;
+            sectors
+                .values()
+                .any(|s| s["state"] != "Receiving")
+                .then_some(())
+        },
+    )
+    .await;
+    first.kill();
+    let mut second = pledge(&mesh, &lotus, "pledge-2", 0, port);
+    let status = second.wait(Duration::from_secs(600)).await;
+    assert!(status.success(), "{}", second.tail(30));
+    lotus
+        .wait_state(1, "Proving", Duration::from_secs(30))
+        .await;
+    let sectors = lotus.sectors().await;
+    assert_eq!(sectors.len(), 1, "no sector received twice: {sectors:?}");
+    for (number, sector) in &sectors {
+        check_proving(number, sector);
+    }
+    // No number lost or used twice: one reservation, one number, one sector.
+    let reservations = mesh::lotus::Lotus::new(
+        lotus.info(ADMIN).parse().unwrap(),
+        lotus.info(READ).parse().unwrap(),
+    )
+    .reservations()
+    .await
+    .unwrap();
+    assert_eq!(reservations.len(), 1, "{reservations:?}");
+    assert_eq!(reservations.values().next().unwrap().len(), 1);
+    println!(
+        "FIGURE lotus restart: Commit1 calls that failed while the publisher was down: {}",
+        sectors.values().next().unwrap()["commit1_failures"]
+    );
 }

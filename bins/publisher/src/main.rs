@@ -146,6 +146,45 @@ enum LotusCommand {
     /// permissions, the chain head and the ticket a sector would get now. Exits 1 when the
     /// miner's token cannot reserve sector numbers and import sectors (admin).
     Check(LotusArgs),
+    /// Reserve N sector numbers from the miner, seal N committed-capacity sectors with the
+    /// chain's tickets, hand each to lotus after PreCommit2 (`SectorReceive`) and serve what
+    /// lotus then asks for; exits 0 once lotus reported every sector done (also waits for the
+    /// miner's unfinished lotus sectors).
+    Pledge {
+        #[command(flatten)]
+        args: LotusSealArgs,
+        /// How many sectors (at most 1000 per run); 0 resumes unfinished ones only.
+        #[arg(long, value_parser = whole_number::<u64>("0 to 1000"))]
+        count: u64,
+    },
+    /// Drive every unfinished lotus sector of the miner and serve lotus until SIGTERM.
+    Run(LotusSealArgs),
+}
+
+/// What sealing for lotus needs: lotus, NATS, the store, and the listener lotus calls.
+#[derive(clap::Args)]
+struct LotusSealArgs {
+    #[command(flatten)]
+    lotus: LotusArgs,
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    params: ParamArgs,
+    /// Where to listen for lotus's downloads and Commit1/Commit2/done calls.
+    #[arg(long, env = "MESH_LOTUS_LISTEN", default_value = "127.0.0.1:2380")]
+    listen: std::net::SocketAddr,
+    /// The URL lotus reaches the listener at (default: http://LISTEN).
+    #[arg(long, env = "MESH_LOTUS_ADVERTISE")]
+    advertise: Option<url::Url>,
+    /// Deliveries after which a failing task is dead-lettered and its sector failed.
+    #[arg(long, env = "MESH_MAX_ATTEMPTS", default_value_t = 5, value_parser = whole_number::<u32>("1 to 100"))]
+    max_attempts: u32,
+    /// How long the worker holding a sector's data may be gone before the sector runs
+    /// PreCommit1 again elsewhere.
+    #[arg(long, env = "MESH_HOLDER_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
+    holder_grace: Duration,
 }
 
 /// Where lotus's APIs are, in lotus's own form.
@@ -355,6 +394,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             json,
         } => sectors(nats, miner, failed, json).await,
         Command::Status { nats, json } => status(nats, json).await,
+        Command::Lotus(LotusCommand::Pledge { args, count }) => {
+            if count > 1000 {
+                anyhow::bail!("--count {count} is out of range: use 0 to 1000 per run");
+            }
+            lotus_seal(args, Some(count)).await
+        }
+        Command::Lotus(LotusCommand::Run(args)) => lotus_seal(args, None).await,
         Command::Lotus(LotusCommand::Check(args)) => {
             let check = publisher::lotus::Check::run(&args.connect()?).await?;
             println!("{check}");
@@ -486,26 +532,140 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
 }
 
 async fn driver(args: &MinerArgs) -> anyhow::Result<Driver> {
-    if args.max_attempts == 0 || args.max_attempts > 100 {
+    open_driver(
+        &args.nats,
+        &args.store,
+        PublisherConfig {
+            miner: args.miner,
+            runner: args.params.runner()?,
+            max_attempts: args.max_attempts,
+            holder_grace: args.holder_grace,
+        },
+    )
+    .await
+}
+
+async fn open_driver(
+    nats: &NatsArgs,
+    store: &StoreArgs,
+    config: PublisherConfig,
+) -> anyhow::Result<Driver> {
+    if config.max_attempts == 0 || config.max_attempts > 100 {
         anyhow::bail!(
             "--max-attempts {} is out of range: use 1 to 100",
-            args.max_attempts
+            config.max_attempts
         );
     }
-    let store = args.store.open()?;
-    let broker = args
-        .nats
-        .connect(&format!("mesh-publisher {}", args.miner))
+    let store = store.open()?;
+    let broker = nats
+        .connect(&format!("mesh-publisher {}", config.miner))
         .await?;
     // Under the miner's own prefix: a bucket policy may fence a publisher to it.
-    store.check_under(&format!("{}/", args.miner)).await?;
+    store.check_under(&format!("{}/", config.miner)).await?;
+    Driver::new(broker, store, config, Arc::new(OsRandomness)).await
+}
+
+/// `lotus pledge` (`count` new sectors, then waits for every unfinished lotus sector) and
+/// `lotus run` (`None`: until SIGTERM).
+async fn lotus_seal(args: LotusSealArgs, count: Option<u64>) -> anyhow::Result<()> {
+    use mesh::publisher::lotus::{Check, Pledge, PledgeConfig, pledge::Outcome, serve};
+    let shutdown = Shutdown::install();
+    let lotus = args.lotus.connect()?;
+    let check = Check::run(&lotus).await?;
+    if let Some(why) = check.problem() {
+        anyhow::bail!("the mesh cannot seal for this miner: {why}");
+    }
     let config = PublisherConfig {
-        miner: args.miner,
+        miner: check.miner,
         runner: args.params.runner()?,
         max_attempts: args.max_attempts,
         holder_grace: args.holder_grace,
     };
-    Driver::new(broker, store, config, Arc::new(OsRandomness)).await
+    let driver = Arc::new(open_driver(&args.nats, &args.store, config).await?);
+    driver.check_size(check.size).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "--listen {}: {e}; choose a free address lotus can reach",
+                args.listen
+            )
+        })?;
+    let advertise = match args.advertise {
+        Some(url) => url,
+        None => format!("http://{}", listener.local_addr()?).parse()?,
+    };
+    let pledge = Pledge::new(
+        lotus,
+        driver.clone(),
+        PledgeConfig {
+            size: check.size,
+            advertise,
+            poll: Duration::from_secs(2),
+        },
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(serve::serve(driver.clone(), listener, stop.clone()));
+    let driving = publisher::run(&driver, &stop);
+    let inner = async {
+        pledge.adopt().await?;
+        let mut wait_for = std::collections::BTreeSet::new();
+        if let Some(count) = count {
+            wait_for.extend(pledge.create(count).await?);
+            for record in driver.sectors().await? {
+                if record.lotus.is_some()
+                    && mesh::publisher::lotus::pledge::outcome(&record) == Outcome::Going
+                {
+                    wait_for.insert(record.sector);
+                }
+            }
+            println!(
+                "sealing {} sector(s) for {} ({}): {}",
+                wait_for.len(),
+                check.miner,
+                check.size,
+                wait_for
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        pledge.drive(&wait_for, &shutdown.drain).await
+    };
+    // Whatever ends the pledge (done, SIGTERM, an error) stops the driver and the listener.
+    let work = async {
+        let outcomes = inner.await;
+        stop.cancel();
+        outcomes
+    };
+    let (driven, outcomes) = tokio::join!(driving, work);
+    let _ = server.await;
+    driven?;
+    let outcomes = outcomes?;
+    if count.is_none() {
+        return Ok(());
+    }
+    if outcomes.is_empty() {
+        anyhow::bail!(
+            "stopped before lotus reported every sector done; `mesh-publisher lotus run` or              `lotus pledge --count 0` goes on with them"
+        );
+    }
+    let mut failed = Vec::new();
+    for (sector, outcome) in &outcomes {
+        match outcome {
+            Outcome::Done => println!("{}.{sector}: done", check.miner),
+            Outcome::Failed(why) => {
+                println!("{}.{sector}: {why}", check.miner);
+                failed.push(format!("{sector} ({why})"));
+            }
+            Outcome::Going => {}
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!("{} sector(s) not done: {}", failed.len(), failed.join("; "));
+    }
+    Ok(())
 }
 
 async fn seal(args: SealArgs) -> anyhow::Result<()> {

@@ -51,6 +51,10 @@ fn watch_parent() {
             std::thread::sleep(Duration::from_millis(500));
             if std::os::unix::process::parent_id() != parent {
                 eprintln!("parent process {parent} is gone; stopping");
+                // At once, not through `exit`: its atexit handlers and stdio flushes can wait
+                // on locks the proof's threads hold, and the orphan would run on (seen under
+                // load in CI: still running 10 s after its worker was killed).
+                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
                 std::process::exit(4);
             }
         }

@@ -163,6 +163,75 @@ impl Driver {
         }
     }
 
+    /// The object store the sectors' data is in.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Changes sector `sector`'s record with `change` and stores it (compare-and-set, read
+    /// again on a conflict). `change` returns `Err` to refuse, `Ok(false)` to leave the record
+    /// as it is. Returns the record as stored (or as read, when left).
+    pub(crate) async fn update(
+        &self,
+        sector: SectorNum,
+        mut change: impl FnMut(&mut SectorRecord) -> Result<bool, String>,
+    ) -> anyhow::Result<Result<SectorRecord, String>> {
+        loop {
+            let Some((mut record, revision)) = self.load(sector).await? else {
+                return Ok(Err(format!("no sector {}.{sector}", self.config.miner)));
+            };
+            match change(&mut record) {
+                Err(why) => return Ok(Err(why)),
+                Ok(false) => return Ok(Ok(record)),
+                Ok(true) => {}
+            }
+            if self.store_record(&record, revision).await? {
+                return Ok(Ok(record));
+            }
+        }
+    }
+
+    /// Creates committed-capacity sector `sector` for a lotus miner, with the chain's `ticket`
+    /// and the number from `reservation`, and publishes its AddPiece task. False, creating
+    /// nothing, when the sector exists already (a pledge resumed).
+    pub(crate) async fn create_lotus_sector(
+        &self,
+        size: SectorSize,
+        sector: SectorNum,
+        ticket: crate::lotus::Ticket,
+        reservation: &str,
+    ) -> anyhow::Result<bool> {
+        let miner = self.config.miner;
+        let mut record = SectorRecord::new(
+            miner,
+            sector,
+            size,
+            size.seal_proof(),
+            Vec::new(),
+            Vec::new(),
+            ticket.value,
+            crate::now_ms(),
+        );
+        record.lotus = Some(crate::sector::LotusImport {
+            ticket_epoch: ticket.epoch,
+            reservation: reservation.to_string(),
+            secret: hex::encode(rand::random::<[u8; 16]>()),
+            received: false,
+            done: None,
+        });
+        let key = names::sector_key(miner, sector);
+        match self.sectors.create(&key, encode(&record).into()).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("store new sector {key}")));
+            }
+        }
+        info!(%miner, %sector, %size, ticket_epoch = ticket.epoch, reservation, "lotus sector created");
+        self.ensure_published(record).await?;
+        Ok(true)
+    }
+
     /// Every sector of this miner.
     pub async fn sectors(&self) -> anyhow::Result<Vec<SectorRecord>> {
         super::list_sectors(&self.broker, self.config.miner).await
@@ -317,6 +386,9 @@ impl Driver {
         else {
             return Ok(record);
         };
+        if record.awaits_lotus() {
+            return Ok(record);
+        }
         let task = match record.task(self.config.max_attempts, crate::now_ms()) {
             Some(Ok(task)) => task,
             Some(Err(reason)) => bail!("sector {}.{}: {reason}", record.miner, record.sector),

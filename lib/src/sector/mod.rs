@@ -9,7 +9,7 @@ mod record;
 mod result;
 mod task;
 
-pub use record::{PhaseRun, Relocation, SectorRecord, SectorState, Stale};
+pub use record::{LotusDone, LotusImport, PhaseRun, Relocation, SectorRecord, SectorState, Stale};
 pub use result::{Outcome, TaskResult, Timings};
 pub use task::{InvalidTask, Task, TaskHead, TaskId};
 

@@ -145,6 +145,35 @@ impl fmt::Display for Stale {
     }
 }
 
+/// A sector sealed for a lotus miner (`mesh-publisher lotus pledge`): its number is one the
+/// miner reserved, its ticket the chain's, its seed the one lotus sends with its Commit1 call.
+/// After PreCommit2 it waits for lotus ([`SectorRecord::awaits_lotus`]) instead of drawing a
+/// seed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LotusImport {
+    /// The chain epoch the ticket was drawn at.
+    pub ticket_epoch: i64,
+    /// The miner's reservation the sector number came from.
+    pub reservation: String,
+    /// The secret every URL given to lotus for this sector carries.
+    pub secret: String,
+    /// Lotus accepted the sector (`SectorReceive`).
+    #[serde(default)]
+    pub received: bool,
+    /// What lotus said when the sector left its sealing pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<LotusDone>,
+}
+
+/// Lotus's report that a sector left its sealing pipeline (`RemoteSealingDoneParams`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LotusDone {
+    pub successful: bool,
+    /// Lotus's state name, e.g. `Proving`.
+    pub state: String,
+    pub at_ms: u64,
+}
+
 /// Everything the mesh knows about one sector.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SectorRecord {
@@ -168,6 +197,9 @@ pub struct SectorRecord {
     /// The phase after which the sector stops instead of going on (`seal --until`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<Phase>,
+    /// Sealed for a lotus miner, which imports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lotus: Option<LotusImport>,
     pub created_ms: u64,
     pub updated_ms: u64,
 }
@@ -198,6 +230,7 @@ impl SectorRecord {
             relocations: Vec::new(),
             synthetic: false,
             until: None,
+            lotus: None,
             created_ms: now_ms,
             updated_ms: now_ms,
         }
@@ -205,6 +238,41 @@ impl SectorRecord {
 
     pub fn has_deals(&self) -> bool {
         self.data.has_deals()
+    }
+
+    /// A lotus sector past PreCommit2 whose Commit1 waits for the seed lotus draws once its
+    /// precommit is on chain.
+    pub fn awaits_lotus(&self) -> bool {
+        self.lotus.is_some()
+            && self.data.seed.is_none()
+            && matches!(
+                self.state,
+                SectorState::Active {
+                    phase: Phase::Commit1,
+                    ..
+                }
+            )
+    }
+
+    /// Takes lotus's seed for Commit1. The same seed again is accepted (lotus retries a call
+    /// that failed); another one is refused, saying why.
+    pub fn take_seed(&mut self, seed: [u8; 32], now_ms: u64) -> Result<(), String> {
+        if self.lotus.is_none() {
+            return Err("it is not sealed for lotus".into());
+        }
+        match self.data.seed {
+            Some(have) if have == seed => Ok(()),
+            Some(_) => Err("it already has another seed".into()),
+            None if self.awaits_lotus() => {
+                self.data.seed = Some(seed);
+                self.updated_ms = now_ms;
+                Ok(())
+            }
+            None => Err(format!(
+                "it is in {}, not waiting for Commit1",
+                self.state.label()
+            )),
+        }
     }
 
     /// Result fencing: only a result of the task the sector waits for is accepted; a late
@@ -273,6 +341,10 @@ impl SectorRecord {
                     return;
                 }
                 *self = next;
+                if self.lotus.is_some() && result.phase == Phase::PreCommit2 {
+                    // Lotus draws the seed from the chain after its precommit lands.
+                    self.data.seed = None;
+                }
                 self.history.push(PhaseRun {
                     phase: result.phase,
                     worker: result.worker.clone(),
@@ -510,6 +582,8 @@ impl SectorRecord {
                 None
             },
             synthetic: self.synthetic,
+            // Lotus downloads the replica and the cache after PreCommit2, from the store.
+            back_up: self.lotus.is_some() && matches!(phase, Phase::PreCommit1 | Phase::PreCommit2),
             created_ms: now_ms,
         }))
     }

@@ -53,6 +53,11 @@ pub struct Task {
     /// they run it (see `proofs::synthetic`).
     #[serde(default)]
     pub synthetic: bool,
+    /// On the holder, upload what the phase wrote as a worker not holding the sector would
+    /// (what `--back-up-held` does for every sector): a lotus sector's replica and cache must
+    /// be in the store for lotus to download.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub back_up: bool,
     pub created_ms: u64,
 }
 
@@ -190,6 +195,7 @@ mod tests {
             }),
             holder: None,
             synthetic: false,
+            back_up: false,
             created_ms: 1,
         }
     }

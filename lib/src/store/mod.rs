@@ -389,6 +389,41 @@ impl Store {
             .map_err(|e| self.unavailable("download", key, e))
     }
 
+    /// The object `key` as a stream of chunks, with its size, for serving it on without a
+    /// local copy (lotus downloads a sector's files from the publisher).
+    pub async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<
+        (
+            u64,
+            futures::stream::BoxStream<'static, Result<bytes::Bytes, StoreError>>,
+        ),
+        StoreError,
+    > {
+        use futures::StreamExt;
+        let result = self
+            .inner
+            .get(&self.path(key))
+            .await
+            .map_err(|e| self.unavailable("download", key, e))?;
+        let size = result.meta.size;
+        let name = self.name.clone();
+        let key = key.to_string();
+        let stream = result
+            .into_stream()
+            .map(move |chunk| {
+                chunk.map_err(|e| StoreError::Unavailable {
+                    store: name.clone(),
+                    action: "download",
+                    key: key.clone(),
+                    reason: e.to_string(),
+                })
+            })
+            .boxed();
+        Ok((size, stream))
+    }
+
     /// Keys (relative to the store's prefix) and sizes under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
         Ok(self

@@ -591,8 +591,8 @@ async fn execute_in(
     let run_ms = ran.elapsed().as_millis() as u64;
 
     let uploaded = Instant::now();
-    let backup =
-        ctx.config.back_up_held && matches!(task.phase, Phase::PreCommit1 | Phase::PreCommit2);
+    let backup = task.back_up
+        || (ctx.config.back_up_held && matches!(task.phase, Phase::PreCommit1 | Phase::PreCommit2));
     let files = artefacts::outputs(task, dir, on_holder, backup.then_some(began))
         .await
         .map_err(|e| Failure::Retry(format!("collect outputs: {e:#}")))?;
