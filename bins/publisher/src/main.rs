@@ -178,13 +178,8 @@ struct LotusSealArgs {
     /// The URL lotus reaches the listener at (default: http://LISTEN).
     #[arg(long, env = "MESH_LOTUS_ADVERTISE")]
     advertise: Option<url::Url>,
-    /// Deliveries after which a failing task is dead-lettered and its sector failed.
-    #[arg(long, env = "MESH_MAX_ATTEMPTS", default_value_t = 5, value_parser = whole_number::<u32>("1 to 100"))]
-    max_attempts: u32,
-    /// How long the worker holding a sector's data may be gone before the sector runs
-    /// PreCommit1 again elsewhere.
-    #[arg(long, env = "MESH_HOLDER_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
-    holder_grace: Duration,
+    #[command(flatten)]
+    driving: DrivingArgs,
 }
 
 /// Where lotus's APIs are, in lotus's own form.
@@ -327,6 +322,13 @@ struct MinerArgs {
     /// Miner actor id, e.g. f01000.
     #[arg(long, env = "MESH_MINER")]
     miner: MinerId,
+    #[command(flatten)]
+    driving: DrivingArgs,
+}
+
+/// How a publisher drives its sectors.
+#[derive(clap::Args)]
+struct DrivingArgs {
     /// Deliveries after which a failing task is dead-lettered and its sector failed.
     #[arg(long, env = "MESH_MAX_ATTEMPTS", default_value_t = 5, value_parser = whole_number::<u32>("1 to 100"))]
     max_attempts: u32,
@@ -538,8 +540,8 @@ async fn driver(args: &MinerArgs) -> anyhow::Result<Driver> {
         PublisherConfig {
             miner: args.miner,
             runner: args.params.runner()?,
-            max_attempts: args.max_attempts,
-            holder_grace: args.holder_grace,
+            max_attempts: args.driving.max_attempts,
+            holder_grace: args.driving.holder_grace,
         },
     )
     .await
@@ -578,8 +580,8 @@ async fn lotus_seal(args: LotusSealArgs, count: Option<u64>) -> anyhow::Result<(
     let config = PublisherConfig {
         miner: check.miner,
         runner: args.params.runner()?,
-        max_attempts: args.max_attempts,
-        holder_grace: args.holder_grace,
+        max_attempts: args.driving.max_attempts,
+        holder_grace: args.driving.holder_grace,
     };
     let driver = Arc::new(open_driver(&args.nats, &args.store, config).await?);
     driver.check_size(check.size).await?;

@@ -350,22 +350,40 @@ struct Token {
     token: Option<String>,
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, Refusal> {
-    serde_json::from_slice(body)
-        .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("{what} body: {e}")))
+impl Service {
+    /// An endpoint call's sector (once the token is its secret) and its JSON body `what`.
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        (miner, sector): &(String, String),
+        token: &Token,
+        body: &[u8],
+        what: &str,
+    ) -> Result<(SectorRecord, T), Refusal> {
+        let record = self.sector(miner, sector, token.token.as_deref()).await?;
+        let params = serde_json::from_slice(body)
+            .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("{what} body: {e}")))?;
+        Ok((record, params))
+    }
+}
+
+/// What a waiting Commit1 call finds.
+enum C1 {
+    /// The sector went back through PreCommit2 (its holder was lost) and waits for the seed.
+    SeedAgain,
+    /// Commit1's output, by store key.
+    Output(String),
 }
 
 /// `POST …/commit1`: lotus's seed and the sector's identity; answers with Commit1's output.
 async fn commit1(
     State(service): State<Arc<Service>>,
-    Path((miner, sector)): Path<(String, String)>,
+    Path(path): Path<(String, String)>,
     Query(token): Query<Token>,
     body: Bytes,
 ) -> Result<Response, Refusal> {
-    let record = service
-        .sector(&miner, &sector, token.token.as_deref())
+    let (record, params): (_, RemoteCommit1Params) = service
+        .call(&path, &token, &body, "RemoteCommit1Params")
         .await?;
-    let params: RemoteCommit1Params = parse(&body, "RemoteCommit1Params")?;
     let conflict = |why: String| refuse(StatusCode::CONFLICT, why);
     if params.proof_type != seal_proof_number(record.size) {
         return Err(conflict(format!(
@@ -394,19 +412,26 @@ async fn commit1(
         .map_err(|_| refuse(StatusCode::BAD_REQUEST, "the seed is not 32 bytes"))?;
     let number = record.sector;
     info!(sector = %number, "lotus asks for commit1");
-    service.give_seed(number, seed).await?;
-    let key = service
-        .wait(number, |r| {
-            // Sent back through PreCommit2 by a lost holder: it waits for the seed again.
-            if r.awaits_lotus() {
-                return None;
+    let key = loop {
+        service.give_seed(number, seed).await?;
+        let found = service
+            .wait(number, |r| {
+                if r.awaits_lotus() {
+                    return Some(C1::SeedAgain);
+                }
+                r.data
+                    .objects
+                    .get(Artefact::C1Output.name())
+                    .map(|o| C1::Output(o.key.clone()))
+            })
+            .await?;
+        match found {
+            C1::Output(key) => break key,
+            C1::SeedAgain => {
+                info!(sector = %number, "the sector was sealed again; giving it the seed again")
             }
-            r.data
-                .objects
-                .get(Artefact::C1Output.name())
-                .map(|o| o.key.clone())
-        })
-        .await?;
+        }
+    };
     let out = service
         .driver
         .store()
@@ -419,14 +444,13 @@ async fn commit1(
 /// `POST …/commit2`: Commit1's output back; answers with the proof once it verified.
 async fn commit2(
     State(service): State<Arc<Service>>,
-    Path((miner, sector)): Path<(String, String)>,
+    Path(path): Path<(String, String)>,
     Query(token): Query<Token>,
     body: Bytes,
 ) -> Result<Response, Refusal> {
-    let record = service
-        .sector(&miner, &sector, token.token.as_deref())
+    let (record, params): (_, RemoteCommit2Params) = service
+        .call(&path, &token, &body, "RemoteCommit2Params")
         .await?;
-    let params: RemoteCommit2Params = parse(&body, "RemoteCommit2Params")?;
     if (params.sector.miner, params.sector.number) != (record.miner.actor(), record.sector.0) {
         return Err(refuse(
             StatusCode::CONFLICT,
@@ -450,14 +474,13 @@ async fn commit2(
 /// `POST …/done`: the sector left lotus's sealing pipeline.
 async fn done(
     State(service): State<Arc<Service>>,
-    Path((miner, sector)): Path<(String, String)>,
+    Path(path): Path<(String, String)>,
     Query(token): Query<Token>,
     body: Bytes,
 ) -> Result<Response, Refusal> {
-    let record = service
-        .sector(&miner, &sector, token.token.as_deref())
+    let (record, params): (_, RemoteSealingDoneParams) = service
+        .call(&path, &token, &body, "RemoteSealingDoneParams")
         .await?;
-    let params: RemoteSealingDoneParams = parse(&body, "RemoteSealingDoneParams")?;
     let at_ms = crate::now_ms();
     service
         .driver
