@@ -404,3 +404,95 @@ async fn a_publisher_killed_between_receive_and_commit1_is_answered_by_the_resta
         sectors.values().next().unwrap()["commit1_failures"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_listener_refuses_wrong_secrets_and_sectors_that_are_not_ready() {
+    let mesh = Mesh::start().await;
+    let lotus = FakeLotus::start().await;
+    let port = free_port();
+    // No worker: the sector waits for AddPiece, so none of its files is in the store yet.
+    let mut publisher = pledge(&mesh, &lotus, "pledge", 1, port);
+    let broker = mesh.broker().await;
+    let bucket = broker.bucket(mesh::names::SECTORS_BUCKET).await.unwrap();
+    let key = mesh::names::sector_key("f01000".parse().unwrap(), mesh::model::SectorNum(0));
+    let record: mesh::sector::SectorRecord =
+        wait_for("the sector's record", Duration::from_secs(60), || async {
+            let value = bucket.get(&key).await.ok().flatten()?;
+            mesh::model::decode(&value).ok()
+        })
+        .await;
+    let lotus_part = record.lotus.clone().expect("a lotus sector");
+    assert_eq!(lotus_part.ticket_epoch, 9100);
+    let secret = lotus_part.secret;
+    wait_for("the listener", Duration::from_secs(30), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}/sectors");
+    let get = |path: String, secret: Option<String>| {
+        let mut request = client.get(format!("{base}/{path}"));
+        if let Some(s) = secret {
+            request = request.bearer_auth(s);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let right = Some(secret.clone());
+    assert_eq!(get("f01000/0/sealed".into(), None).await.0, 401);
+    assert_eq!(
+        get("f01000/0/sealed".into(), Some("guess".into())).await.0,
+        401
+    );
+    let (status, body) = get("f01000/0/sealed".into(), right.clone()).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("sector f01000.0 has no sealed in the store yet (it is in ap)"),
+        "{body}"
+    );
+    let (status, body) = get("f01000/0/cache".into(), right.clone()).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(get("f01000/9/sealed".into(), right.clone()).await.0, 404);
+    assert_eq!(get("f01001/0/sealed".into(), right.clone()).await.0, 404);
+    assert_eq!(get("f01000/0/layers".into(), right.clone()).await.0, 404);
+
+    let post = |path: &str, body: &str| {
+        let request = client
+            .post(format!("{base}/{path}"))
+            .header("Content-Type", "application/json")
+            .body(body.to_string());
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let c1 = serde_json::json!({
+        "Ticket": "AA==", "Seed": "AA==", "Unsealed": {"/": "baga6ea4seaqpy7usqklokfx2vxuynmupslkeutzexe2uqurdg5vhtebhxqmpqmy"},
+        "Sealed": {"/": "baga6ea4seaqpy7usqklokfx2vxuynmupslkeutzexe2uqurdg5vhtebhxqmpqmy"}, "ProofType": 5
+    })
+    .to_string();
+    assert_eq!(post("f01000/0/commit1", &c1).await.0, 401);
+    assert_eq!(post("f01000/0/commit1?token=guess", &c1).await.0, 401);
+    let (status, body) = post(&format!("f01000/0/commit1?token={secret}"), "{").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("RemoteCommit1Params body"), "{body}");
+    let (status, body) = post(&format!("f01000/0/commit1?token={secret}"), &c1).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("the ticket is not the sector's"), "{body}");
+    assert_eq!(post("f01000/0/done", "{}").await.0, 401);
+
+    let listing = mesh.publisher(&["sectors", "--miner", "f01000"]);
+    assert!(
+        listing.contains("lotus: sealing (ticket of epoch 9100)"),
+        "{listing}"
+    );
+    publisher.kill();
+}

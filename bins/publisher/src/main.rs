@@ -768,11 +768,24 @@ async fn sectors(
                 "holder": rec.data.holder.as_ref().map(|w| w.0.clone()),
                 "phases": phases,
                 "store_bytes": store_bytes,
+                "lotus": rec.lotus.as_ref().map(|l| serde_json::json!({
+                    "stage": rec.lotus_stage(),
+                    "ticket_epoch": l.ticket_epoch,
+                    "reservation": l.reservation,
+                    "received": l.received,
+                    "done": l.done.as_ref().map(|d| serde_json::json!({
+                        "successful": d.successful,
+                        "state": d.state,
+                    })),
+                })),
             });
             println!("{line}");
         } else {
+            let lotus = rec
+                .lotus_stage()
+                .map_or(String::new(), |stage| format!("lotus: {stage} "));
             println!(
-                "{}.{:<8} {:<7} {:<7} {}",
+                "{}.{:<8} {:<7} {:<7} {lotus}{}",
                 rec.miner,
                 rec.sector,
                 rec.size.label(),

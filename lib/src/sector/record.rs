@@ -254,6 +254,20 @@ impl SectorRecord {
             )
     }
 
+    /// Where a lotus sector stands with lotus, in a few words for listings; `None` for the
+    /// mesh's own sectors.
+    pub fn lotus_stage(&self) -> Option<String> {
+        let lotus = self.lotus.as_ref()?;
+        Some(match &lotus.done {
+            Some(done) if done.successful => format!("done ({})", done.state),
+            Some(done) => format!("failed in lotus ({})", done.state),
+            None if self.awaits_lotus() && !lotus.received => "to be received".into(),
+            None if self.awaits_lotus() => "received, waiting for the seed".into(),
+            None if lotus.received => "received".into(),
+            None => format!("sealing (ticket of epoch {})", lotus.ticket_epoch),
+        })
+    }
+
     /// Takes lotus's seed for Commit1. The same seed again is accepted (lotus retries a call
     /// that failed); another one is refused, saying why.
     pub fn take_seed(&mut self, seed: [u8; 32], now_ms: u64) -> Result<(), String> {
