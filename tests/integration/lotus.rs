@@ -357,7 +357,8 @@ async fn two_pledged_sectors_are_received_committed_and_done_and_their_proofs_ve
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_publisher_killed_between_receive_and_commit1_is_answered_by_the_restarted_one() {
+async fn a_publisher_killed_between_receive_and_commit1_is_answered_by_lotus_run_which_adopts_orphaned_numbers()
+ {
     require_2kib_params();
     let mesh = Mesh::start().await;
     // Lotus retries a failed Commit1 call (the fake every 0.5 s, 240 times).
@@ -378,30 +379,70 @@ async fn a_publisher_killed_between_receive_and_commit1_is_answered_by_the_resta
     )
     .await;
     first.kill();
-    let mut second = pledge(&mesh, &lotus, "pledge-2", 0, port);
-    let status = second.wait(Duration::from_secs(600)).await;
-    assert!(status.success(), "{}", second.tail(30));
+    // A pledge killed between reserving its numbers and creating their sectors leaves a
+    // reservation of the mesh's with no sector: `lotus run` must seal it, not lose it.
+    let client = mesh::lotus::Lotus::new(
+        lotus.info(ADMIN).parse().unwrap(),
+        lotus.info(READ).parse().unwrap(),
+    );
+    assert_eq!(
+        client.reserve("mesh-f01000-1", 1).await.unwrap(),
+        vec![1],
+        "the orphaned reservation"
+    );
+
+    let url = mesh.url();
+    let listen = format!("127.0.0.1:{port}");
+    let mut run = Proc::spawn(
+        &bin("mesh-publisher"),
+        &[
+            "lotus",
+            "run",
+            "--nats",
+            &url,
+            "--store",
+            &mesh.store,
+            "--listen",
+            &listen,
+        ],
+        &[
+            ("MINER_API_INFO", &lotus.info(ADMIN)),
+            ("FULLNODE_API_INFO", &lotus.info(READ)),
+        ],
+        &mesh.log("run"),
+    );
     lotus
-        .wait_state(1, "Proving", Duration::from_secs(30))
+        .wait_state(2, "Proving", Duration::from_secs(600))
         .await;
+    run.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = run.wait(Duration::from_secs(60)).await;
+    assert!(status.success(), "{}", run.tail(30));
+    assert!(
+        run.log_text()
+            .contains("a reserved number had no sector; created it"),
+        "{}",
+        run.tail(30)
+    );
+
     let sectors = lotus.sectors().await;
-    assert_eq!(sectors.len(), 1, "no sector received twice: {sectors:?}");
+    assert_eq!(sectors.len(), 2, "no sector received twice: {sectors:?}");
     for (number, sector) in &sectors {
         check_proving(number, sector);
     }
-    // No number lost or used twice: one reservation, one number, one sector.
-    let reservations = mesh::lotus::Lotus::new(
-        lotus.info(ADMIN).parse().unwrap(),
-        lotus.info(READ).parse().unwrap(),
-    )
-    .reservations()
-    .await
-    .unwrap();
-    assert_eq!(reservations.len(), 1, "{reservations:?}");
-    assert_eq!(reservations.values().next().unwrap().len(), 1);
+    // No number lost or used twice: two reservations of one number each, two sectors.
+    let reservations = client.reservations().await.unwrap();
+    let mut numbers: Vec<u64> = reservations.values().flatten().copied().collect();
+    numbers.sort();
+    assert_eq!(numbers, vec![0, 1], "{reservations:?}");
+    let listing = mesh.publisher(&["sectors", "--miner", "f01000"]);
+    assert_eq!(
+        listing.matches("lotus: done (Proving)").count(),
+        2,
+        "{listing}"
+    );
     println!(
-        "FIGURE lotus restart: Commit1 calls that failed while the publisher was down: {}",
-        sectors.values().next().unwrap()["commit1_failures"]
+        "FIGURE lotus restart: Commit1 calls to sector 0 that failed while no publisher ran: {}",
+        sectors["0"]["commit1_failures"]
     );
 }
 
