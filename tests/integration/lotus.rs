@@ -255,23 +255,27 @@ fn base64_to_hex(text: &str) -> String {
 
 /// `mesh-publisher lotus pledge --count N` against the fake and the mesh's file store.
 fn pledge(mesh: &Mesh, lotus: &FakeLotus, name: &str, count: u64, port: u16) -> Proc {
+    let count = count.to_string();
+    lotus_publisher(mesh, lotus, name, &["pledge", "--count", &count], port)
+}
+
+/// `mesh-publisher lotus <command>` against the fake and the mesh's file store, its listener on
+/// `port`.
+fn lotus_publisher(
+    mesh: &Mesh,
+    lotus: &FakeLotus,
+    name: &str,
+    command: &[&str],
+    port: u16,
+) -> Proc {
     let url = mesh.url();
     let listen = format!("127.0.0.1:{port}");
-    let count = count.to_string();
+    let mut args = vec!["lotus"];
+    args.extend_from_slice(command);
+    args.extend(["--nats", &url, "--store", &mesh.store, "--listen", &listen]);
     Proc::spawn(
         &bin("mesh-publisher"),
-        &[
-            "lotus",
-            "pledge",
-            "--count",
-            &count,
-            "--nats",
-            &url,
-            "--store",
-            &mesh.store,
-            "--listen",
-            &listen,
-        ],
+        &args,
         &[
             ("MINER_API_INFO", &lotus.info(ADMIN)),
             ("FULLNODE_API_INFO", &lotus.info(READ)),
@@ -391,26 +395,7 @@ async fn a_publisher_killed_between_receive_and_commit1_is_answered_by_lotus_run
         "the orphaned reservation"
     );
 
-    let url = mesh.url();
-    let listen = format!("127.0.0.1:{port}");
-    let mut run = Proc::spawn(
-        &bin("mesh-publisher"),
-        &[
-            "lotus",
-            "run",
-            "--nats",
-            &url,
-            "--store",
-            &mesh.store,
-            "--listen",
-            &listen,
-        ],
-        &[
-            ("MINER_API_INFO", &lotus.info(ADMIN)),
-            ("FULLNODE_API_INFO", &lotus.info(READ)),
-        ],
-        &mesh.log("run"),
-    );
+    let mut run = lotus_publisher(&mesh, &lotus, "run", &["run"], port);
     lotus
         .wait_state(2, "Proving", Duration::from_secs(600))
         .await;

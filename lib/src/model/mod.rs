@@ -17,6 +17,6 @@ pub use ids::{MinerId, ParseIdError, SectorNum, SectorSize, TaskClass, WorkerId}
 pub use need::Need;
 pub use object::{MAX_KEY_BYTES, MAX_OBJECTS, ObjectRef, check_object, is_safe_segment, shown};
 pub use piece::{
-    MAX_PIECES, PieceInfo, PieceSpec, PiecesDoNotFit, check_pieces, fillers, piece_size_for,
+    MAX_PIECES, PieceInfo, PieceSpec, PiecesDoNotFit, check_pieces, fillers, padded, piece_size_for,
 };
 pub use seal::{RegisteredSealProof, SectorIdentity};

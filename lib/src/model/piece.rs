@@ -34,7 +34,8 @@ pub fn piece_size_for(len: u64) -> u64 {
     size
 }
 
-fn padded(unpadded: u64) -> u64 {
+/// The padded size (what lotus calls `PaddedPieceSize`) of an unpadded piece size.
+pub fn padded(unpadded: u64) -> u64 {
     unpadded / 127 * 128
 }
 

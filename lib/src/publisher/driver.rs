@@ -219,7 +219,17 @@ impl Driver {
             received: false,
             done: None,
         });
-        let key = names::sector_key(miner, sector);
+        if !self.insert(record).await? {
+            return Ok(false);
+        }
+        info!(%miner, %sector, %size, ticket_epoch = ticket.epoch, reservation, "lotus sector created");
+        Ok(true)
+    }
+
+    /// Stores a new sector's record and publishes its first task. False, storing nothing, when
+    /// a record of that sector exists.
+    async fn insert(&self, record: SectorRecord) -> anyhow::Result<bool> {
+        let key = names::sector_key(record.miner, record.sector);
         match self.sectors.create(&key, encode(&record).into()).await {
             Ok(_) => {}
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(false),
@@ -227,7 +237,6 @@ impl Driver {
                 return Err(anyhow::Error::new(e).context(format!("store new sector {key}")));
             }
         }
-        info!(%miner, %sector, %size, ticket_epoch = ticket.epoch, reservation, "lotus sector created");
         self.ensure_published(record).await?;
         Ok(true)
     }
@@ -347,13 +356,13 @@ impl Driver {
             );
             record.synthetic = synthetic;
             record.until = until;
-            let key = names::sector_key(miner, sector);
-            self.sectors
-                .create(&key, encode(&record).into())
-                .await
-                .with_context(|| format!("store new sector {key}"))?;
+            if !self.insert(record).await? {
+                bail!(
+                    "store new sector {}: it exists already",
+                    names::sector_key(miner, sector)
+                );
+            }
             info!(%miner, %sector, %size, pieces = pieces.len(), synthetic, "sector created");
-            self.ensure_published(record).await?;
             made.push(sector);
         }
         Ok(made)

@@ -20,7 +20,7 @@ use crate::lotus::rpc::RpcError;
 use crate::lotus::wire::{
     Bytes, Cid, PieceInfo, RemoteSectorMeta, SectorId, SectorPiece, seal_proof_number,
 };
-use crate::model::{SectorNum, SectorSize};
+use crate::model::{SectorNum, SectorSize, padded};
 use crate::sector::{SectorRecord, SectorState};
 
 /// What a pledge is asked for.
@@ -158,7 +158,7 @@ impl Pledge {
                 .iter()
                 .map(|p| SectorPiece {
                     piece: PieceInfo {
-                        size: p.size / 127 * 128,
+                        size: padded(p.size),
                         piece_cid: Cid::comm_d(p.comm_p),
                     },
                     deal_info: None,
