@@ -85,6 +85,22 @@ pub fn held_filter(worker: &WorkerId) -> String {
     format!("mesh.held.{worker}.>")
 }
 
+/// `mesh.bell.pc1.2kib`: rung (a core message, not stored) when a task is published to the
+/// task stream of a phase and size, so that idle workers of that stream look at once. Workers
+/// listen here rather than on the task subjects: whoever may subscribe to a task subject itself
+/// can make the server store anything in its stream (a push consumer delivering there).
+pub fn bell(phase: Phase, size: SectorSize) -> String {
+    format!("mesh.bell.{phase}.{}", size.token())
+}
+
+/// `mesh.bell.held.w1`: rung when a task is published for worker `w1`, which holds its sector.
+pub fn held_bell(worker: &WorkerId) -> String {
+    format!("mesh.bell.held.{worker}")
+}
+
+/// `mesh.bell.>`: every bell.
+pub const BELLS: &str = "mesh.bell.>";
+
 /// Reads a held-task subject back: worker, phase, size and miner.
 pub fn parse_held_subject(subject: &str) -> Option<(WorkerId, Phase, SectorSize, MinerId)> {
     let mut parts = subject.split('.');

@@ -468,4 +468,12 @@ pub async fn publish_task(broker: &mesh::broker::Broker, task: &mesh::sector::Ta
         )
         .await
         .expect("publish a task");
+    broker
+        .client()
+        .publish(
+            mesh::names::bell(task.phase, mesh::model::SectorSize::KiB2),
+            bytes::Bytes::new(),
+        )
+        .await
+        .expect("ring the bell");
 }

@@ -52,6 +52,12 @@ async fn js_publish(b: &Broker, subject: &str, body: &'static [u8]) -> Result<()
     Ok(())
 }
 
+/// How many messages a stream holds (read as admin would: stream info).
+async fn stream_messages(b: &Broker, stream: &str) -> Result<u64, String> {
+    let mut stream = b.js().get_stream(stream).await.map_err(err)?;
+    Ok(stream.info().await.map_err(err)?.state.messages)
+}
+
 /// One message from a pull consumer, if one comes within half a second.
 async fn fetch_one(
     consumer: &async_nats::jetstream::consumer::Consumer<pull::Config>,
@@ -66,8 +72,9 @@ async fn fetch_one(
     batch.next().await.transpose().map_err(err)
 }
 
+/// Writes one key, as a role allowed only some keys of the bucket would (no stream info).
 async fn kv_put(b: &Broker, bucket: &str, key: &str) -> Result<(), String> {
-    b.bucket(bucket)
+    b.keys(bucket)
         .await
         .map_err(err)?
         .put(key, Bytes::from_static(b"{}"))
@@ -82,7 +89,37 @@ fn actions() -> Vec<(&'static str, &'static [&'static str], Op)> {
     let f01001 = || "f01001".parse().unwrap();
     vec![
         (
-            "read stream info",
+            "read a task stream's info",
+            &["worker", "autoscaler", "admin"],
+            op(|b| async move {
+                b.stream("MESH_TASK_PC1_2KIB").await.map_err(err)?;
+                Ok(())
+            }),
+        ),
+        (
+            "list f01000's sector keys and results through stream info",
+            &["worker", "admin"],
+            op(|b| async move {
+                for (stream, filter) in [
+                    ("KV_mesh-sectors", "$KV.mesh-sectors.f01000.>"),
+                    ("MESH_RESULT", "mesh.result.f01000.>"),
+                ] {
+                    let mut info = b
+                        .js()
+                        .get_stream_no_info(stream)
+                        .await
+                        .map_err(err)?
+                        .info_with_subjects(filter)
+                        .await
+                        .map_err(err)?;
+                    let subject = info.next().await.ok_or("no subjects listed")?;
+                    subject.map_err(err)?;
+                }
+                Ok(())
+            }),
+        ),
+        (
+            "check that the topology exists",
             &[
                 "miner-f01000",
                 "miner-f01001",
@@ -91,8 +128,9 @@ fn actions() -> Vec<(&'static str, &'static [&'static str], Op)> {
                 "admin",
             ],
             op(|b| async move {
-                b.stream("MESH_TASK_PC1_2KIB").await.map_err(err)?;
-                Ok(())
+                mesh::broker::topology::check(&b, &[Phase::AddPiece], &[SectorSize::KiB2])
+                    .await
+                    .map_err(err)
             }),
         ),
         (
@@ -111,8 +149,8 @@ fn actions() -> Vec<(&'static str, &'static [&'static str], Op)> {
             op(|b| async move { js_publish(&b, "mesh.task.ap.2kib.f01000.zzz", b"task").await }),
         ),
         (
-            "create f01001's task consumer",
-            &["miner-f01001", "admin"],
+            "find f01001's task consumer",
+            &["miner-f01001", "worker", "autoscaler", "admin"],
             op(move |b| async move {
                 ensure_task_consumer(
                     &b,
@@ -123,6 +161,72 @@ fn actions() -> Vec<(&'static str, &'static [&'static str], Op)> {
                 )
                 .await
                 .map_err(err)
+            }),
+        ),
+        (
+            "change f01001's task consumer",
+            &["admin"],
+            op(move |b| async move {
+                let config = pull::Config {
+                    max_ack_pending: 1,
+                    ..Topology::default().task_consumer(
+                        Phase::AddPiece,
+                        SectorSize::KiB2,
+                        f01001(),
+                        TaskClass::Cc,
+                    )
+                };
+                b.js()
+                    .create_consumer_on_stream(config, "MESH_TASK_AP_2KIB")
+                    .await
+                    .map_err(err)?;
+                Ok(())
+            }),
+        ),
+        (
+            "create a consumer named like a worker's on MESH_RESULT",
+            &["admin"],
+            op(|b| async move {
+                // The name and filter of f01000's task consumer, on another stream.
+                let config = pull::Config {
+                    durable_name: Some("workers-f01000-cc".into()),
+                    filter_subject: "mesh.task.ap.2kib.f01000.cc".into(),
+                    ..Default::default()
+                };
+                b.js()
+                    .create_consumer_on_stream(config, "MESH_RESULT")
+                    .await
+                    .map_err(err)?;
+                Ok(())
+            }),
+        ),
+        (
+            "store messages in a task stream through a push consumer",
+            &["admin"],
+            op(|b| async move {
+                // The server delivers a push consumer's messages only where someone listens
+                // on that very subject; a task stream then stores them.
+                let subject = "mesh.task.ap.2kib.f01001.cc";
+                let _listen = b.client().subscribe(subject).await.map_err(err)?;
+                b.client().flush().await.map_err(err)?;
+                let before = stream_messages(&b, "MESH_TASK_AP_2KIB").await?;
+                let config = async_nats::jetstream::consumer::push::Config {
+                    deliver_subject: subject.into(),
+                    filter_subject: "$KV.mesh-sectors.>".into(),
+                    inactive_threshold: Duration::from_secs(5),
+                    ..Default::default()
+                };
+                b.js()
+                    .create_consumer_on_stream(config, "KV_mesh-sectors")
+                    .await
+                    .map_err(err)?;
+                for _ in 0..50 {
+                    if stream_messages(&b, "MESH_TASK_AP_2KIB").await? > before {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err("the task stream stored nothing".into())
             }),
         ),
         (
@@ -147,12 +251,7 @@ fn actions() -> Vec<(&'static str, &'static [&'static str], Op)> {
             "read f01000's results",
             &["miner-f01000", "admin"],
             op(move |b| async move {
-                let consumer = b
-                    .js()
-                    .create_consumer_on_stream(
-                        Topology::default().result_consumer(f01000()),
-                        "MESH_RESULT",
-                    )
+                let consumer = mesh::broker::topology::result_consumer(&b, f01000())
                     .await
                     .map_err(err)?;
                 if let Some(msg) = fetch_one(&consumer).await? {
@@ -176,7 +275,7 @@ fn actions() -> Vec<(&'static str, &'static [&'static str], Op)> {
             "read sector key f01000.1",
             &["miner-f01000", "worker", "admin"],
             op(|b| async move {
-                b.bucket("mesh-sectors")
+                b.keys("mesh-sectors")
                     .await
                     .map_err(err)?
                     .get("f01000.1")
@@ -311,7 +410,10 @@ async fn attempt(broker: &Broker, action: &Op) -> Result<bool, String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn each_role_does_its_job_and_the_server_refuses_the_rest() {
     let nats = SecureNats::start(&["f01000", "f01001"], false);
-    let (ok, _, stderr) = nats.publisher("admin", &["init", "--sizes", "2KiB"]);
+    let (ok, _, stderr) = nats.publisher(
+        "admin",
+        &["init", "--sizes", "2KiB", "--miners", "f01000,f01001"],
+    );
     assert!(ok, "init as admin: {stderr}");
 
     // What the actions work on: f01000's task consumer, a sector key, a result.
@@ -406,7 +508,10 @@ fn the_committed_roles_are_what_init_writes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn refusals_and_bad_credentials_are_explained() {
     let nats = SecureNats::start(&["f01000", "f01001"], true);
-    let (ok, _, stderr) = nats.publisher("admin", &["init", "--sizes", "2KiB"]);
+    let (ok, _, stderr) = nats.publisher(
+        "admin",
+        &["init", "--sizes", "2KiB", "--miners", "f01000,f01001"],
+    );
     assert!(ok, "init as admin: {stderr}");
     let dir = tempfile::tempdir().unwrap();
     let store = format!("file://{}", dir.path().display());
@@ -481,7 +586,10 @@ async fn the_quick_start_runs_over_tls_with_every_role() {
     let nats = SecureNats::start(&["f01000"], true);
     let dir = tempfile::tempdir().unwrap();
     let store = format!("file://{}", dir.path().join("store").display());
-    let (ok, out, stderr) = nats.publisher("admin", &["init", "--sizes", "2KiB"]);
+    let (ok, out, stderr) = nats.publisher(
+        "admin",
+        &["init", "--sizes", "2KiB", "--miners", "f01000,f01001"],
+    );
     assert!(ok, "init as admin: {stderr}");
     assert!(out.contains("topology ready"), "{out}");
 
@@ -703,7 +811,10 @@ async fn nkey_token_and_tls_first_logins_work_and_wrong_ones_are_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_miner_cannot_set_its_own_weight() {
     let nats = SecureNats::start(&["f01000", "f01001"], false);
-    let (ok, _, stderr) = nats.publisher("admin", &["init", "--sizes", "2KiB"]);
+    let (ok, _, stderr) = nats.publisher(
+        "admin",
+        &["init", "--sizes", "2KiB", "--miners", "f01000,f01001"],
+    );
     assert!(ok, "init as admin: {stderr}");
     let worker = nats.connect("worker").await;
     let weights = mesh::broker::miners::Weights::default();
@@ -765,7 +876,10 @@ async fn a_miner_cannot_set_its_own_weight() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_miners_garbage_record_breaks_no_one_elses_view() {
     let nats = SecureNats::start(&["f01000", "f01001"], false);
-    let (ok, _, stderr) = nats.publisher("admin", &["init", "--sizes", "2KiB"]);
+    let (ok, _, stderr) = nats.publisher(
+        "admin",
+        &["init", "--sizes", "2KiB", "--miners", "f01000,f01001"],
+    );
     assert!(ok, "init as admin: {stderr}");
     let admin = nats.connect("admin").await;
     let record = mesh::sector::SectorRecord::new(
@@ -787,7 +901,7 @@ async fn a_miners_garbage_record_breaks_no_one_elses_view() {
         .unwrap();
     let miner = nats.connect("miner-f01001").await;
     miner
-        .bucket("mesh-sectors")
+        .keys("mesh-sectors")
         .await
         .unwrap()
         .put("f01001.5", Bytes::from_static(b"\xc1garbage"))

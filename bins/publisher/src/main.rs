@@ -306,8 +306,10 @@ struct InitArgs {
     /// of creating anything on a server.
     #[arg(long, value_name = "FILE", requires = "miners")]
     roles: Option<PathBuf>,
-    /// Miners to write roles for, comma-separated, e.g. f01000,f01001 (with --roles).
-    #[arg(long, value_delimiter = ',', requires = "roles")]
+    /// Miners sharing the mesh, comma-separated, e.g. f01000,f01001: with --roles, the miners
+    /// to write users for; otherwise `init` makes their consumers (task and result), which a
+    /// miner's role may not create. Run `init --miners` again when a miner joins.
+    #[arg(long, value_delimiter = ',')]
     miners: Vec<MinerId>,
 }
 
@@ -517,7 +519,7 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let broker = args.nats.connect("mesh-publisher init").await?;
-    let made = topology.ensure(&broker).await?;
+    let made = topology.ensure(&broker, &args.miners).await?;
     for thing in &made {
         println!("ok  {thing}");
     }

@@ -5,6 +5,7 @@ pub mod connect;
 pub mod consumers;
 pub mod drain;
 mod follow;
+pub mod keys;
 pub mod miners;
 pub mod roles;
 pub mod topology;
@@ -196,6 +197,14 @@ impl Broker {
             })
     }
 
+    /// Opens a bucket's keys one at a time, without the stream info `bucket` reads (which a
+    /// role allowed only some keys is not given).
+    pub async fn keys(&self, name: &str) -> Result<keys::Keys, BrokerError> {
+        keys::Keys::open(&self.js, name)
+            .await
+            .map_err(|e| BrokerError::api(format!("open bucket {name}"), e))
+    }
+
     /// Every entry of a bucket whose value is JSON of `T`, with its key; entries that do not
     /// decode (another version's) are skipped.
     pub async fn json_entries<T: serde::de::DeserializeOwned>(
@@ -228,7 +237,12 @@ impl Broker {
     pub async fn keys_under(&self, bucket: &str, filter: &str) -> Result<Vec<String>, BrokerError> {
         use futures::StreamExt;
         let what = || format!("list {bucket} {filter}");
-        let stream = self.stream(&format!("KV_{bucket}")).await?;
+        // No stream info: it would list every key of the bucket.
+        let stream = self
+            .js
+            .get_stream_no_info(format!("KV_{bucket}"))
+            .await
+            .map_err(|e| BrokerError::api(what(), e))?;
         let prefix = format!("$KV.{bucket}.");
         let consumer = stream
             .create_consumer(jetstream::consumer::push::OrderedConfig {
@@ -240,7 +254,16 @@ impl Broker {
                 ..Default::default()
             })
             .await
-            .map_err(|e| BrokerError::api(what(), e))?;
+            .map_err(|e| match e.kind() {
+                jetstream::stream::ConsumerErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    BrokerError::Missing {
+                        what: format!("key-value bucket {bucket}"),
+                    }
+                }
+                _ => BrokerError::api(what(), e),
+            })?;
         let mut keys = Vec::new();
         if consumer.cached_info().num_pending == 0 {
             return Ok(keys);

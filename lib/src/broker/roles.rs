@@ -2,8 +2,10 @@
 //!
 //! - `admin` creates and changes streams, consumers and buckets (`mesh-publisher init`, and the
 //!   operator's `status`, `dlq`, `workers`, `miners` commands);
-//! - `miner-<id>` publishes only its own tasks, creates only its own consumers, reads only its own
-//!   results and only its own keys of the sectors bucket;
+//! - `miner-<id>` publishes only its own tasks, reads only its own results and only its own
+//!   keys of the sectors bucket, through consumers `init --miners` made (it creates none but the
+//!   short-lived listing of its own keys), and sees no stream's subjects but the buckets it may
+//!   read whole;
 //! - `worker` pulls tasks and acks them, publishes results and dead letters, keeps its registry
 //!   record, reads sector states, weights and drain marks; it cannot publish tasks or touch any
 //!   stream or consumer configuration;
@@ -71,21 +73,19 @@ impl Role {
                 }
                 // Tasks for the worker that holds a sector's data, whichever worker that is.
                 p.publish.push(format!("mesh.held.*.*.*.{miner}"));
+                // The bells that wake idle workers when it publishes a task.
+                p.publish.push(names::BELLS.into());
+                // Its consumers exist (`init --miners` made them); it reads them and its
+                // results, and creates none: a consumer's settings (a push consumer delivering
+                // anywhere) cannot be held to anything by permissions.
                 for class in TaskClass::ALL {
                     let consumer = names::task_consumer(*miner, class);
-                    p.publish.push(format!(
-                        "$JS.API.CONSUMER.CREATE.*.{consumer}.mesh.task.*.*.{miner}.{class}"
-                    ));
                     p.publish
                         .push(format!("$JS.API.CONSUMER.INFO.*.{consumer}"));
                 }
                 let results = names::result_consumer(*miner);
                 let stream = names::RESULT_STREAM;
                 p.publish.extend([
-                    format!(
-                        "$JS.API.CONSUMER.CREATE.{stream}.{results}.{}",
-                        names::result_filter(*miner)
-                    ),
                     format!("$JS.API.CONSUMER.INFO.{stream}.{results}"),
                     format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{results}"),
                     format!("$JS.ACK.{stream}.{results}.>"),
@@ -104,9 +104,16 @@ impl Role {
                 kv_read(&mut p, names::MINERS_BUCKET);
                 // Whether the worker holding a sector's data is still alive.
                 kv_read(&mut p, names::WORKERS_BUCKET);
+                // Stream info only of the buckets it reads whole: the info of any other stream
+                // lists the subjects in it, other miners' sectors and tasks among them.
+                for bucket in [names::MINERS_BUCKET, names::WORKERS_BUCKET] {
+                    p.publish.push(format!("$JS.API.STREAM.INFO.KV_{bucket}"));
+                }
             }
             Role::Worker => {
                 common(&mut p);
+                // It reads every stream's messages anyway.
+                p.publish.push("$JS.API.STREAM.INFO.*".into());
                 for stream in task_streams() {
                     consumer_info(&mut p, &stream);
                     p.publish.extend([
@@ -133,17 +140,20 @@ impl Role {
                 ] {
                     kv_read(&mut p, bucket);
                 }
-                // The doorbell: a published task wakes the idle workers of its stream.
-                p.subscribe.push("mesh.task.>".into());
-                p.subscribe.push(names::HELD_SUBJECTS.into());
+                // The bells a published task rings. Not the task subjects: a user that may
+                // subscribe to one can have the server store anything in its task stream, by
+                // listening there with a push consumer of its own delivering there.
+                p.subscribe.push(names::BELLS.into());
             }
             Role::Autoscaler => {
                 common(&mut p);
                 for stream in task_streams() {
+                    p.publish.push(format!("$JS.API.STREAM.INFO.{stream}"));
                     consumer_info(&mut p, &stream);
                 }
                 p.publish.push(format!("$KV.{}.>", names::DRAIN_BUCKET));
                 for bucket in [names::WORKERS_BUCKET, names::DRAIN_BUCKET] {
+                    p.publish.push(format!("$JS.API.STREAM.INFO.KV_{bucket}"));
                     kv_read(&mut p, bucket);
                 }
             }
@@ -153,11 +163,12 @@ impl Role {
     }
 }
 
-/// What every role needs: the account check and stream info (configuration and counts, no
-/// message bodies).
+/// What every role needs: the account check and the names of the streams (whether the
+/// topology exists). Stream info is given per role: with a subjects filter it lists every
+/// subject in the stream.
 fn common(p: &mut Permissions) {
     p.publish.push("$JS.API.INFO".into());
-    p.publish.push("$JS.API.STREAM.INFO.*".into());
+    p.publish.push("$JS.API.STREAM.NAMES".into());
 }
 
 /// Reading which consumers a stream has and how far each is.

@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, ReplayPolicy, pull};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, FromConsumer, ReplayPolicy, pull};
 use async_nats::jetstream::stream::{
-    Config as StreamConfig, DiscardPolicy, RetentionPolicy, StorageType,
+    Config as StreamConfig, ConsumerLimits, DiscardPolicy, RetentionPolicy, StorageType,
 };
 use serde::Serialize;
 
@@ -32,6 +32,36 @@ const LEGACY_TASK_CONSUMER: &str = "workers";
 
 /// How long a held task waits for its holder, and a holder's consumer for its worker.
 const HELD_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+// The limits of the streams (README: Stream limits). Each is visible in `nats stream info`.
+
+/// Tasks one miner may have waiting in one task stream per class (per subject): the server
+/// refuses more, so no miner can fill a stream that every miner shares.
+pub const TASKS_PER_SUBJECT: i64 = 10_000;
+/// Bytes of tasks waiting in one task stream (held stream: for all workers); a task is 1–4 KiB.
+/// A single server reserves each stream's byte limit from its `max_file_store`, so the limits
+/// of every stream together stay small (about 3.2 GiB for five sizes).
+pub const TASK_STREAM_BYTES: i64 = 64 << 20;
+/// How long a task waits to be taken. A publisher publishes the task of an unfinished sector
+/// again (its periodic resume), so one removed by age is not lost.
+pub const TASK_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Consumers of one task stream: one per miner and class.
+pub const TASK_STREAM_CONSUMERS: i32 = 2 * 512;
+/// Bytes of results and of dead letters kept, each (the oldest go first).
+pub const HISTORY_BYTES: i64 = 512 << 20;
+/// Consumers of the result and dead-letter streams: one per miner, and operators' reads.
+pub const HISTORY_CONSUMERS: i32 = 1024;
+/// Consumers of the held stream and of each bucket: about one per worker (its held tasks, its
+/// watches of weights and drain marks), plus publishers' and operators' reads.
+pub const WATCH_CONSUMERS: i32 = 10_000;
+/// Longest a consumer of the held stream or a bucket may live unused: a consumer left behind
+/// is removed by the server after this, whatever it asked for.
+pub const BUCKET_CONSUMER_IDLE: Duration = Duration::from_secs(600);
+/// Bytes of the sectors bucket: none. A full bucket would refuse sector states and stop all
+/// sealing; it grows with the sectors sealed (records of a few KiB, 5 revisions each).
+pub const SECTORS_BYTES: i64 = -1;
+/// Bytes of each other bucket (one small JSON value per worker or miner).
+pub const SMALL_BUCKET_BYTES: i64 = 64 << 20;
 
 /// Settings an operator may change at `init`.
 #[derive(Debug, Clone)]
@@ -96,7 +126,8 @@ impl Topology {
     }
 
     /// What every stream of the mesh has in common: file storage, the configured replicas, the
-    /// duplicate window, the message size limit and no count or byte limits.
+    /// duplicate window and the message size limit; each stream sets its own byte, age and
+    /// consumer limits.
     fn stream(&self, name: String, description: String, subject: String) -> StreamConfig {
         StreamConfig {
             name,
@@ -117,8 +148,14 @@ impl Topology {
     pub fn task_stream(&self, phase: Phase, size: SectorSize) -> StreamConfig {
         StreamConfig {
             retention: RetentionPolicy::WorkQueue,
-            // Never drop a queued task to make room: refuse the publish instead.
+            // Never drop a queued task to make room: refuse the publish instead, and count
+            // per subject (one miner's class) so that one miner cannot fill the stream.
             discard: DiscardPolicy::New,
+            discard_new_per_subject: true,
+            max_messages_per_subject: TASKS_PER_SUBJECT,
+            max_bytes: TASK_STREAM_BYTES,
+            max_age: TASK_MAX_AGE,
+            max_consumers: TASK_STREAM_CONSUMERS,
             metadata: [(
                 ACK_WAIT_KEY.to_string(),
                 self.ack_wait.as_millis().to_string(),
@@ -169,7 +206,15 @@ impl Topology {
         StreamConfig {
             retention: RetentionPolicy::WorkQueue,
             discard: DiscardPolicy::New,
+            discard_new_per_subject: true,
+            max_messages_per_subject: TASKS_PER_SUBJECT,
+            max_bytes: TASK_STREAM_BYTES,
             max_age: HELD_MAX_AGE,
+            max_consumers: WATCH_CONSUMERS,
+            consumer_limits: Some(ConsumerLimits {
+                inactive_threshold: HELD_MAX_AGE,
+                max_ack_pending: 0,
+            }),
             metadata: [(
                 ACK_WAIT_KEY.to_string(),
                 self.ack_wait.as_millis().to_string(),
@@ -210,6 +255,8 @@ impl Topology {
             retention: RetentionPolicy::Limits,
             discard: DiscardPolicy::Old,
             max_age: self.result_max_age,
+            max_bytes: HISTORY_BYTES,
+            max_consumers: HISTORY_CONSUMERS,
             ..self.stream(
                 names::RESULT_STREAM.to_string(),
                 "mesh task results, read by each miner's publisher".into(),
@@ -239,6 +286,8 @@ impl Topology {
             retention: RetentionPolicy::Limits,
             discard: DiscardPolicy::Old,
             max_age: self.dlq_max_age,
+            max_bytes: HISTORY_BYTES,
+            max_consumers: HISTORY_CONSUMERS,
             // A dead letter carries the whole task plus its reason headers.
             max_message_size: MAX_MESSAGE_BYTES as i32 * 2,
             ..self.stream(
@@ -256,12 +305,20 @@ impl Topology {
         description: &str,
         history: i64,
         max_age: Duration,
+        max_bytes: i64,
     ) -> StreamConfig {
         StreamConfig {
             retention: RetentionPolicy::Limits,
             discard: DiscardPolicy::New,
             max_messages_per_subject: history,
             max_age,
+            max_bytes,
+            max_consumers: WATCH_CONSUMERS,
+            // Watches and key listings are ephemeral; no consumer outlives its client long.
+            consumer_limits: Some(ConsumerLimits {
+                inactive_threshold: BUCKET_CONSUMER_IDLE,
+                max_ack_pending: 0,
+            }),
             allow_rollup: true,
             deny_delete: true,
             allow_direct: true,
@@ -282,6 +339,7 @@ impl Topology {
             "mesh sector state per <miner>.<sector>",
             5,
             Duration::ZERO,
+            SECTORS_BYTES,
         )
     }
 
@@ -291,6 +349,7 @@ impl Topology {
             "mesh live workers, kept by heartbeats",
             1,
             self.worker_ttl,
+            SMALL_BUCKET_BYTES,
         )
     }
 
@@ -300,6 +359,7 @@ impl Topology {
             "mesh miners sharing the pool, with their weights",
             1,
             Duration::ZERO,
+            SMALL_BUCKET_BYTES,
         )
     }
 
@@ -309,6 +369,7 @@ impl Topology {
             "mesh drain marks per worker, set by the autoscaler",
             1,
             Duration::ZERO,
+            SMALL_BUCKET_BYTES,
         )
     }
 
@@ -332,8 +393,13 @@ impl Topology {
         out
     }
 
-    /// Creates or updates every stream, consumer and bucket. Safe to run any number of times.
-    pub async fn ensure(&self, broker: &Broker) -> Result<Vec<String>, BrokerError> {
+    /// Creates or updates every stream, consumer and bucket, and the consumers of `miners`.
+    /// Safe to run any number of times.
+    pub async fn ensure(
+        &self,
+        broker: &Broker,
+        miners: &[MinerId],
+    ) -> Result<Vec<String>, BrokerError> {
         let js = broker.js();
         let mut made = Vec::new();
         for config in self.streams() {
@@ -371,6 +437,76 @@ impl Topology {
                 }
             }
         }
+        made.extend(self.ensure_consumers(broker, miners).await?);
+        Ok(made)
+    }
+
+    /// Makes the task consumers (every phase, size and class) and the result consumer of each
+    /// of `miners`, which a miner's role may not create itself, and gives the task consumers
+    /// made earlier this topology's ack wait.
+    async fn ensure_consumers(
+        &self,
+        broker: &Broker,
+        miners: &[MinerId],
+    ) -> Result<Vec<String>, BrokerError> {
+        use futures::TryStreamExt;
+        let js = broker.js();
+        let mut made = Vec::new();
+        for &size in &self.sizes {
+            for phase in Phase::ALL {
+                let stream = names::task_stream(phase, size);
+                let mut configs: Vec<pull::Config> = Vec::new();
+                for &miner in miners {
+                    for class in TaskClass::ALL {
+                        configs.push(self.task_consumer(phase, size, miner, class));
+                    }
+                }
+                let existing: Vec<_> = broker
+                    .stream(&stream)
+                    .await?
+                    .consumers()
+                    .try_collect()
+                    .await
+                    .map_err(|e| BrokerError::api(format!("list consumers of {stream}"), e))?;
+                for info in existing {
+                    let known = configs
+                        .iter()
+                        .any(|c| c.durable_name == info.config.durable_name);
+                    if known || !info.name.starts_with("workers-") {
+                        continue;
+                    }
+                    // A push consumer of that name is not the mesh's: leave it to the operator.
+                    if let Ok(config) = pull::Config::try_from_consumer_config(info.config) {
+                        configs.push(pull::Config {
+                            ack_wait: self.ack_wait,
+                            ..config
+                        });
+                    }
+                }
+                for config in configs {
+                    let name = config.durable_name.clone().unwrap_or_default();
+                    js.create_consumer_on_stream(config, stream.as_str())
+                        .await
+                        .map_err(|e| {
+                            BrokerError::api(format!("create consumer {name} on {stream}"), e)
+                        })?;
+                    made.push(format!("consumer {stream}/{name}"));
+                }
+            }
+        }
+        for &miner in miners {
+            let config = self.result_consumer(miner);
+            let name = names::result_consumer(miner);
+            js.create_consumer_on_stream(config, names::RESULT_STREAM)
+                .await
+                .map_err(|e| {
+                    BrokerError::api(
+                        format!("create consumer {name} on {}", names::RESULT_STREAM),
+                        e,
+                    )
+                })?;
+            made.push(format!("consumer {}/{name}", names::RESULT_STREAM));
+        }
         Ok(made)
     }
 
@@ -407,31 +543,47 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     std::fs::write(path, text)
 }
 
-/// Checks that the streams and consumers of the given phases and sizes, and the result stream,
-/// dead-letter stream and buckets, exist. Names the first thing missing and how to make it.
+/// Checks that the streams of the given phases and sizes, and the held, result and dead-letter
+/// streams and the buckets, exist. Names the first thing missing and how to make it. Reads
+/// stream names only: the info of a stream would list every subject in it, which a miner's
+/// role is not allowed to see.
 pub async fn check(
     broker: &Broker,
     phases: &[Phase],
     sizes: &[SectorSize],
 ) -> Result<(), BrokerError> {
-    // Collected before the first await: an iterator of closures held across it would keep the
-    // future from being `Send` (and so from `tokio::spawn`).
-    let mut streams: Vec<String> = Vec::new();
+    use futures::TryStreamExt;
+    let existing: std::collections::HashSet<String> = broker
+        .js()
+        .stream_names()
+        .try_collect()
+        .await
+        .map_err(|e| BrokerError::api("list the streams", e))?;
+    let mut wanted: Vec<(String, String)> = Vec::new();
     for &size in sizes {
-        streams.extend(phases.iter().map(|&phase| names::task_stream(phase, size)));
+        for &phase in phases {
+            let name = names::task_stream(phase, size);
+            wanted.push((name.clone(), format!("stream {name}")));
+        }
     }
-    for stream in streams.into_iter().chain([
-        names::HELD_STREAM.to_string(),
-        names::RESULT_STREAM.to_string(),
-        names::DLQ_STREAM.to_string(),
-    ]) {
-        broker.stream(&stream).await?;
+    for name in [names::HELD_STREAM, names::RESULT_STREAM, names::DLQ_STREAM] {
+        wanted.push((name.to_string(), format!("stream {name}")));
     }
-    broker.bucket(names::SECTORS_BUCKET).await?;
-    broker.bucket(names::WORKERS_BUCKET).await?;
-    broker.bucket(names::MINERS_BUCKET).await?;
-    broker.bucket(names::DRAIN_BUCKET).await?;
-    Ok(())
+    for bucket in [
+        names::SECTORS_BUCKET,
+        names::WORKERS_BUCKET,
+        names::MINERS_BUCKET,
+        names::DRAIN_BUCKET,
+    ] {
+        wanted.push((format!("KV_{bucket}"), format!("key-value bucket {bucket}")));
+    }
+    match wanted
+        .into_iter()
+        .find(|(name, _)| !existing.contains(name))
+    {
+        Some((_, what)) => Err(BrokerError::Missing { what }),
+        None => Ok(()),
+    }
 }
 
 /// Creates (or updates) worker `worker`'s consumer of the held stream, with the ack wait `init`
@@ -461,9 +613,11 @@ pub async fn ensure_held_consumer(
         })
 }
 
-/// Creates (or updates) the consumer through which workers take `miner`'s tasks of `class` from
-/// the task stream of `phase` and `size`, with the ack wait `init` gave that stream. Publishers
-/// call it before they publish the first such task; it is safe to call any number of times.
+/// Makes sure the consumer through which workers take `miner`'s tasks of `class` from the task
+/// stream of `phase` and `size` exists. `init --miners` makes them; a publisher whose role may
+/// (no roles configured) creates a missing one, with the ack wait `init` gave the stream.
+/// Publishers call it before they publish the first such task; it is safe to call any number of
+/// times.
 pub async fn ensure_task_consumer(
     broker: &Broker,
     phase: Phase,
@@ -472,7 +626,14 @@ pub async fn ensure_task_consumer(
     class: TaskClass,
 ) -> Result<(), BrokerError> {
     let name = names::task_stream(phase, size);
-    let stream = broker.stream(&name).await?;
+    let consumer = names::task_consumer(miner, class);
+    if consumer_exists(broker, &name, &consumer).await? {
+        return Ok(());
+    }
+    let stream = broker
+        .stream(&name)
+        .await
+        .map_err(|e| missing_consumer(&name, &consumer, miner, e))?;
     let default = Topology::default();
     let topology = Topology {
         ack_wait: stored_ack_wait(&stream.cached_info().config).unwrap_or(default.ack_wait),
@@ -485,16 +646,80 @@ pub async fn ensure_task_consumer(
             name.as_str(),
         )
         .await
-        .map_err(|e| {
-            BrokerError::api(
-                format!(
-                    "create consumer {} on {name}",
-                    names::task_consumer(miner, class)
-                ),
-                e,
-            )
-        })?;
+        .map_err(|e| missing_consumer(&name, &consumer, miner, e))?;
     Ok(())
+}
+
+/// The result consumer of `miner`, made by `init --miners` (or here, when no roles are
+/// configured and it is missing).
+pub async fn result_consumer(
+    broker: &Broker,
+    miner: MinerId,
+) -> Result<async_nats::jetstream::consumer::PullConsumer, BrokerError> {
+    let stream = names::RESULT_STREAM;
+    let consumer = names::result_consumer(miner);
+    match broker
+        .js()
+        .get_consumer_from_stream(consumer.as_str(), stream)
+        .await
+    {
+        Ok(found) => return Ok(found),
+        Err(e) if !not_found(&e) => {
+            return Err(BrokerError::api(
+                format!("read consumer {consumer} of {stream}"),
+                e,
+            ));
+        }
+        Err(_) => {}
+    }
+    broker
+        .js()
+        .create_consumer_on_stream(Topology::default().result_consumer(miner), stream)
+        .await
+        .map_err(|e| missing_consumer(stream, &consumer, miner, e))
+}
+
+/// Whether consumer `consumer` of stream `stream` exists (a role with consumer info only).
+async fn consumer_exists(
+    broker: &Broker,
+    stream: &str,
+    consumer: &str,
+) -> Result<bool, BrokerError> {
+    match broker
+        .js()
+        .get_consumer_from_stream::<pull::Config, _, _>(consumer, stream)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if not_found(&e) => Ok(false),
+        Err(e) => Err(BrokerError::api(
+            format!("read consumer {consumer} of {stream}"),
+            e,
+        )),
+    }
+}
+
+fn not_found(e: &async_nats::jetstream::stream::ConsumerError) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    use async_nats::jetstream::stream::ConsumerErrorKind;
+    matches!(e.kind(), ConsumerErrorKind::JetStream(j)
+        if j.error_code() == ErrorCode::CONSUMER_NOT_FOUND
+            || j.error_code() == ErrorCode::STREAM_NOT_FOUND)
+}
+
+/// A consumer a miner's role cannot create: `init --miners` makes it.
+fn missing_consumer(
+    stream: &str,
+    consumer: &str,
+    miner: MinerId,
+    e: impl std::fmt::Display,
+) -> BrokerError {
+    BrokerError::api(
+        format!(
+            "consumer {consumer} of {stream} is missing and could not be made (miners may not              create consumers: run `mesh-publisher init --miners {miner}` as admin)"
+        ),
+        e,
+    )
 }
 
 #[cfg(test)]

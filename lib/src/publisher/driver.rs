@@ -16,7 +16,7 @@ use backon::{ExponentialBuilder, Retryable};
 use tracing::{error, info, warn};
 
 use super::randomness::Randomness;
-use crate::broker::topology::Topology;
+use crate::broker::keys::{KeyError, Keys};
 use crate::broker::{Broker, BrokerError};
 use crate::model::{
     MinerId, PieceSpec, SectorIdentity, SectorNum, SectorSize, TaskClass, decode, encode, fillers,
@@ -60,7 +60,7 @@ pub struct Driver {
     broker: Broker,
     store: Store,
     config: PublisherConfig,
-    sectors: kv::Store,
+    sectors: Keys,
     results: PullConsumer,
     randomness: Arc<dyn Randomness>,
     /// The worker consumers this process made sure of (one per phase, size and class).
@@ -91,17 +91,8 @@ impl Driver {
     ) -> anyhow::Result<Self> {
         crate::broker::topology::check(&broker, &[], &[]).await?;
         crate::broker::miners::register(&broker, config.miner).await?;
-        let sectors = broker.bucket(names::SECTORS_BUCKET).await?;
-        let results = broker
-            .js()
-            .create_consumer_on_stream(
-                Topology::default().result_consumer(config.miner),
-                names::RESULT_STREAM,
-            )
-            .await
-            .map_err(|e| {
-                BrokerError::api(format!("create result consumer for {}", config.miner), e)
-            })?;
+        let sectors = broker.keys(names::SECTORS_BUCKET).await?;
+        let results = crate::broker::topology::result_consumer(&broker, config.miner).await?;
         Ok(Driver {
             broker,
             store,
@@ -158,7 +149,7 @@ impl Driver {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(KeyError::Changed { .. }) => Ok(false),
             Err(e) => Err(anyhow::Error::new(e).context(format!("store sector {key}"))),
         }
     }
@@ -232,7 +223,7 @@ impl Driver {
         let key = names::sector_key(record.miner, record.sector);
         match self.sectors.create(&key, encode(&record).into()).await {
             Ok(_) => {}
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(false),
+            Err(KeyError::Exists(_)) => return Ok(false),
             Err(e) => {
                 return Err(anyhow::Error::new(e).context(format!("store new sector {key}")));
             }
@@ -255,9 +246,9 @@ impl Driver {
     /// One compare-and-set of the sector counter `key`: the first of `count` numbers.
     async fn try_reserve(&self, key: &str, count: u64) -> Result<u64, ReserveError> {
         let entry = self.sectors.entry(key).await.map_err(|e| {
-            let timed_out = e.kind() == kv::EntryErrorKind::TimedOut;
-            ReserveError::broker(timed_out, format!("read sector counter {key}"), e)
+            ReserveError::broker(e.timed_out(), format!("read sector counter {key}"), e)
         })?;
+        let entry = entry.filter(|e| e.operation == kv::Operation::Put);
         let Some(entry) = entry else {
             return match self
                 .sectors
@@ -265,20 +256,12 @@ impl Driver {
                 .await
             {
                 Ok(_) => Ok(1),
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    Err(ReserveError::Conflict)
-                }
-                Err(e) => {
-                    let timed_out = matches!(
-                        e.kind(),
-                        kv::CreateErrorKind::Publish | kv::CreateErrorKind::Ack
-                    );
-                    Err(ReserveError::broker(
-                        timed_out,
-                        format!("create sector counter {key}"),
-                        e,
-                    ))
-                }
+                Err(KeyError::Exists(_)) => Err(ReserveError::Conflict),
+                Err(e) => Err(ReserveError::broker(
+                    e.timed_out(),
+                    format!("create sector counter {key}"),
+                    e,
+                )),
             };
         };
         let first: u64 = std::str::from_utf8(&entry.value)
@@ -289,17 +272,12 @@ impl Driver {
         let next = (first + count).to_string();
         match self.sectors.update(key, next.into(), entry.revision).await {
             Ok(_) => Ok(first),
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                Err(ReserveError::Conflict)
-            }
-            Err(e) => {
-                let timed_out = e.kind() == kv::UpdateErrorKind::TimedOut;
-                Err(ReserveError::broker(
-                    timed_out,
-                    format!("update sector counter {key}"),
-                    e,
-                ))
-            }
+            Err(KeyError::Changed { .. }) => Err(ReserveError::Conflict),
+            Err(e) => Err(ReserveError::broker(
+                e.timed_out(),
+                format!("update sector counter {key}"),
+                e,
+            )),
         }
     }
 
@@ -416,14 +394,16 @@ impl Driver {
             .await?;
             self.consumers.lock().expect("lock").insert(kind);
         }
-        let (subject, stream) = match &task.holder {
+        let (subject, stream, bell) = match &task.holder {
             Some(holder) => (
                 names::held_subject(holder, task.phase, record.size, record.miner),
                 names::HELD_STREAM.to_string(),
+                names::held_bell(holder),
             ),
             None => (
                 names::task_subject(task.phase, record.size, record.miner, task.class()),
                 names::task_stream(task.phase, record.size),
+                names::bell(task.phase, record.size),
             ),
         };
         self.broker
@@ -438,6 +418,15 @@ impl Driver {
                 }
                 other => anyhow::Error::from(other),
             })?;
+        // Idle workers look at once; a lost ring only waits for their next poll.
+        if let Err(e) = self
+            .broker
+            .client()
+            .publish(bell, bytes::Bytes::new())
+            .await
+        {
+            warn!(error = %e, "cannot ring the workers' bell; they find the task at their next poll");
+        }
         let task_id = task_id.clone();
         // Mark it, unless the sector moved on meanwhile (another publisher got there first).
         loop {

@@ -135,7 +135,7 @@ pub async fn remove(
     sector: SectorNum,
 ) -> anyhow::Result<Removed> {
     let key = names::sector_key(miner, sector);
-    let bucket = broker.bucket(names::SECTORS_BUCKET).await?;
+    let bucket = broker.keys(names::SECTORS_BUCKET).await?;
     let entry = bucket
         .entry(&key)
         .await
@@ -162,12 +162,9 @@ pub async fn remove(
             ),
         }
     }
-    bucket
-        .delete_expect_revision(&key, Some(entry.revision))
-        .await
-        .with_context(|| {
-            format!("remove sector {key} (if it changed meanwhile, look at it and try again)")
-        })?;
+    bucket.delete(&key, entry.revision).await.with_context(|| {
+        format!("remove sector {key} (if it changed meanwhile, look at it and try again)")
+    })?;
     let prefix = names::sector_prefix(miner, sector);
     let objects = store
         .list_objects(&prefix)

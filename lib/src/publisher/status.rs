@@ -252,7 +252,7 @@ pub async fn read_sectors(
     broker: &Broker,
     miner: Option<MinerId>,
 ) -> anyhow::Result<(Vec<SectorRecord>, Vec<Unreadable>)> {
-    let bucket = broker.bucket(names::SECTORS_BUCKET).await?;
+    let bucket = broker.keys(names::SECTORS_BUCKET).await?;
     // Listed through a consumer filtered on the miner's keys: a miner's role may read only
     // those.
     let filter = miner.map_or_else(|| ">".to_string(), |miner| format!("{miner}.>"));

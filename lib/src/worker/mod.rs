@@ -432,10 +432,10 @@ pub async fn run(
 
     let mut bells: Vec<String> = sources
         .iter()
-        .map(|s| names::task_stream_subjects(s.phase, s.size))
+        .map(|s| names::bell(s.phase, s.size))
         .collect();
     if held_source.is_some() {
-        bells.push(names::held_filter(&config.id));
+        bells.push(names::held_bell(&config.id));
     }
     let mut doorbell = futures::stream::select_all(
         futures::future::try_join_all(bells.into_iter().map(|b| broker.client().subscribe(b)))
