@@ -42,9 +42,10 @@ pub const TASKS_PER_SUBJECT: i64 = 10_000;
 /// A single server reserves each stream's byte limit from its `max_file_store`, so the limits
 /// of every stream together stay small (about 3.2 GiB for five sizes).
 pub const TASK_STREAM_BYTES: i64 = 64 << 20;
-/// How long a task waits to be taken. A publisher publishes the task of an unfinished sector
-/// again (its periodic resume), so one removed by age is not lost.
-pub const TASK_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long a task may wait to be taken: for ever. A publisher does not publish a task again
+/// once it is queued, so a task removed by age would strand its sector; what bounds a task
+/// stream is its per-subject, byte and size limits, and only miners' own classes are accepted.
+pub const TASK_MAX_AGE: Duration = Duration::ZERO;
 /// Consumers of one task stream: one per miner and class.
 pub const TASK_STREAM_CONSUMERS: i32 = 2 * 512;
 /// Bytes of results and of dead letters kept, each (the oldest go first).
