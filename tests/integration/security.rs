@@ -538,6 +538,31 @@ async fn refusals_and_bad_credentials_are_explained() {
     );
     println!("miner-f01001 sealing for f01000:\n  {last}");
 
+    // A miner whose consumer `init --miners` did not make (here: removed) is told to run it.
+    let admin = nats.connect("admin").await;
+    admin
+        .js()
+        .delete_consumer_from_stream("workers-f01000-cc", "MESH_TASK_AP_2KIB")
+        .await
+        .unwrap();
+    let (ok, _, stderr) = nats.publisher(
+        "miner-f01000",
+        &[
+            "seal", "--miner", "f01000", "--count", "1", "--store", &store,
+        ],
+    );
+    assert!(!ok);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ")
+            && last.contains(
+                "consumer workers-f01000-cc of MESH_TASK_AP_2KIB is missing and could not be \
+                 made (miners may not create consumers: run `mesh-publisher init --miners \
+                 f01000` as admin)"
+            ),
+        "{stderr}"
+    );
+
     // No credentials, a wrong password, no CA: one line each, saying what to pass.
     let run = |env: Vec<(String, String)>| {
         let out = std::process::Command::new(bin("mesh-publisher"))

@@ -16,8 +16,8 @@ pub enum KeyError {
     Changed { key: String, revision: u64 },
     #[error("{what}: no answer from the server in time")]
     TimedOut { what: String },
-    #[error("{what}: {reason}")]
-    Failed { what: String, reason: String },
+    #[error(transparent)]
+    Failed(#[from] super::BrokerError),
 }
 
 impl KeyError {
@@ -27,11 +27,16 @@ impl KeyError {
     }
 
     fn failed(what: String, e: impl std::fmt::Display) -> Self {
-        let mut reason = e.to_string();
-        if let Some(refusal) = super::connect::recent_refusal() {
-            reason = format!("{reason}; {refusal}");
-        }
-        KeyError::Failed { what, reason }
+        KeyError::Failed(super::BrokerError::api(what, e))
+    }
+}
+
+/// What a bucket message's headers say was done to its key: put, delete or purge.
+pub(super) fn operation(headers: &async_nats::HeaderMap) -> kv::Operation {
+    match headers.get("KV-Operation").map(|v| v.as_str()) {
+        Some("DEL") => kv::Operation::Delete,
+        Some("PURGE") => kv::Operation::Purge,
+        _ => kv::Operation::Put,
     }
 }
 
@@ -77,11 +82,7 @@ impl Keys {
             }
             Err(e) => return Err(KeyError::failed(what(), e)),
         };
-        let operation = match message.headers.get("KV-Operation").map(|v| v.as_str()) {
-            Some("DEL") => kv::Operation::Delete,
-            Some("PURGE") => kv::Operation::Purge,
-            _ => kv::Operation::Put,
-        };
+        let operation = operation(&message.headers);
         Ok(Some(kv::Entry {
             bucket: self.bucket.clone(),
             key: key.to_string(),
@@ -105,41 +106,37 @@ impl Keys {
 
     /// Writes `value` if the key's latest revision is still `revision` (0: the key has none).
     pub async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, KeyError> {
-        self.write(key, value, revision, None).await
+        self.write(key, value, Some(revision), None).await
     }
 
     /// Writes `value`, whatever the key held.
     pub async fn put(&self, key: &str, value: Bytes) -> Result<u64, KeyError> {
-        let what = || format!("write {} {key}", self.bucket);
-        let ack = self
-            .js
-            .publish(self.subject(key), value)
-            .await
-            .map_err(|e| KeyError::failed(what(), e))?
-            .await
-            .map_err(|e| KeyError::failed(what(), e))?;
-        Ok(ack.sequence)
+        self.write(key, value, None, None).await
     }
 
     /// Marks the key deleted if its latest revision is still `revision`.
     pub async fn delete(&self, key: &str, revision: u64) -> Result<u64, KeyError> {
-        self.write(key, Bytes::new(), revision, Some("DEL")).await
+        self.write(key, Bytes::new(), Some(revision), Some("DEL"))
+            .await
     }
 
+    /// Publishes to the key's subject, only over `revision` when one is given.
     async fn write(
         &self,
         key: &str,
         value: Bytes,
-        revision: u64,
+        revision: Option<u64>,
         operation: Option<&str>,
     ) -> Result<u64, KeyError> {
         use jetstream::context::PublishErrorKind as Kind;
         let what = || format!("write {} {key}", self.bucket);
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            "Nats-Expected-Last-Subject-Sequence",
-            revision.to_string().as_str(),
-        );
+        if let Some(revision) = revision {
+            headers.insert(
+                "Nats-Expected-Last-Subject-Sequence",
+                revision.to_string().as_str(),
+            );
+        }
         if let Some(operation) = operation {
             headers.insert("KV-Operation", operation);
         }
@@ -153,7 +150,7 @@ impl Keys {
             Ok(ack) => Ok(ack.sequence),
             Err(e) if e.kind() == Kind::WrongLastSequence => Err(KeyError::Changed {
                 key: key.to_string(),
-                revision,
+                revision: revision.unwrap_or_default(),
             }),
             Err(e) if e.kind() == Kind::TimedOut => Err(KeyError::TimedOut { what: what() }),
             Err(e) => Err(KeyError::failed(what(), e)),

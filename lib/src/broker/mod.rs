@@ -200,9 +200,10 @@ impl Broker {
     /// Opens a bucket's keys one at a time, without the stream info `bucket` reads (which a
     /// role allowed only some keys is not given).
     pub async fn keys(&self, name: &str) -> Result<keys::Keys, BrokerError> {
-        keys::Keys::open(&self.js, name)
-            .await
-            .map_err(|e| BrokerError::api(format!("open bucket {name}"), e))
+        keys::Keys::open(&self.js, name).await.map_err(|e| match e {
+            keys::KeyError::Failed(e) => e,
+            e => BrokerError::api(format!("open bucket {name}"), e),
+        })
     }
 
     /// Every entry of a bucket whose value is JSON of `T`, with its key; entries that do not
@@ -276,10 +277,10 @@ impl Broker {
             let message = message.map_err(|e| BrokerError::api(what(), e))?;
             let info = message.info().map_err(|e| BrokerError::api(what(), e))?;
             let pending = info.pending;
-            let removed = message.headers.as_ref().is_some_and(|h| {
-                h.get("KV-Operation")
-                    .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
-            });
+            let removed = message
+                .headers
+                .as_ref()
+                .is_some_and(|h| keys::operation(h) != kv::Operation::Put);
             if !removed && let Some(key) = message.subject.strip_prefix(prefix.as_str()) {
                 keys.push(key.to_string());
             }

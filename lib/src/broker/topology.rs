@@ -423,6 +423,22 @@ impl Topology {
             })?;
             made.push(format!("stream {name}"));
         }
+        made.extend(self.ensure_consumers(broker, miners).await?);
+        Ok(made)
+    }
+
+    /// Removes the shared consumer of older versions from each task stream, makes the task
+    /// consumers (every phase, size and class) and the result consumer of each of `miners`,
+    /// which a miner's role may not create itself, and gives the task consumers made earlier
+    /// this topology's ack wait.
+    async fn ensure_consumers(
+        &self,
+        broker: &Broker,
+        miners: &[MinerId],
+    ) -> Result<Vec<String>, BrokerError> {
+        use futures::TryStreamExt;
+        let js = broker.js();
+        let mut made = Vec::new();
         for &size in &self.sizes {
             for phase in Phase::ALL {
                 let stream = names::task_stream(phase, size);
@@ -436,26 +452,6 @@ impl Topology {
                          are per miner now)"
                     ));
                 }
-            }
-        }
-        made.extend(self.ensure_consumers(broker, miners).await?);
-        Ok(made)
-    }
-
-    /// Makes the task consumers (every phase, size and class) and the result consumer of each
-    /// of `miners`, which a miner's role may not create itself, and gives the task consumers
-    /// made earlier this topology's ack wait.
-    async fn ensure_consumers(
-        &self,
-        broker: &Broker,
-        miners: &[MinerId],
-    ) -> Result<Vec<String>, BrokerError> {
-        use futures::TryStreamExt;
-        let js = broker.js();
-        let mut made = Vec::new();
-        for &size in &self.sizes {
-            for phase in Phase::ALL {
-                let stream = names::task_stream(phase, size);
                 let mut configs: Vec<pull::Config> = Vec::new();
                 for &miner in miners {
                     for class in TaskClass::ALL {
@@ -628,7 +624,7 @@ pub async fn ensure_task_consumer(
 ) -> Result<(), BrokerError> {
     let name = names::task_stream(phase, size);
     let consumer = names::task_consumer(miner, class);
-    if consumer_exists(broker, &name, &consumer).await? {
+    if find_consumer(broker, &name, &consumer).await?.is_some() {
         return Ok(());
     }
     let stream = broker
@@ -659,19 +655,8 @@ pub async fn result_consumer(
 ) -> Result<async_nats::jetstream::consumer::PullConsumer, BrokerError> {
     let stream = names::RESULT_STREAM;
     let consumer = names::result_consumer(miner);
-    match broker
-        .js()
-        .get_consumer_from_stream(consumer.as_str(), stream)
-        .await
-    {
-        Ok(found) => return Ok(found),
-        Err(e) if !not_found(&e) => {
-            return Err(BrokerError::api(
-                format!("read consumer {consumer} of {stream}"),
-                e,
-            ));
-        }
-        Err(_) => {}
+    if let Some(found) = find_consumer(broker, stream, &consumer).await? {
+        return Ok(found);
     }
     broker
         .js()
@@ -680,19 +665,16 @@ pub async fn result_consumer(
         .map_err(|e| missing_consumer(stream, &consumer, miner, e))
 }
 
-/// Whether consumer `consumer` of stream `stream` exists (a role with consumer info only).
-async fn consumer_exists(
+/// Consumer `consumer` of stream `stream`, or `None` when it does not exist (a role with
+/// consumer info only).
+async fn find_consumer(
     broker: &Broker,
     stream: &str,
     consumer: &str,
-) -> Result<bool, BrokerError> {
-    match broker
-        .js()
-        .get_consumer_from_stream::<pull::Config, _, _>(consumer, stream)
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(e) if not_found(&e) => Ok(false),
+) -> Result<Option<async_nats::jetstream::consumer::PullConsumer>, BrokerError> {
+    match broker.js().get_consumer_from_stream(consumer, stream).await {
+        Ok(found) => Ok(Some(found)),
+        Err(e) if not_found(&e) => Ok(None),
         Err(e) => Err(BrokerError::api(
             format!("read consumer {consumer} of {stream}"),
             e,
@@ -717,7 +699,8 @@ fn missing_consumer(
 ) -> BrokerError {
     BrokerError::api(
         format!(
-            "consumer {consumer} of {stream} is missing and could not be made (miners may not              create consumers: run `mesh-publisher init --miners {miner}` as admin)"
+            "consumer {consumer} of {stream} is missing and could not be made (miners may not \
+             create consumers: run `mesh-publisher init --miners {miner}` as admin)"
         ),
         e,
     )
