@@ -516,14 +516,20 @@ async fn refusals_and_bad_credentials_are_explained() {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("file://{}", dir.path().display());
 
+    // `user` sealing one sector for f01000, which must fail: its stderr.
+    let refused_seal = |user: &str| {
+        let (ok, _, stderr) = nats.publisher(
+            user,
+            &[
+                "seal", "--miner", "f01000", "--count", "1", "--store", &store,
+            ],
+        );
+        assert!(!ok, "{user} sealed for f01000: {stderr}");
+        stderr
+    };
+
     // Miner f01001's user sealing for f01000: the server refuses, and the error says so.
-    let (ok, _, stderr) = nats.publisher(
-        "miner-f01001",
-        &[
-            "seal", "--miner", "f01000", "--count", "1", "--store", &store,
-        ],
-    );
-    assert!(!ok);
+    let stderr = refused_seal("miner-f01001");
     let last = stderr.lines().last().unwrap_or_default();
     assert!(
         last.starts_with("error: ")
@@ -545,13 +551,7 @@ async fn refusals_and_bad_credentials_are_explained() {
         .delete_consumer_from_stream("workers-f01000-cc", "MESH_TASK_AP_2KIB")
         .await
         .unwrap();
-    let (ok, _, stderr) = nats.publisher(
-        "miner-f01000",
-        &[
-            "seal", "--miner", "f01000", "--count", "1", "--store", &store,
-        ],
-    );
-    assert!(!ok);
+    let stderr = refused_seal("miner-f01000");
     let last = stderr.lines().last().unwrap_or_default();
     assert!(
         last.starts_with("error: ")
