@@ -43,11 +43,12 @@ async fn a_sector_seals_through_s3_with_parameters_pulled_from_it() {
         push.tail(20)
     );
 
-    // The worker starts with an empty parameter cache: it must pull them for Commit2.
+    // The worker starts with an empty parameter cache: it must pull them for Commit2, and its
+    // two sectors' Commit2 tasks prepare at once, sharing one download of each file.
     let worker_cache = mesh.path("worker-params").display().to_string();
     let scratch = mesh.scratch().display().to_string();
     let nats = mesh.url();
-    let _worker = Proc::spawn(
+    let worker = Proc::spawn(
         &bin("mesh-worker"),
         &[
             "run",
@@ -79,7 +80,7 @@ async fn a_sector_seals_through_s3_with_parameters_pulled_from_it() {
             "--miner",
             "f01000",
             "--count",
-            "1",
+            "2",
             "--piece",
             piece.to_str().unwrap(),
             "--out",
@@ -93,8 +94,10 @@ async fn a_sector_seals_through_s3_with_parameters_pulled_from_it() {
     let status = publisher.wait(Duration::from_secs(600)).await;
     assert!(status.success(), "{}", publisher.tail(40));
     let lines = lines(&out);
-    assert_eq!(lines.len(), 1);
-    assert_eq!(verify_out_line(&lines[0]), 1);
+    assert_eq!(lines.len(), 2);
+    for line in &lines {
+        assert_eq!(verify_out_line(line), 1);
+    }
 
     let files =
         mesh::proofs::params::param_files(mesh::model::SectorSize::KiB2.seal_proof()).unwrap();
@@ -102,6 +105,22 @@ async fn a_sector_seals_through_s3_with_parameters_pulled_from_it() {
         mesh::proofs::params::missing(&mesh.path("worker-params"), files.all()).is_empty(),
         "the worker pulled the parameters"
     );
+    let log = worker.log_text();
+    for name in files.all() {
+        let pulls = log
+            .lines()
+            .filter(|l| l.contains("pulling parameters") && l.contains(name))
+            .count();
+        assert_eq!(pulls, 1, "{name} is downloaded once:\n{log}");
+    }
+    let waited = log.contains("waiting for another download");
+    println!("the second Commit2 waited for the first one's download: {waited}");
+    let leftovers: Vec<_> = std::fs::read_dir(mesh.path("worker-params"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     // A sector with a deal keeps its unsealed copy; the bucket holds exactly what the record
     // refers to.
     let listed = store.list("f01000/1/").await.unwrap();

@@ -267,8 +267,21 @@ pub async fn pull(
                     sidecar(&name)
                 ))
             })?;
+        // One download per file per machine: tasks and processes sharing this cache take the
+        // file's lock, and whoever gets it second finds the file in place.
+        let _lock = download_lock(cache, &name)
+            .await
+            .map_err(PullError::Other)?;
+        if cache.join(&name).is_file() {
+            info!(file = %name, "another download put it in the cache");
+            continue;
+        }
         info!(file = %name, store = %store.name(), "pulling parameters");
-        let tmp = cache.join(format!(".{name}.{}.part", std::process::id()));
+        let tmp = cache.join(format!(
+            ".{name}.{}.{:016x}.part",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         let (got_size, got) = match store.get_file(&store_key(&name), &tmp).await {
             Ok(v) => v,
             Err(StoreError::NotFound { .. }) => return Err(PullError::Unavailable(unavailable())),
@@ -295,6 +308,38 @@ pub async fn pull(
     Ok(pulled)
 }
 
+/// Takes the exclusive lock of `.{name}.lock` in the cache, waiting (without blocking a
+/// thread) while another task or process holds it; the lock is released on drop.
+async fn download_lock(
+    cache: &Path,
+    name: &str,
+) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    use nix::errno::Errno;
+    use nix::fcntl::{Flock, FlockArg};
+    let path = cache.join(format!(".{name}.lock"));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("open the download lock {}", path.display()))?;
+    let mut waiting = false;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((back, Errno::EWOULDBLOCK)) => {
+                if !waiting {
+                    info!(file = %name, "waiting for another download of it into this cache");
+                    waiting = true;
+                }
+                file = back;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err((_, e)) => anyhow::bail!("lock {}: {e}", path.display()),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
     #[error(transparent)]
@@ -306,6 +351,47 @@ pub enum PullError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two pulls of the same files into one empty cache at once (two Commit2 tasks on a fresh
+    /// worker): each file is downloaded by one of them, and the other finds it in place.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_pulls_download_each_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&crate::store::StoreConfig {
+            url: dir.path().join("store").display().to_string(),
+            options: vec![],
+        })
+        .unwrap();
+        let source = dir.path().join("source");
+        std::fs::create_dir_all(&source).unwrap();
+        let names = vec!["one.params".to_string(), "one.vk".to_string()];
+        for name in &names {
+            std::fs::write(source.join(name), name.repeat(200_000)).unwrap();
+        }
+        push(&store, &source, &names).await.unwrap();
+
+        let cache = dir.path().join("cache");
+        let (a, b) = tokio::join!(
+            pull(&store, &cache, &names, SectorSize::KiB2),
+            pull(&store, &cache, &names, SectorSize::KiB2)
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let mut downloads = [a.clone(), b.clone()].concat();
+        downloads.sort();
+        assert_eq!(downloads, names, "one download per file: {a:?} and {b:?}");
+        for name in &names {
+            assert_eq!(
+                std::fs::read(cache.join(name)).unwrap(),
+                std::fs::read(source.join(name)).unwrap()
+            );
+        }
+        let parts: Vec<_> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().ends_with(".part"))
+            .collect();
+        assert!(parts.is_empty(), "{parts:?}");
+    }
 
     #[test]
     fn two_kib_parameter_names_match_the_library() {
