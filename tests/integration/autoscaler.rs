@@ -293,3 +293,56 @@ async fn a_drain_mark_stops_a_worker_taking_tasks_until_it_is_lifted() {
     assert!(sealing.wait(Duration::from_secs(120)).await.success());
     assert_eq!(ran(&held), 6, "the worker took tasks again once lifted");
 }
+
+/// Whether process `pid` has exited (gone, or a zombie its new parent has not reaped).
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// An autoscaler killed by SIGKILL cannot stop its local workers: each sees its parent gone,
+/// drains (finishing the task it runs) and exits by itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_of_a_killed_autoscaler_stop_by_themselves() {
+    let mesh = Mesh::start().await;
+    let (mut scaler, _port) = autoscaler(&mesh, 2, "1m");
+    let _sealing = seal(&mesh, "seal", 2);
+    let broker = mesh.broker().await;
+    let pids = wait_for(
+        "the group's workers to register",
+        Duration::from_secs(60),
+        || {
+            let broker = &broker;
+            async move {
+                let workers = mesh::broker::workers::list(broker).await.ok()?;
+                let pids: Vec<(String, u32)> = workers
+                    .into_iter()
+                    .filter(|w| w.id.0.starts_with("sim-"))
+                    .map(|w| (w.id.0, w.pid))
+                    .collect();
+                (!pids.is_empty()).then_some(pids)
+            }
+        },
+    )
+    .await;
+    scaler.kill();
+    for (name, pid) in &pids {
+        wait_for(
+            &format!("{name} (pid {pid}) to exit without its autoscaler"),
+            Duration::from_secs(60),
+            || async move { exited(*pid).then_some(()) },
+        )
+        .await;
+        let log =
+            std::fs::read_to_string(mesh.path("workers").join(format!("{name}.log"))).unwrap();
+        assert!(
+            log.contains("the parent process is gone: draining") && log.contains("worker stopped"),
+            "{log}"
+        );
+    }
+    println!("FIGURE orphaned local workers stopped: {}", pids.len());
+}

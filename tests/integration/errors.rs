@@ -246,6 +246,21 @@ fn bad_numbers_and_pieces() {
         &["run", "--store", "/tmp/x"],
         &["--slots 0", "1 to 1024"],
     );
+    // Process 1 is not the parent of a worker these tests start.
+    error_line(
+        "mesh-worker",
+        &["run", "--store", "/tmp/x", "--parent-pid", "1"],
+        &[
+            "--parent-pid 1",
+            "this worker's parent is process",
+            "leave it out",
+        ],
+    );
+    error_line(
+        "mesh-worker",
+        &["run", "--store", "/tmp/x", "--drain-timeout", "soon"],
+        &["--drain-timeout", "'soon'"],
+    );
 }
 
 /// The machine, the resource table and miner weights: bad values name themselves and the fix,

@@ -113,6 +113,55 @@ async fn a_worker_killed_in_any_phase_has_its_task_restarted_within_15s() {
     }
 }
 
+/// A worker told to stop (SIGTERM) while its task would run for ten more minutes waits its
+/// `--drain-timeout`, hands the task back and exits 0; another worker runs the task as its
+/// next attempt, without waiting out the ack wait, and the sector seals.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drain_past_its_timeout_hands_the_running_task_back() {
+    let mesh = Mesh::start().await;
+    let broker = mesh.broker().await;
+    let slow = ["--synthetic-durations", "ap=10m", "--drain-timeout", "1s"];
+    let flags: Vec<&str> = SYNTHETIC
+        .iter()
+        .chain(&slow)
+        .chain(&[NO_HOLDING])
+        .copied()
+        .collect();
+    let mut slow = mesh.worker("slow", &flags);
+    let mut publisher = mesh.seal("publisher", &["--count", "1", "--synthetic"]);
+    wait_for("AddPiece to start", Duration::from_secs(60), || async {
+        observe::taker(&broker, Phase::AddPiece, 1).await
+    })
+    .await;
+    slow.signal(Signal::SIGTERM);
+    let status = slow.wait(Duration::from_secs(60)).await;
+    assert!(status.success(), "{}", slow.tail(20));
+    let log = slow.log_text();
+    assert!(
+        log.contains("the drain timeout passed: handing running tasks back")
+            && log.contains("handing the task back"),
+        "{log}"
+    );
+
+    // Its AddPiece lasts long enough to be seen running in the registry.
+    let seen = ["--synthetic-durations", "ap=3s"];
+    let flags: Vec<&str> = SYNTHETIC
+        .iter()
+        .chain(&seen)
+        .chain(&[NO_HOLDING])
+        .copied()
+        .collect();
+    let _fresh = mesh.worker("fresh", &flags);
+    let taker = wait_for("AddPiece to run again", Duration::from_secs(60), || async {
+        observe::taker(&broker, Phase::AddPiece, 2).await
+    })
+    .await;
+    assert_eq!(taker, "fresh");
+    let status = publisher.wait(Duration::from_secs(120)).await;
+    assert!(status.success(), "{}", publisher.tail(20));
+    assert_eq!(states(&mesh), [(1, "sealed".to_string())]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_worker_wakes_to_a_redelivered_task_and_its_late_result_is_dropped() {
     let mesh = Mesh::start().await;

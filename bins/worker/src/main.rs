@@ -83,6 +83,16 @@ struct RunArgs {
     /// (which costs one attempt).
     #[arg(long, env = "MESH_STORE_PATIENCE", default_value = "30m", value_parser = humantime::parse_duration)]
     store_patience: Duration,
+    /// On SIGTERM, wait at most this long for running tasks, then hand them back to the
+    /// stream (as a second signal does) and exit; default: wait as long as they take. Set it
+    /// below the kill grace of what stops the worker (systemd's TimeoutStopSec, a spot
+    /// instance's notice).
+    #[arg(long, env = "MESH_DRAIN_TIMEOUT", value_parser = humantime::parse_duration)]
+    drain_timeout: Option<Duration>,
+    /// Drain and exit when the process with this pid, this worker's parent, exits (the
+    /// autoscaler's local provider sets it for its workers).
+    #[arg(long, env = "MESH_PARENT_PID")]
+    parent_pid: Option<u32>,
 }
 
 /// What a worker serves and with what: shared by `run` and `info`.
@@ -376,6 +386,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 async fn run_worker(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::install();
+    if let Some(parent) = args.parent_pid {
+        let actual = std::os::unix::process::parent_id();
+        if actual != parent {
+            anyhow::bail!(
+                "--parent-pid {parent}: this worker's parent is process {actual} (the one given \
+                 may have exited already): give the pid of the process that starts the worker, \
+                 or leave it out"
+            );
+        }
+        worker::drain_with_parent(parent, shutdown.drain.clone());
+    }
     let executor = match (args.executor, args.synthetic_durations) {
         (ExecutorKind::Proofs, None) => Executor::Proofs(args.params.runner()?),
         (ExecutorKind::Proofs, Some(_)) => anyhow::bail!(
@@ -388,6 +409,7 @@ async fn run_worker(args: RunArgs) -> anyhow::Result<()> {
     config.poll_interval = args.poll_interval;
     config.retry_base = args.retry_delay;
     config.store_patience = args.store_patience;
+    config.drain_timeout = args.drain_timeout;
     if let Some(id) = args.id {
         config.id = id;
     }

@@ -124,6 +124,9 @@ pub struct WorkerConfig {
     /// data to the store (layers, trees, replica), so that the sector goes on from there,
     /// not from PreCommit1, if this worker is lost.
     pub back_up_held: bool,
+    /// How long a drain waits for running tasks before it hands them back (as a second signal
+    /// does); `None`: as long as they take.
+    pub drain_timeout: Option<Duration>,
 }
 
 /// A worker's id unless the operator gives one: the host and a hash of the scratch path, so
@@ -189,6 +192,7 @@ impl WorkerConfig {
             scratch_limit: u64::MAX,
             hold_sectors: true,
             back_up_held: false,
+            drain_timeout: None,
         }
     }
 
@@ -368,6 +372,26 @@ struct Ctx {
     registry: Registry,
     scratch: ScratchRoot,
     progress_every: Duration,
+}
+
+/// Cancels `drain` once this process's parent, `parent`, has exited (this process is then
+/// adopted by another). A check each second, rather than a parent-death signal: Linux sends
+/// that when the parent's forking thread exits, not the process.
+pub fn drain_with_parent(parent: u32, drain: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = drain.cancelled() => return,
+            }
+            if std::os::unix::process::parent_id() != parent {
+                warn!(parent, "the parent process is gone: draining");
+                drain.cancel();
+                return;
+            }
+        }
+    });
 }
 
 /// Runs the worker until `drain` is cancelled (stop pulling, finish running tasks, return) or
@@ -655,7 +679,20 @@ pub async fn run(
         );
     }
     tracker.close();
-    tracker.wait().await;
+    match ctx.config.drain_timeout {
+        Some(limit) if running > 0 => {
+            if tokio::time::timeout(limit, tracker.wait()).await.is_err() {
+                warn!(
+                    running = tracker.len(),
+                    drain_timeout = %humantime::format_duration(limit),
+                    "the drain timeout passed: handing running tasks back"
+                );
+                abort.cancel();
+                tracker.wait().await;
+            }
+        }
+        _ => tracker.wait().await,
+    }
     background.cancel();
     let _ = heartbeat.await;
     let _ = follow.await;

@@ -1,6 +1,7 @@
 //! Local processes: each instance is a `mesh-worker run` child of the autoscaler, named
 //! `<group>-<n>`. Removing one sends it SIGTERM (it is drained by then, so it exits at once);
-//! when the autoscaler stops, it stops its workers the same way and waits for them.
+//! when the autoscaler stops, it stops its workers the same way and waits for them. Workers
+//! drain and exit by themselves when the autoscaler dies without stopping them.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -140,7 +141,9 @@ impl Local {
         for var in crate::broker::connect::NATS_IDENTITY_ENV {
             cmd.env_remove(var);
         }
+        // A worker drains and exits when the autoscaler is gone, even killed by SIGKILL.
         cmd.envs(&self.config.env)
+            .env("MESH_PARENT_PID", std::process::id().to_string())
             .stdin(Stdio::null())
             .kill_on_drop(false);
         match &self.config.log_dir {
