@@ -454,3 +454,76 @@ async fn a_task_too_large_to_dead_letter_whole_is_cut_and_dead_lettered() {
         stopping.elapsed().as_secs_f64()
     );
 }
+
+/// A result written by a newer mesh (its message version above this one's) is neither applied
+/// nor dropped: the publisher says so, leaves it unacknowledged for an upgraded publisher, and
+/// its sector goes on as if it had not come.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_result_of_a_newer_version_is_left_for_a_newer_publisher() {
+    use mesh::sector::{MESSAGE_VERSION, Outcome, TaskId, TaskResult, Timings};
+    let mesh = Mesh::start().await;
+    let mut publisher = mesh.seal("publisher", &["--count", "1", "--synthetic"]);
+    wait_for("sector 1 to be pledged", Duration::from_secs(60), || {
+        let listed = mesh.publisher(&["sectors", "--miner", "f01000", "--json"]);
+        async move { (!listed.trim().is_empty()).then_some(()) }
+    })
+    .await;
+    let miner: mesh::model::MinerId = "f01000".parse().unwrap();
+    let sector = mesh::model::SectorNum(1);
+    // A failure of the sector's first task: applied, it would fail the sector.
+    let newer = TaskResult {
+        version: MESSAGE_VERSION + 1,
+        task: TaskId::new(miner, sector, Phase::AddPiece, 0),
+        miner,
+        sector,
+        phase: Phase::AddPiece,
+        attempt: 1,
+        worker: mesh::model::WorkerId("from-the-future".into()),
+        outcome: Outcome::Failed {
+            reason: "written by a newer mesh".into(),
+        },
+        timings: Timings::default(),
+        finished_ms: mesh::now_ms(),
+    };
+    let broker = mesh.broker().await;
+    let js = broker.js().clone();
+    let ack = js
+        .publish(
+            names::result_subject(miner, sector, Phase::AddPiece),
+            mesh::model::encode(&newer).into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    wait_for(
+        "the publisher to refuse the newer result",
+        Duration::from_secs(60),
+        || {
+            let log = publisher.log_text();
+            async move {
+                log.contains("a result of a newer message version than this publisher reads")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+
+    let _worker = mesh.worker("w1", &["--executor", "synthetic"]);
+    let status = publisher.wait(Duration::from_secs(120)).await;
+    assert!(status.success(), "{}", publisher.tail(20));
+    let listed = mesh.publisher(&["sectors", "--miner", "f01000", "--json"]);
+    assert!(listed.contains("\"sealed\""), "{listed}");
+    let stream = js.get_stream(names::RESULT_STREAM).await.unwrap();
+    let consumer = stream
+        .consumer_info(names::result_consumer(miner))
+        .await
+        .unwrap()
+        .clone();
+    assert!(
+        consumer.ack_floor.stream_sequence < ack.sequence,
+        "the newer result (sequence {}) was acknowledged: {:?}",
+        ack.sequence,
+        consumer.ack_floor
+    );
+}

@@ -27,11 +27,16 @@ use crate::phases::{Artefact, Output, Phase, c2};
 use crate::proofs::child::{ChildRunner, Pin};
 use crate::proofs::job::{FailureKind, Job, JobOutput};
 use crate::proofs::params;
-use crate::sector::{Outcome, SectorRecord, SectorState, TaskResult};
+use crate::sector::{
+    MESSAGE_VERSION, Outcome, SectorRecord, SectorState, TaskResult, newer_version,
+};
 use crate::store::Store;
 
 /// How many times a proof that fails verification is made again before the sector fails.
 const PROOF_REDRIVES: u32 = 2;
+/// How long a result of a newer message version waits before it is offered again (to this
+/// publisher or an upgraded one sharing the miner's result consumer).
+const NEWER_RESULT_DELAY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
@@ -519,6 +524,17 @@ impl Driver {
     /// Handles one result message: fences it, verifies a proof, advances the sector with
     /// compare-and-set, publishes the next task, then acks.
     pub async fn handle(&self, msg: &jetstream::Message) -> anyhow::Result<Handled> {
+        if let Some(version) = newer_version(&msg.payload) {
+            warn!(
+                subject = %msg.subject,
+                version,
+                understood = MESSAGE_VERSION,
+                "a result of a newer message version than this publisher reads: leaving it for \
+                 an upgraded publisher (upgrade this one)"
+            );
+            let _ = msg.ack_with(AckKind::Nak(Some(NEWER_RESULT_DELAY))).await;
+            return Ok(Handled::Deferred);
+        }
         let result: TaskResult = match decode(&msg.payload) {
             Ok(r) => r,
             Err(e) => {

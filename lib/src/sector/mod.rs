@@ -16,3 +16,17 @@ pub use task::{InvalidTask, Task, TaskHead, TaskId};
 /// Version of the task and result structs and of sector records; a reader refuses newer
 /// versions it cannot know.
 pub const MESSAGE_VERSION: u16 = 1;
+
+/// The version a task, result or record body gives when it is newer than
+/// [`MESSAGE_VERSION`], read from its `version` field alone (whatever else the body holds, it
+/// was written by a newer mesh, and this one must not guess at it).
+pub fn newer_version(body: &[u8]) -> Option<u16> {
+    #[derive(serde::Deserialize)]
+    struct Versioned {
+        version: u16,
+    }
+    crate::model::decode::<Versioned>(body)
+        .ok()
+        .map(|v| v.version)
+        .filter(|&v| v > MESSAGE_VERSION)
+}
