@@ -6,14 +6,25 @@
 
 use std::time::Duration;
 
-use mesh_tests::{Mesh, Proc, bin, free_port, lines, log_field, log_time_ms, wait_for};
+use mesh_tests::{Mesh, Proc, bin, free_port, lines, log_field, log_time_ms, observe, wait_for};
 
-const WORKER_FLAGS: &str = r#""--executor", "synthetic", "--cpus", "4",
-    "--synthetic-durations", "ap=100ms,pc1=1500ms,pc2=300ms,c1=50ms,c2=300ms,fin=50ms""#;
+const WORKER_FLAGS: &str = r#""--executor", "synthetic", "--cpus", "4""#;
+const DURATIONS: &str = "ap=100ms,pc1=1500ms,pc2=300ms,c1=50ms,c2=300ms,fin=50ms";
 
 /// Writes the config of one local group `sim` serving every phase at 2KiB and starts the
 /// autoscaler with metrics on a free port.
 fn autoscaler(mesh: &Mesh, max: u32, down_window: &str) -> (Proc, u16) {
+    autoscaler_with(mesh, max, down_window, "2m", DURATIONS)
+}
+
+/// [`autoscaler`] with the group's drain timeout and its workers' synthetic durations.
+fn autoscaler_with(
+    mesh: &Mesh,
+    max: u32,
+    down_window: &str,
+    drain_timeout: &str,
+    durations: &str,
+) -> (Proc, u16) {
     let config = mesh.path("autoscaler.toml");
     let text = format!(
         r#"
@@ -25,13 +36,14 @@ slots = 2
 min = 0
 max = {max}
 scale_down_window = "{down_window}"
-drain_timeout = "2m"
+drain_timeout = "{drain_timeout}"
 poll_interval = "250ms"
 
 [group.provider]
 kind = "local"
 worker = "{worker}"
-args = ["--store", "{store}", "--scratch", "{scratch}", {WORKER_FLAGS}]
+args = ["--store", "{store}", "--scratch", "{scratch}", {WORKER_FLAGS},
+    "--synthetic-durations", "{durations}"]
 log_dir = "{logs}"
 "#,
         worker = bin("mesh-worker").display(),
@@ -345,4 +357,33 @@ async fn workers_of_a_killed_autoscaler_stop_by_themselves() {
         );
     }
     println!("FIGURE orphaned local workers stopped: {}", pids.len());
+}
+
+/// An autoscaler told to stop (SIGTERM) while its worker runs a task ten minutes long waits
+/// the group's drain timeout, then tells the worker to hand the task back, and both exit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopping_autoscaler_waits_the_drain_timeout_then_has_tasks_handed_back() {
+    let mesh = Mesh::start().await;
+    let (mut scaler, _port) = autoscaler_with(&mesh, 1, "1m", "1s", "ap=10m");
+    let _sealing = seal(&mesh, "seal", 1);
+    let broker = mesh.broker().await;
+    let name = wait_for("AddPiece to start", Duration::from_secs(60), || async {
+        observe::taker(&broker, mesh::phases::Phase::AddPiece, 1).await
+    })
+    .await;
+    scaler.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = scaler.wait(Duration::from_secs(60)).await;
+    assert!(status.success(), "{}", scaler.tail(20));
+    assert_eq!(
+        log_lines(&mesh, "a local worker is still draining").len(),
+        1,
+        "{}",
+        scaler.tail(20)
+    );
+    assert!(log_lines(&mesh, "did not stop after its tasks were handed back").is_empty());
+    let log = std::fs::read_to_string(mesh.path("workers").join(format!("{name}.log"))).unwrap();
+    assert!(
+        log.contains("aborted; handing the task back") && log.contains("worker stopped"),
+        "{log}"
+    );
 }

@@ -71,7 +71,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            mesh::autoscaler::run(config, broker, registry, shutdown.drain.clone()).await?;
+            mesh::autoscaler::run(
+                config,
+                broker,
+                registry,
+                shutdown.drain.clone(),
+                shutdown.abort.clone(),
+            )
+            .await?;
             if let Some(server) = server {
                 let _ = server.await;
             }

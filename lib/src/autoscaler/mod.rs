@@ -170,12 +170,14 @@ pub fn render_plan(plan: &[(GroupConfig, Decision)]) -> String {
 }
 
 /// Runs until `stop`: evaluates each group every `poll_interval` and acts on it. Local
-/// workers are stopped (drained) on the way out; cloud instances stay as they are.
+/// workers are stopped (drained, for at most the group's drain timeout or until `abort`) on the
+/// way out; cloud instances stay as they are.
 pub async fn run(
     config: AutoscalerConfig,
     broker: Broker,
     metrics: Metrics,
     stop: CancellationToken,
+    abort: CancellationToken,
 ) -> anyhow::Result<()> {
     let bucket = broker.bucket(names::DRAIN_BUCKET).await?;
     let mut groups = open_groups(&config, broker.url()).await?;
@@ -216,9 +218,12 @@ pub async fn run(
             }
         }
     }
-    for g in &mut groups {
-        g.provider.shutdown().await;
-    }
+    futures::future::join_all(
+        groups
+            .iter_mut()
+            .map(|g| g.provider.shutdown(g.config.drain_timeout, &abort)),
+    )
+    .await;
     info!("autoscaler stopped");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Local processes: each instance is a `mesh-worker run` child of the autoscaler, named
 //! `<group>-<n>`. Removing one sends it SIGTERM (it is drained by then, so it exits at once);
-//! when the autoscaler stops, it stops its workers the same way and waits for them. Workers
+//! when the autoscaler stops, it stops its workers the same way and waits for them, at most the
+//! group's drain timeout before they hand their tasks back. Workers
 //! drain and exit by themselves when the autoscaler dies without stopping them.
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Deserialize;
 use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{Instance, InstanceState, ProviderError, WorkerSpec};
@@ -31,6 +33,9 @@ pub struct LocalConfig {
     /// Where each worker's log goes (`<name>.log`); default: discarded.
     pub log_dir: Option<PathBuf>,
 }
+
+/// How long a worker told to hand its tasks back may take to exit before it is killed.
+const HAND_BACK_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Local {
     config: LocalConfig,
@@ -187,17 +192,36 @@ impl Local {
         Ok(())
     }
 
-    /// Stops every worker (SIGTERM: each drains) and waits for them, up to a minute each.
-    pub async fn shutdown(&mut self) {
+    /// Stops every worker and waits for them together: SIGTERM (each drains); for those still
+    /// running after `grace` (the group's drain timeout) or once `abort` is cancelled, a second
+    /// SIGTERM (each hands its tasks back at once); SIGKILL for any left ten seconds later.
+    pub async fn shutdown(&mut self, grace: Duration, abort: &CancellationToken) {
         let names: Vec<String> = self.children.keys().cloned().collect();
         let _ = self.remove(&names).await;
-        for (name, mut child) in std::mem::take(&mut self.stopping) {
-            match tokio::time::timeout(Duration::from_secs(60), child.wait()).await {
-                Ok(_) => {}
-                Err(_) => {
-                    warn!(worker = %name, "a local worker did not stop within a minute: killing it");
-                    let _ = child.kill().await;
-                }
+        let mut stopping = std::mem::take(&mut self.stopping);
+        let all_exited = async {
+            for child in stopping.values_mut() {
+                let _ = child.wait().await;
+            }
+        };
+        tokio::select! {
+            () = all_exited => return,
+            () = tokio::time::sleep(grace) => {}
+            () = abort.cancelled() => {}
+        }
+        for (name, child) in &mut stopping {
+            if let (Ok(None), Some(pid)) = (child.try_wait(), child.id()) {
+                warn!(group = %self.spec.group, worker = %name, "a local worker is still draining: telling it to hand its tasks back");
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
+        }
+        for (name, mut child) in stopping {
+            if tokio::time::timeout(HAND_BACK_GRACE, child.wait())
+                .await
+                .is_err()
+            {
+                warn!(group = %self.spec.group, worker = %name, "a local worker did not stop after its tasks were handed back: killing it");
+                let _ = child.kill().await;
             }
         }
     }

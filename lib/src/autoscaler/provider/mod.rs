@@ -7,7 +7,10 @@ pub mod aws;
 pub mod gcp;
 pub mod local;
 
+use std::time::Duration;
+
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 
 /// What a provider says about one of its instances.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,10 +122,11 @@ impl Provider {
         }
     }
 
-    /// Stops whatever this process owns (local workers); cloud instances stay.
-    pub async fn shutdown(&mut self) {
+    /// Stops whatever this process owns (local workers, waited for at most `grace` before they
+    /// hand their tasks back, or until `abort`); cloud instances stay.
+    pub async fn shutdown(&mut self, grace: Duration, abort: &CancellationToken) {
         if let Provider::Local(p) = self {
-            p.shutdown().await;
+            p.shutdown(grace, abort).await;
         }
     }
 }
