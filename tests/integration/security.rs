@@ -410,11 +410,23 @@ async fn attempt(broker: &Broker, action: &Op) -> Result<bool, String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn each_role_does_its_job_and_the_server_refuses_the_rest() {
     let nats = SecureNats::start(&["f01000", "f01001"], false);
-    let (ok, _, stderr) = nats.publisher(
+    let (ok, out, stderr) = nats.publisher(
         "admin",
         &["init", "--sizes", "2KiB", "--miners", "f01000,f01001"],
     );
     assert!(ok, "init as admin: {stderr}");
+    // One line per miner for its consumers (6 phases × 2 classes at one size), not one per
+    // consumer.
+    for miner in ["f01000", "f01001"] {
+        assert!(
+            out.contains(&format!(
+                "ok  consumers of {miner}: 12 task consumers (every phase, size and class) and \
+                 MESH_RESULT/publisher-{miner}"
+            )),
+            "{out}"
+        );
+    }
+    assert!(!out.contains("ok  consumer MESH"), "{out}");
 
     // What the actions work on: f01000's task consumer, a sector key, a result.
     let admin = nats.connect("admin").await;

@@ -527,11 +527,7 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
     if moved > 0 {
         println!("ok  moved {moved} miner weight(s) to their weight.<miner> keys");
     }
-    println!(
-        "topology ready on {} ({} objects)",
-        broker.url(),
-        made.len()
-    );
+    println!("topology ready on {}", broker.url());
     Ok(())
 }
 

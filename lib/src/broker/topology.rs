@@ -2,6 +2,7 @@
 //! files in `nats/`), idempotent creation (`mesh-publisher init`) and the check every process
 //! makes at start.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -439,6 +440,10 @@ impl Topology {
         use futures::TryStreamExt;
         let js = broker.js();
         let mut made = Vec::new();
+        // One line per miner, and one for the consumers of others whose ack wait was set: a
+        // line per consumer would be 60 per miner at five sizes.
+        let mut per_miner: BTreeMap<MinerId, usize> = BTreeMap::new();
+        let mut others = 0;
         for &size in &self.sizes {
             for phase in Phase::ALL {
                 let stream = names::task_stream(phase, size);
@@ -480,14 +485,17 @@ impl Topology {
                         });
                     }
                 }
-                for config in configs {
+                for (n, config) in configs.into_iter().enumerate() {
                     let name = config.durable_name.clone().unwrap_or_default();
                     js.create_consumer_on_stream(config, stream.as_str())
                         .await
                         .map_err(|e| {
                             BrokerError::api(format!("create consumer {name} on {stream}"), e)
                         })?;
-                    made.push(format!("consumer {stream}/{name}"));
+                    match miners.get(n / TaskClass::ALL.len()) {
+                        Some(&miner) => *per_miner.entry(miner).or_default() += 1,
+                        None => others += 1,
+                    }
                 }
             }
         }
@@ -502,7 +510,18 @@ impl Topology {
                         e,
                     )
                 })?;
-            made.push(format!("consumer {}/{name}", names::RESULT_STREAM));
+            made.push(format!(
+                "consumers of {miner}: {} task consumers (every phase, size and class) and \
+                 {}/{name}",
+                per_miner.get(&miner).copied().unwrap_or_default(),
+                names::RESULT_STREAM,
+            ));
+        }
+        if others > 0 {
+            made.push(format!(
+                "the ack wait of {others} task consumers of other miners set to {}",
+                humantime::format_duration(self.ack_wait)
+            ));
         }
         Ok(made)
     }
