@@ -45,6 +45,16 @@ const SYNTHETIC: [&str; 2] = ["--executor", "synthetic"];
 /// every phase's task can restart on another worker (`locality` tests the holders).
 const NO_HOLDING: &str = "--no-holding";
 
+/// A synthetic worker's flags, holding no sector, with `extra`.
+fn synthetic_flags<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    SYNTHETIC
+        .iter()
+        .chain(extra)
+        .chain(&[NO_HOLDING])
+        .copied()
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_killed_in_any_phase_has_its_task_restarted_within_15s() {
     let mesh = Mesh::start().await;
@@ -54,12 +64,7 @@ async fn a_worker_killed_in_any_phase_has_its_task_restarted_within_15s() {
         "--synthetic-durations",
         "ap=3s,pc1=3s,pc2=3s,c1=3s,c2=3s,fin=3s",
     ];
-    let flags: Vec<&str> = SYNTHETIC
-        .iter()
-        .chain(&durations)
-        .chain(&[NO_HOLDING])
-        .copied()
-        .collect();
+    let flags = synthetic_flags(&durations);
     let mut workers: Vec<(String, Proc)> = ["w0", "w1"]
         .iter()
         .map(|id| (id.to_string(), mesh.worker(id, &flags)))
@@ -121,12 +126,7 @@ async fn a_drain_past_its_timeout_hands_the_running_task_back() {
     let mesh = Mesh::start().await;
     let broker = mesh.broker().await;
     let slow = ["--synthetic-durations", "ap=10m", "--drain-timeout", "1s"];
-    let flags: Vec<&str> = SYNTHETIC
-        .iter()
-        .chain(&slow)
-        .chain(&[NO_HOLDING])
-        .copied()
-        .collect();
+    let flags = synthetic_flags(&slow);
     let mut slow = mesh.worker("slow", &flags);
     let mut publisher = mesh.seal("publisher", &["--count", "1", "--synthetic"]);
     wait_for("AddPiece to start", Duration::from_secs(60), || async {
@@ -145,12 +145,7 @@ async fn a_drain_past_its_timeout_hands_the_running_task_back() {
 
     // Its AddPiece lasts long enough to be seen running in the registry.
     let seen = ["--synthetic-durations", "ap=3s"];
-    let flags: Vec<&str> = SYNTHETIC
-        .iter()
-        .chain(&seen)
-        .chain(&[NO_HOLDING])
-        .copied()
-        .collect();
+    let flags = synthetic_flags(&seen);
     let _fresh = mesh.worker("fresh", &flags);
     let taker = wait_for("AddPiece to run again", Duration::from_secs(60), || async {
         observe::taker(&broker, Phase::AddPiece, 2).await
