@@ -381,3 +381,117 @@ async fn a_worker_takes_only_tasks_that_fit_its_scratch_space() {
         "{error}"
     );
 }
+
+/// A publisher told to stop (SIGTERM) while it handles a result that cannot end (verifying a
+/// Commit2 proof waits for a download of the verifying key, whose lock this test holds) waits
+/// its grace, leaves the result unacknowledged for the next publisher and exits.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publisher_stopped_while_it_handles_a_result_exits_within_its_grace() {
+    use mesh::phases::{Output, c2};
+    use mesh::sector::{MESSAGE_VERSION, Outcome, Task, TaskResult, Timings};
+    use nix::fcntl::{Flock, FlockArg};
+
+    let mesh = Mesh::start().await;
+    // The store has a (stand-in) verifying key; the publisher's cache has none, and this test
+    // holds the lock of its download.
+    let files =
+        mesh::proofs::params::param_files(mesh::model::SectorSize::KiB2.seal_proof()).unwrap();
+    let stand_ins = mesh.path("stand-ins");
+    std::fs::create_dir_all(&stand_ins).unwrap();
+    std::fs::write(stand_ins.join(&files.vk), "a stand-in verifying key\n").unwrap();
+    let store = mesh::store::Store::open(&mesh::store::StoreConfig {
+        url: mesh.store.clone(),
+        options: vec![],
+    })
+    .unwrap();
+    mesh::proofs::params::push(&store, &stand_ins, std::slice::from_ref(&files.vk))
+        .await
+        .unwrap();
+    let cache = mesh.path("publisher-params");
+    std::fs::create_dir_all(&cache).unwrap();
+    let lock = std::fs::File::create(cache.join(format!(".{}.lock", files.vk))).unwrap();
+    let _held = Flock::lock(lock, FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+
+    // Real proofs up to Commit1 (milliseconds at 2KiB); no worker serves Commit2.
+    let _worker = mesh.worker("w1", &["--phases", "ap,pc1,pc2,c1"]);
+    let cache_arg = cache.display().to_string();
+    let mut publisher = mesh.seal("publisher", &["--count", "1", "--param-cache", &cache_arg]);
+    let broker = mesh.broker().await;
+    let js = broker.js().clone();
+    let tasks = js.get_stream("MESH_TASK_C2_2KIB").await.unwrap();
+    let task: Task = wait_for("the Commit2 task", Duration::from_secs(120), || {
+        let tasks = &tasks;
+        async move {
+            let msg = tasks
+                .get_last_raw_message_by_subject("mesh.task.c2.2kib.f01000.cc")
+                .await
+                .ok()?;
+            mesh::model::decode(&msg.payload).ok()
+        }
+    })
+    .await;
+    // A proof for it, as a worker would send: verifying it needs the key.
+    let result = TaskResult {
+        version: MESSAGE_VERSION,
+        task: task.id.clone(),
+        miner: task.miner,
+        sector: task.sector,
+        phase: Phase::Commit2,
+        attempt: 1,
+        worker: mesh::model::WorkerId("w2".into()),
+        outcome: Outcome::Done {
+            outputs: vec![],
+            output: Output::Commit2(c2::Output {
+                proof: serde_bytes::ByteBuf::from(vec![0u8; 192]),
+            }),
+        },
+        timings: Timings::default(),
+        finished_ms: mesh::now_ms(),
+    };
+    let ack = js
+        .publish(
+            mesh::names::result_subject(task.miner, task.sector, Phase::Commit2),
+            mesh::model::encode(&result).into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    wait_for(
+        "the publisher to wait for the key's download",
+        Duration::from_secs(60),
+        || {
+            let log = publisher.log_text();
+            async move { log.contains("waiting for another download").then_some(()) }
+        },
+    )
+    .await;
+
+    publisher.signal(Signal::SIGTERM);
+    let told = Instant::now();
+    publisher.wait(Duration::from_secs(60)).await;
+    println!(
+        "FIGURE publisher stopped {:.1} s after SIGTERM while handling a result (grace {} s)",
+        told.elapsed().as_secs_f64(),
+        mesh::publisher::STOP_GRACE.as_secs()
+    );
+    let log = publisher.log_text();
+    assert!(
+        log.contains("left unacknowledged for the next publisher")
+            && log.contains("mesh-publisher seal --resume"),
+        "{log}"
+    );
+    let results = js.get_stream(mesh::names::RESULT_STREAM).await.unwrap();
+    let consumer = results
+        .consumer_info(mesh::names::result_consumer(task.miner))
+        .await
+        .unwrap()
+        .clone();
+    assert!(
+        consumer.ack_floor.stream_sequence < ack.sequence,
+        "the result was acknowledged: {:?}",
+        consumer.ack_floor
+    );
+}

@@ -13,6 +13,7 @@ use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::kv;
 use async_nats::jetstream::{self, AckKind};
 use backon::{ExponentialBuilder, Retryable};
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::randomness::Randomness;
@@ -37,6 +38,8 @@ const PROOF_REDRIVES: u32 = 2;
 /// How long a result of a newer message version waits before it is offered again (to this
 /// publisher or an upgraded one sharing the miner's result consumer).
 const NEWER_RESULT_DELAY: Duration = Duration::from_secs(30);
+/// How long a publisher told to stop lets the result it is handling finish.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
@@ -519,6 +522,35 @@ impl Driver {
         missing.retain(|holder, _| still_missing.contains_key(holder));
         *self.missing.lock().expect("lock") = missing;
         Ok(relocated)
+    }
+
+    /// [`Driver::handle`], given at most [`STOP_GRACE`] more once `cancel` fires. A handling
+    /// that ends in time keeps its writes; one that does not is dropped, its result left
+    /// unacknowledged for the next publisher (`None`). That is safe at any point: results are
+    /// fenced and records written by compare-and-set, and a sector whose record moved on
+    /// without its next task published gets it from the next publisher's fence or sweep.
+    pub async fn handle_until(
+        &self,
+        msg: &jetstream::Message,
+        cancel: &CancellationToken,
+    ) -> Option<anyhow::Result<Handled>> {
+        let handling = self.handle(msg);
+        tokio::pin!(handling);
+        tokio::select! {
+            handled = &mut handling => Some(handled),
+            () = cancel.cancelled() => match tokio::time::timeout(STOP_GRACE, handling).await {
+                Ok(handled) => Some(handled),
+                Err(_) => {
+                    warn!(
+                        subject = %msg.subject,
+                        grace = ?STOP_GRACE,
+                        "told to stop while handling a result, which did not end within the \
+                         grace: it is left unacknowledged for the next publisher"
+                    );
+                    None
+                }
+            },
+        }
     }
 
     /// Handles one result message: fences it, verifies a proof, advances the sector with

@@ -22,7 +22,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use driver::{Driver, HOLDER_GRACE, Handled, PublisherConfig};
+pub use driver::{Driver, HOLDER_GRACE, Handled, PublisherConfig, STOP_GRACE};
 use output::SealedSector;
 
 use crate::model::{SectorNum, SectorSize};
@@ -56,6 +56,10 @@ pub struct SealSummary {
     pub dropped_late: u64,
     pub elapsed: Duration,
 }
+
+/// Why `seal` stopped before its sectors were done.
+const INTERRUPTED: &str = "interrupted; the sectors' state is kept: run `mesh-publisher seal \
+                           --resume` (or `mesh-publisher run`) to continue them";
 
 /// Creates the requested sectors and drives them (and, with `resume`, every unfinished sector
 /// of the miner) until each is sealed or failed.
@@ -126,13 +130,16 @@ pub async fn seal(
         }
         tokio::select! {
             next = results.next() => match next {
-                Some(Ok(msg)) => match driver.handle(&msg).await {
-                    Ok(Handled::Advanced(record)) if targets.contains(&record.sector) => {
+                Some(Ok(msg)) => match driver.handle_until(&msg, cancel).await {
+                    Some(Ok(Handled::Advanced(record))) if targets.contains(&record.sector) => {
                         states.insert(record.sector, *record);
                     }
-                    Ok(_) => {}
+                    Some(Ok(_)) => {}
                     // Not acked: the result comes back after the ack wait.
-                    Err(e) => warn!(error = %format!("{e:#}"), "result not handled; will retry"),
+                    Some(Err(e)) => {
+                        warn!(error = %format!("{e:#}"), "result not handled; will retry")
+                    }
+                    None => anyhow::bail!(INTERRUPTED),
                 },
                 Some(Err(e)) => warn!(error = %e, "reading results"),
                 None => results = reopen(driver, cancel).await?,
@@ -154,10 +161,7 @@ pub async fn seal(
                 }
             }
             _ = status.tick() => print_status(&states, started),
-            () = cancel.cancelled() => anyhow::bail!(
-                "interrupted; the sectors' state is kept: run `mesh-publisher seal --resume` \
-                 (or `mesh-publisher run`) to continue them"
-            ),
+            () = cancel.cancelled() => anyhow::bail!(INTERRUPTED),
         }
     }
     let mut summary = SealSummary {
@@ -283,11 +287,16 @@ pub async fn run(driver: &Driver, cancel: &CancellationToken) -> anyhow::Result<
                 }
             }
             next = results.next() => match next {
-                Some(Ok(msg)) => {
-                    if let Err(e) = driver.handle(&msg).await {
-                        warn!(error = %format!("{e:#}"), "result not handled; will retry");
+                Some(Ok(msg)) => match driver.handle_until(&msg, cancel).await {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        warn!(error = %format!("{e:#}"), "result not handled; will retry")
                     }
-                }
+                    None => {
+                        info!("publisher stopped");
+                        return Ok(());
+                    }
+                },
                 Some(Err(e)) => warn!(error = %e, "reading results"),
                 None => results = reopen(driver, cancel).await?,
             },
