@@ -317,12 +317,17 @@ async fn download_lock(
     use nix::errno::Errno;
     use nix::fcntl::{Flock, FlockArg};
     let path = cache.join(format!(".{name}.lock"));
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("open the download lock {}", path.display()))?;
+    // Read-only where it exists (flock needs no write access), so that users sharing a cache
+    // share the lock whoever made it.
+    let mut file = match std::fs::File::open(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path),
+        opened => opened,
+    }
+    .with_context(|| format!("open the download lock {}", path.display()))?;
     let mut waiting = false;
     loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
