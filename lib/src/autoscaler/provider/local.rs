@@ -1,8 +1,8 @@
 //! Local processes: each instance is a `mesh-worker run` child of the autoscaler, named
 //! `<group>-<n>`. Removing one sends it SIGTERM (it is drained by then, so it exits at once);
 //! when the autoscaler stops, it stops its workers the same way and waits for them, at most the
-//! group's drain timeout before they hand their tasks back. Workers
-//! drain and exit by themselves when the autoscaler dies without stopping them.
+//! group's drain timeout before they hand their tasks back. Workers drain and exit by
+//! themselves when the autoscaler dies without stopping them.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
