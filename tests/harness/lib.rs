@@ -450,6 +450,39 @@ pub fn synthetic_task(
     }
 }
 
+/// Publishes a result to the result stream, as a worker would; returns its stream sequence.
+pub async fn publish_result(
+    broker: &mesh::broker::Broker,
+    result: &mesh::sector::TaskResult,
+) -> u64 {
+    broker
+        .js()
+        .publish(
+            mesh::names::result_subject(result.miner, result.sector, result.phase),
+            mesh::model::encode(result).into(),
+        )
+        .await
+        .expect("publish a result")
+        .await
+        .expect("the result stream stores it")
+        .sequence
+}
+
+/// The result stream's ack floor for `miner`'s publishers: every result up to this sequence
+/// was acknowledged.
+pub async fn result_ack_floor(broker: &mesh::broker::Broker, miner: mesh::model::MinerId) -> u64 {
+    broker
+        .js()
+        .get_stream(mesh::names::RESULT_STREAM)
+        .await
+        .expect("the result stream")
+        .consumer_info(mesh::names::result_consumer(miner))
+        .await
+        .expect("the miner's result consumer")
+        .ack_floor
+        .stream_sequence
+}
+
 /// Publishes a task made by [`synthetic_task`] to its 2KiB task stream, as a publisher would.
 pub async fn publish_task(broker: &mesh::broker::Broker, task: &mesh::sector::Task) {
     let subject = mesh::names::task_subject(

@@ -8,7 +8,9 @@ use mesh::model::SectorSize;
 use mesh::names;
 use mesh::phases::Phase;
 use mesh_tests::observe;
-use mesh_tests::{Mesh, lines, require_2kib_params, verify_out_line, wait_for};
+use mesh_tests::{
+    Mesh, lines, publish_result, require_2kib_params, result_ack_floor, verify_out_line, wait_for,
+};
 use nix::sys::signal::Signal;
 
 /// The dead-letter stream's messages: (subject, reason, attempts).
@@ -486,16 +488,7 @@ async fn a_result_of_a_newer_version_is_left_for_a_newer_publisher() {
         finished_ms: mesh::now_ms(),
     };
     let broker = mesh.broker().await;
-    let js = broker.js().clone();
-    let ack = js
-        .publish(
-            names::result_subject(miner, sector, Phase::AddPiece),
-            mesh::model::encode(&newer).into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let sequence = publish_result(&broker, &newer).await;
     wait_for(
         "the publisher to refuse the newer result",
         Duration::from_secs(60),
@@ -514,16 +507,9 @@ async fn a_result_of_a_newer_version_is_left_for_a_newer_publisher() {
     assert!(status.success(), "{}", publisher.tail(20));
     let listed = mesh.publisher(&["sectors", "--miner", "f01000", "--json"]);
     assert!(listed.contains("\"sealed\""), "{listed}");
-    let stream = js.get_stream(names::RESULT_STREAM).await.unwrap();
-    let consumer = stream
-        .consumer_info(names::result_consumer(miner))
-        .await
-        .unwrap()
-        .clone();
+    let floor = result_ack_floor(&broker, miner).await;
     assert!(
-        consumer.ack_floor.stream_sequence < ack.sequence,
-        "the newer result (sequence {}) was acknowledged: {:?}",
-        ack.sequence,
-        consumer.ack_floor
+        floor < sequence,
+        "the newer result (sequence {sequence}) was acknowledged: ack floor {floor}"
     );
 }

@@ -12,7 +12,7 @@ use mesh::model::SectorSize;
 use mesh::phases::Phase;
 use mesh::publisher::SealRequest;
 use mesh_tests::observe;
-use mesh_tests::{Mesh, Proc, wait_for};
+use mesh_tests::{Mesh, Proc, publish_result, result_ack_floor, wait_for};
 use nix::sys::signal::Signal;
 
 /// How many times each task ran to completion (by its results), over all workers.
@@ -450,15 +450,7 @@ async fn a_publisher_stopped_while_it_handles_a_result_exits_within_its_grace() 
         timings: Timings::default(),
         finished_ms: mesh::now_ms(),
     };
-    let ack = js
-        .publish(
-            mesh::names::result_subject(task.miner, task.sector, Phase::Commit2),
-            mesh::model::encode(&result).into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let sequence = publish_result(&broker, &result).await;
     wait_for(
         "the publisher to wait for the key's download",
         Duration::from_secs(60),
@@ -483,15 +475,9 @@ async fn a_publisher_stopped_while_it_handles_a_result_exits_within_its_grace() 
             && log.contains("mesh-publisher seal --resume"),
         "{log}"
     );
-    let results = js.get_stream(mesh::names::RESULT_STREAM).await.unwrap();
-    let consumer = results
-        .consumer_info(mesh::names::result_consumer(task.miner))
-        .await
-        .unwrap()
-        .clone();
+    let floor = result_ack_floor(&broker, task.miner).await;
     assert!(
-        consumer.ack_floor.stream_sequence < ack.sequence,
-        "the result was acknowledged: {:?}",
-        consumer.ack_floor
+        floor < sequence,
+        "the result (sequence {sequence}) was acknowledged: ack floor {floor}"
     );
 }
