@@ -274,6 +274,27 @@ impl Mesh {
         )
     }
 
+    /// Starts `mesh-publisher run` for `miner` against the file store, plus `extra`.
+    pub fn run_publisher(&self, miner: &str, name: &str, extra: &[&str]) -> Proc {
+        let url = self.url();
+        let mut args = vec![
+            "run",
+            "--nats",
+            &url,
+            "--store",
+            &self.store,
+            "--miner",
+            miner,
+        ];
+        args.extend_from_slice(extra);
+        Proc::spawn(
+            &bin("mesh-publisher"),
+            &args,
+            &self.env_refs(),
+            &self.log(name),
+        )
+    }
+
     /// Runs a `mesh-publisher` command to its end (e.g. `sectors`), returning its stdout.
     pub fn publisher(&self, args: &[&str]) -> String {
         let url = self.url();
@@ -468,9 +489,11 @@ pub async fn publish_result(
         .sequence
 }
 
-/// The result stream's ack floor for `miner`'s publishers: every result up to this sequence
-/// was acknowledged.
-pub async fn result_ack_floor(broker: &mesh::broker::Broker, miner: mesh::model::MinerId) -> u64 {
+/// What the server says of `miner`'s result consumer (ack floor, pending, redelivered).
+pub async fn result_consumer_info(
+    broker: &mesh::broker::Broker,
+    miner: mesh::model::MinerId,
+) -> async_nats::jetstream::consumer::Info {
     broker
         .js()
         .get_stream(mesh::names::RESULT_STREAM)
@@ -479,6 +502,14 @@ pub async fn result_ack_floor(broker: &mesh::broker::Broker, miner: mesh::model:
         .consumer_info(mesh::names::result_consumer(miner))
         .await
         .expect("the miner's result consumer")
+        .clone()
+}
+
+/// The result stream's ack floor for `miner`'s publishers: every result up to this sequence
+/// was acknowledged.
+pub async fn result_ack_floor(broker: &mesh::broker::Broker, miner: mesh::model::MinerId) -> u64 {
+    result_consumer_info(broker, miner)
+        .await
         .ack_floor
         .stream_sequence
 }

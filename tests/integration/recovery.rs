@@ -1,8 +1,8 @@
 //! Worker and publisher faults, with the synthetic executor so that every phase can be hit in
-//! seconds: SIGKILL in each phase, SIGSTOP past the ack wait, a publisher killed mid-run, and a
-//! worker without the scratch space a task needs. Each prints what it measured. The processes a
-//! fault hits are the binaries; the others run in process; what ran where is read from the
-//! worker registry and the results, not from logs.
+//! seconds: SIGKILL in each phase, SIGSTOP past the ack wait, a publisher killed mid-run (alone
+//! or beside a partner), and a worker without the scratch space a task needs. Each prints what
+//! it measured. The processes a fault hits are the binaries; the others run in process; what ran
+//! where is read from the worker registry and the results, not from logs.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use mesh::model::SectorSize;
 use mesh::phases::Phase;
 use mesh::publisher::SealRequest;
 use mesh_tests::observe;
-use mesh_tests::{Mesh, Proc, publish_result, result_ack_floor, wait_for};
+use mesh_tests::{Mesh, Proc, publish_result, result_ack_floor, result_consumer_info, wait_for};
 use nix::sys::signal::Signal;
 
 /// How many times each task ran to completion (by its results), over all workers.
@@ -316,6 +316,103 @@ async fn a_killed_publisher_resumes_every_sector_and_no_task_runs_twice() {
     }
 }
 
+/// Two publishers of one miner share its results: each result goes to one of them, sectors
+/// move by compare-and-set and tasks are deduplicated by their id, so both serve at once and
+/// either may die.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_publishers_of_a_miner_serve_together_and_a_killed_one_loses_nothing() {
+    let mesh = Mesh::start().await;
+    let broker = mesh.broker().await;
+    let mut workers = Vec::new();
+    for id in ["w1", "w2"] {
+        let mut config =
+            mesh.worker_config(id, "ap=100ms,pc1=600ms,pc2=300ms,c1=50ms,c2=300ms,fin=50ms");
+        config.slots = Some(3);
+        workers.push(mesh.start_worker(config).await);
+    }
+    let mut partner = mesh.run_publisher("f01000", "partner", &[]);
+    wait_for("the partner to run", Duration::from_secs(30), || {
+        let log = partner.log_text();
+        async move { log.contains("publisher running").then_some(()) }
+    })
+    .await;
+    let count = 20;
+    let out = mesh.path("sealed.jsonl");
+    let mut sealer = mesh.seal(
+        "sealer",
+        &[
+            "--count",
+            &count.to_string(),
+            "--synthetic",
+            "--out",
+            &out.display().to_string(),
+        ],
+    );
+    let handled =
+        |log: &str| log.matches("phase done").count() + log.matches("sector sealed").count();
+    wait_for(
+        "the partner to handle results too",
+        Duration::from_secs(60),
+        || {
+            let log = partner.log_text();
+            async move { (handled(&log) >= 5).then_some(()) }
+        },
+    )
+    .await;
+    // A host that dies does not close its connection: the server goes on handing results to
+    // its pull until that expires. A stopped process stands for it, then SIGKILL.
+    partner.signal(Signal::SIGSTOP);
+    let frozen = Instant::now();
+    let by_partner = handled(&partner.log_text());
+    let unacked = || async {
+        result_consumer_info(&broker, "f01000".parse().unwrap())
+            .await
+            .num_ack_pending
+    };
+    let held = wait_for(
+        "results to reach the frozen partner",
+        Duration::from_secs(60),
+        || async { Some(unacked().await).filter(|n| *n > 0) },
+    )
+    .await;
+    partner.kill();
+    let status = sealer.wait(Duration::from_secs(180)).await;
+    let finished = frozen.elapsed();
+    assert!(status.success(), "{}", sealer.tail(30));
+
+    let states = states(&mesh);
+    assert_eq!(states.len(), count);
+    assert!(states.iter().all(|(_, s)| s == "sealed"), "{states:?}");
+    let mut numbers: Vec<String> = mesh_tests::lines(&out)
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["sector"].to_string())
+        .collect();
+    assert_eq!(numbers.len(), count, "one --out line per sector");
+    numbers.dedup();
+    assert_eq!(numbers.len(), count, "no sector twice in --out");
+    let logs = sealer.log_text() + &partner.log_text();
+    assert_eq!(
+        logs.matches("sector sealed").count(),
+        count,
+        "each sector sealed once, by one of the two"
+    );
+    let done = completions(&broker).await;
+    assert_eq!(done.len(), count * Phase::ALL.len(), "every task ran");
+    let twice: Vec<_> = done.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "tasks that ran twice: {twice:?}");
+    println!(
+        "FIGURE publisher pair: the partner handled {by_partner} results, then froze (SIGSTOP, \
+         then SIGKILL) holding {held} unacknowledged results; the survivor sealed all {count} \
+         sectors {:.1} s after the freeze (result ack wait {} s); {} tasks each ran once",
+        finished.as_secs_f64(),
+        mesh::broker::topology::RESULT_ACK_WAIT.as_secs(),
+        done.len()
+    );
+    for worker in workers {
+        worker.drain().await.expect("the worker ends cleanly");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_takes_only_tasks_that_fit_its_scratch_space() {
     let mesh = Mesh::start().await;
@@ -417,7 +514,12 @@ async fn a_publisher_stopped_while_it_handles_a_result_exits_within_its_grace() 
     // Real proofs up to Commit1 (milliseconds at 2KiB); no worker serves Commit2.
     let _worker = mesh.worker("w1", &["--phases", "ap,pc1,pc2,c1"]);
     let cache_arg = cache.display().to_string();
-    let mut publisher = mesh.seal("publisher", &["--count", "1", "--param-cache", &cache_arg]);
+    // A sealing publisher and a partner that pulls the miner's results too: the one that does
+    // not get the result would get it if the other's handling let the ack wait pass.
+    let mut publishers = [
+        mesh.seal("publisher", &["--count", "1", "--param-cache", &cache_arg]),
+        mesh.run_publisher("f01000", "partner", &["--param-cache", &cache_arg]),
+    ];
     let broker = mesh.broker().await;
     let js = broker.js().clone();
     let tasks = js.get_stream("MESH_TASK_C2_2KIB").await.unwrap();
@@ -451,16 +553,27 @@ async fn a_publisher_stopped_while_it_handles_a_result_exits_within_its_grace() 
         finished_ms: mesh::now_ms(),
     };
     let sequence = publish_result(&broker, &result).await;
-    wait_for(
-        "the publisher to wait for the key's download",
+    let handler = wait_for(
+        "a publisher to wait for the key's download",
         Duration::from_secs(60),
         || {
-            let log = publisher.log_text();
-            async move { log.contains("waiting for another download").then_some(()) }
+            let waiting = publishers
+                .iter()
+                .position(|p| p.log_text().contains("waiting for another download"));
+            async move { waiting }
         },
     )
     .await;
 
+    // A handling that outlasts the ack wait keeps its result: progress acks.
+    tokio::time::sleep(mesh::broker::topology::RESULT_ACK_WAIT + Duration::from_secs(3)).await;
+    let info = result_consumer_info(&broker, task.miner).await;
+    assert_eq!(
+        (info.num_ack_pending, info.num_redelivered),
+        (1, 0),
+        "the result being handled past the ack wait was redelivered: {info:?}"
+    );
+    let publisher = &mut publishers[handler];
     publisher.signal(Signal::SIGTERM);
     let told = Instant::now();
     publisher.wait(Duration::from_secs(60)).await;
@@ -472,7 +585,7 @@ async fn a_publisher_stopped_while_it_handles_a_result_exits_within_its_grace() 
     let log = publisher.log_text();
     assert!(
         log.contains("left unacknowledged for the next publisher")
-            && log.contains("mesh-publisher seal --resume"),
+            && (handler == 1 || log.contains("mesh-publisher seal --resume")),
         "{log}"
     );
     let floor = result_ack_floor(&broker, task.miner).await;

@@ -36,6 +36,10 @@ const HELD_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 // The limits of the streams (README: Stream limits). Each is visible in `nats stream info`.
 
+/// How long a result may stay unacknowledged before it goes to another of the miner's
+/// publishers (one that handles it longer sends progress acks).
+pub const RESULT_ACK_WAIT: Duration = Duration::from_secs(15);
+
 /// Tasks one miner may have waiting in one task stream per class (per subject): the server
 /// refuses more, so no miner can fill a stream that every miner shares.
 pub const TASKS_PER_SUBJECT: i64 = 10_000;
@@ -274,7 +278,9 @@ impl Topology {
             description: Some(format!("results of miner {miner}")),
             filter_subject: names::result_filter(miner),
             ack_policy: AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(60),
+            // Short, so that a result held by a publisher that died goes to another soon; the
+            // handling publisher sends progress acks (`RESULT_PROGRESS`).
+            ack_wait: RESULT_ACK_WAIT,
             deliver_policy: DeliverPolicy::All,
             replay_policy: ReplayPolicy::Instant,
             max_deliver: -1,
@@ -674,7 +680,21 @@ pub async fn result_consumer(
 ) -> Result<async_nats::jetstream::consumer::PullConsumer, BrokerError> {
     let stream = names::RESULT_STREAM;
     let consumer = names::result_consumer(miner);
-    if let Some(found) = find_consumer(broker, stream, &consumer).await? {
+    if let Some(mut found) = find_consumer(broker, stream, &consumer).await? {
+        // One made by an older release waits longer before a dead publisher's results go on.
+        let wanted = Topology::default().result_consumer(miner);
+        if found.cached_info().config.ack_wait != wanted.ack_wait {
+            match broker.js().create_consumer_on_stream(wanted, stream).await {
+                Ok(updated) => found = updated,
+                Err(e) => tracing::warn!(
+                    %consumer,
+                    error = %e,
+                    "cannot set the result consumer's ack wait to {}; run `mesh-publisher init \
+                     --miners {miner}` with the admin user",
+                    humantime::format_duration(RESULT_ACK_WAIT)
+                ),
+            }
+        }
         return Ok(found);
     }
     broker

@@ -40,6 +40,10 @@ const PROOF_REDRIVES: u32 = 2;
 const NEWER_RESULT_DELAY: Duration = Duration::from_secs(30);
 /// How long a publisher told to stop lets the result it is handling finish.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How often a publisher tells the server that it is still handling a result (a proof's
+/// verification can outlast the result consumer's ack wait, which is short so that a result a
+/// dead publisher held goes to its partner soon).
+pub const RESULT_PROGRESS: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
@@ -125,7 +129,8 @@ impl Driver {
             .stream()
             .max_messages_per_batch(32)
             .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
+            // A pull of a publisher whose host died takes results until it expires.
+            .expires(Duration::from_secs(15))
             .messages()
             .await?)
     }
@@ -536,20 +541,30 @@ impl Driver {
     ) -> Option<anyhow::Result<Handled>> {
         let handling = self.handle(msg);
         tokio::pin!(handling);
-        tokio::select! {
-            handled = &mut handling => Some(handled),
-            () = cancel.cancelled() => match tokio::time::timeout(STOP_GRACE, handling).await {
-                Ok(handled) => Some(handled),
-                Err(_) => {
-                    warn!(
-                        subject = %msg.subject,
-                        grace = ?STOP_GRACE,
-                        "told to stop while handling a result, which did not end within the \
-                         grace: it is left unacknowledged for the next publisher"
-                    );
-                    None
+        let mut progress = tokio::time::interval_at(
+            tokio::time::Instant::now() + RESULT_PROGRESS,
+            RESULT_PROGRESS,
+        );
+        loop {
+            tokio::select! {
+                handled = &mut handling => return Some(handled),
+                _ = progress.tick() => {
+                    let _ = msg.ack_with(AckKind::Progress).await;
                 }
-            },
+                () = cancel.cancelled() => break,
+            }
+        }
+        match tokio::time::timeout(STOP_GRACE, handling).await {
+            Ok(handled) => Some(handled),
+            Err(_) => {
+                warn!(
+                    subject = %msg.subject,
+                    grace = ?STOP_GRACE,
+                    "told to stop while handling a result, which did not end within the grace: \
+                     it is left unacknowledged for the next publisher"
+                );
+                None
+            }
         }
     }
 
