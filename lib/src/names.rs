@@ -16,6 +16,8 @@ pub const WORKERS_BUCKET: &str = "mesh-workers";
 pub const MINERS_BUCKET: &str = "mesh-miners";
 /// Drain marks per worker id, set by the autoscaler: the worker stops taking tasks.
 pub const DRAIN_BUCKET: &str = "mesh-drain";
+/// One key per autoscaled group naming the autoscaler that sizes it (`autoscaler::lease`).
+pub const LEASES_BUCKET: &str = "mesh-leases";
 
 /// Header carrying the reason a task was dead-lettered.
 pub const REASON_HEADER: &str = "Mesh-Reason";

@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use futures::FutureExt;
+
 use mesh_tests::{Mesh, Proc, bin, free_port, lines, log_field, log_time_ms, observe, wait_for};
 
 const WORKER_FLAGS: &str = r#""--executor", "synthetic", "--cpus", "4""#;
@@ -25,9 +27,33 @@ fn autoscaler_with(
     drain_timeout: &str,
     durations: &str,
 ) -> (Proc, u16) {
-    let config = mesh.path("autoscaler.toml");
+    autoscaler_named(
+        mesh,
+        "autoscaler",
+        max,
+        down_window,
+        drain_timeout,
+        &format!("{WORKER_FLAGS}, \"--synthetic-durations\", \"{durations}\""),
+        "15s",
+    )
+}
+
+/// [`autoscaler_with`], logging to `<name>.log`, with its workers' flags (TOML strings, comma
+/// separated) and the groups' lease time.
+fn autoscaler_named(
+    mesh: &Mesh,
+    name: &str,
+    max: u32,
+    down_window: &str,
+    drain_timeout: &str,
+    flags: &str,
+    lease: &str,
+) -> (Proc, u16) {
+    let config = mesh.path(&format!("{name}.toml"));
     let text = format!(
         r#"
+lease = "{lease}"
+
 [[group]]
 name = "sim"
 phases = ["ap", "pc1", "pc2", "c1", "c2", "fin"]
@@ -42,8 +68,7 @@ poll_interval = "250ms"
 [group.provider]
 kind = "local"
 worker = "{worker}"
-args = ["--store", "{store}", "--scratch", "{scratch}", {WORKER_FLAGS},
-    "--synthetic-durations", "{durations}"]
+args = ["--store", "{store}", "--scratch", "{scratch}", {flags}]
 log_dir = "{logs}"
 "#,
         worker = bin("mesh-worker").display(),
@@ -68,7 +93,7 @@ log_dir = "{logs}"
             &metrics,
         ],
         &[],
-        &mesh.log("autoscaler"),
+        &mesh.log(name),
     );
     (proc, port)
 }
@@ -112,7 +137,12 @@ async fn wait_size(port: u16, actual: u64, deadline: Duration) {
 
 /// The autoscaler's log lines with `needle`.
 fn log_lines(mesh: &Mesh, needle: &str) -> Vec<String> {
-    lines(&mesh.log("autoscaler"))
+    log_lines_of(mesh, "autoscaler", needle)
+}
+
+/// The log lines of autoscaler `name` with `needle`.
+fn log_lines_of(mesh: &Mesh, name: &str, needle: &str) -> Vec<String> {
+    lines(&mesh.log(name))
         .into_iter()
         .filter(|l| l.contains(needle))
         .collect()
@@ -386,4 +416,90 @@ async fn a_stopping_autoscaler_waits_the_drain_timeout_then_has_tasks_handed_bac
         log.contains("aborted; handing the task back") && log.contains("worker stopped"),
         "{log}"
     );
+}
+
+/// Two autoscalers with the same group: one sizes it, the other stands by. The active one,
+/// SIGKILLed while it scales up, stops renewing its lease; the standby takes the group over
+/// within the lease time and the sectors seal.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_autoscaler_takes_a_group_over_when_the_active_one_dies() {
+    let mesh = Mesh::start().await;
+    let lease = Duration::from_secs(3);
+    // No worker holds a sector's data: the dead autoscaler's workers take theirs with them,
+    // which sends the sectors back to PreCommit1 after the holder grace (`locality` tests it).
+    let flags =
+        format!("{WORKER_FLAGS}, \"--no-holding\", \"--synthetic-durations\", \"{DURATIONS}\"");
+    let start = |name: &str| autoscaler_named(&mesh, name, 3, "1m", "2m", &flags, "3s");
+    let leader = |port: u16| async move {
+        metrics(port)
+            .await
+            .and_then(|text| gauge(&text, "mesh_autoscaler_group_leader"))
+    };
+    let (mut first, first_port) = start("first");
+    wait_for(
+        "the first to take the lease",
+        Duration::from_secs(30),
+        || leader(first_port).map(|l| (l == Some(1)).then_some(())),
+    )
+    .await;
+    let (mut second, second_port) = start("second");
+    wait_for("the second to stand by", Duration::from_secs(30), || {
+        leader(second_port).map(|l| (l == Some(0)).then_some(()))
+    })
+    .await;
+    let mut sealing = seal(&mesh, "seal", 6);
+    wait_for(
+        "the first to start workers",
+        Duration::from_secs(60),
+        || async {
+            (!log_lines_of(&mesh, "first", "started a local worker").is_empty()).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        log_lines_of(&mesh, "second", "started a local worker").is_empty(),
+        "the standby started workers: {}",
+        second.tail(20)
+    );
+    first.kill();
+    let killed = std::time::Instant::now();
+    wait_for("the second to take over", Duration::from_secs(60), || {
+        leader(second_port).map(|l| (l == Some(1)).then_some(()))
+    })
+    .await;
+    let takeover = killed.elapsed();
+    let started = std::time::Instant::now();
+    while log_lines_of(&mesh, "second", "started a local worker").is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the second did not start workers: {}",
+            std::fs::read_to_string(mesh.log("second")).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let serving = killed.elapsed();
+    assert_eq!(
+        log_lines_of(&mesh, "second", "took the group over").len(),
+        1,
+        "{}",
+        second.tail(20)
+    );
+    let status = sealing.wait(Duration::from_secs(240)).await;
+    assert!(status.success(), "{}", sealing.tail(20));
+    println!(
+        "FIGURE autoscaler pair: the standby took the group over {:.1} s after the active one's \
+         SIGKILL and started its first worker {:.1} s after it (lease {} s); 6 sectors sealed",
+        takeover.as_secs_f64(),
+        serving.as_secs_f64(),
+        lease.as_secs()
+    );
+    // A lease time, plus the standby's look every third of it, plus a loaded machine's slack.
+    assert!(
+        takeover < lease * 2 + Duration::from_secs(5),
+        "took over after {takeover:?}"
+    );
+    second.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = second.wait(Duration::from_secs(120)).await;
+    assert!(status.success(), "{}", second.tail(20));
+    assert_eq!(log_lines_of(&mesh, "second", "lease released").len(), 1);
 }

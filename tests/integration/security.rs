@@ -351,6 +351,11 @@ fn actions() -> Vec<(&'static str, &'static [&'static str], Op)> {
             op(|b| async move { kv_put(&b, "mesh-drain", "w-test").await }),
         ),
         (
+            "take a group's autoscaler lease",
+            &["autoscaler", "admin"],
+            op(|b| async move { kv_put(&b, "mesh-leases", "sim").await }),
+        ),
+        (
             "listen to f01000's replies",
             &["miner-f01000", "admin"],
             op(|b| async move {

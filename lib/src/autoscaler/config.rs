@@ -32,6 +32,11 @@ use crate::phases::Phase;
 pub struct AutoscalerConfig {
     /// Where to serve Prometheus metrics (`/metrics`); none when left out.
     pub metrics: Option<SocketAddr>,
+    /// How long a group's lease lasts unrenewed: any number of autoscalers may run with the
+    /// same groups, one sizes each group, and a standby takes a group over within this time
+    /// (plus a third of it) after its holder dies.
+    #[serde(default = "fifteen_seconds", with = "humantime_serde")]
+    pub lease: Duration,
     #[serde(rename = "group")]
     pub groups: Vec<GroupConfig>,
 }
@@ -79,6 +84,9 @@ fn five_minutes() -> Duration {
 fn four_hours() -> Duration {
     Duration::from_secs(4 * 3600)
 }
+fn fifteen_seconds() -> Duration {
+    Duration::from_secs(15)
+}
 fn ten_seconds() -> Duration {
     Duration::from_secs(10)
 }
@@ -120,6 +128,12 @@ impl AutoscalerConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.groups.is_empty() {
             return Err("no [[group]]: name at least one group to size".into());
+        }
+        if self.lease < Duration::from_secs(1) {
+            return Err(format!(
+                "lease = \"{}\": a lease below 1s would be renewed too often; 15s is the default",
+                humantime::format_duration(self.lease)
+            ));
         }
         let mut names = BTreeSet::new();
         for g in &self.groups {
@@ -188,6 +202,7 @@ mod tests {
         assert_eq!(g.scale_down_window, Duration::from_secs(30));
         assert_eq!(g.drain_timeout, Duration::from_secs(4 * 3600));
         assert_eq!(g.provider.kind(), "local");
+        assert_eq!(c.lease, Duration::from_secs(15));
     }
 
     #[test]
@@ -207,5 +222,10 @@ mod tests {
         bad("kind = \"local\"", "kind = \"azure\"", "azure");
         bad("max = 3", "max = 3\nmaxx = 4", "maxx");
         bad("name = \"pc1\"", "name = \"pc 1\"", "a name is letters");
+        bad(
+            "[[group]]",
+            "lease = \"100ms\"\n[[group]]",
+            "a lease below 1s",
+        );
     }
 }

@@ -20,6 +20,7 @@ struct Inner {
     desired: BTreeMap<String, u32>,
     actual: BTreeMap<String, u32>,
     draining: BTreeMap<String, u32>,
+    leader: BTreeMap<String, u32>,
     decisions: BTreeMap<(String, &'static str), u64>,
     drains: BTreeMap<String, (Vec<u64>, f64, u64)>,
     errors: BTreeMap<String, u64>,
@@ -36,6 +37,12 @@ impl Metrics {
         m.desired.insert(group.to_string(), desired);
         m.actual.insert(group.to_string(), actual);
         m.draining.insert(group.to_string(), draining);
+    }
+
+    /// Whether this autoscaler holds the group's lease (sizes it) or stands by.
+    pub fn leader(&self, group: &str, leader: bool) {
+        let mut m = self.inner.lock().expect("metrics lock");
+        m.leader.insert(group.to_string(), leader as u32);
     }
 
     pub fn decision(&self, group: &str, reason: &'static str) {
@@ -90,6 +97,12 @@ impl Metrics {
             "mesh_autoscaler_group_draining",
             "Instances draining before removal.",
             &m.draining,
+        );
+        gauge(
+            &mut out,
+            "mesh_autoscaler_group_leader",
+            "1 when this autoscaler holds the group's lease and sizes it, 0 when it stands by.",
+            &m.leader,
         );
         let name = "mesh_autoscaler_decisions_total";
         let _ = writeln!(

@@ -6,9 +6,11 @@
 //! Every input comes from JetStream's API (stream and consumer info, answered by their leaders,
 //! so a lagging follower cannot mislead it) and from the `mesh-workers` and `mesh-drain`
 //! buckets. Its only own state is the stabilisation history, so a restarted autoscaler carries
-//! on: drain marks live in the bucket, and a down window starts over.
+//! on: drain marks live in the bucket, and a down window starts over. Autoscalers may run in
+//! pairs (or more): a lease per group in `mesh-leases` lets one of them size it ([`lease`]).
 
 pub mod config;
+pub mod lease;
 pub mod metrics;
 pub mod policy;
 pub mod provider;
@@ -20,10 +22,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use self::config::{AutoscalerConfig, GroupConfig};
+use self::lease::{Change, Lease};
 use self::metrics::Metrics;
 use self::policy::{Backlog, Decision, GroupState, Member, Reason, WorkerView};
 use self::provider::{Provider, WorkerSpec};
 use crate::broker::drain::{self, DrainMark};
+use crate::broker::keys::Keys;
 use crate::broker::workers::{self, WorkerRecord};
 use crate::broker::{Broker, consumers};
 use crate::model::SectorSize;
@@ -69,6 +73,7 @@ struct Group {
     provider: Provider,
     state: GroupState,
     due: Instant,
+    lease: Lease,
 }
 
 impl Group {
@@ -100,6 +105,7 @@ impl Group {
 }
 
 async fn open_groups(config: &AutoscalerConfig, nats: &str) -> anyhow::Result<Vec<Group>> {
+    let holder = lease::holder_id();
     let mut groups = Vec::new();
     for g in &config.groups {
         let spec = WorkerSpec {
@@ -114,6 +120,7 @@ async fn open_groups(config: &AutoscalerConfig, nats: &str) -> anyhow::Result<Ve
             config: g.clone(),
             state: GroupState::default(),
             due: Instant::now(),
+            lease: Lease::new(&g.name, &holder, config.lease),
         });
     }
     Ok(groups)
@@ -180,19 +187,30 @@ pub async fn run(
     abort: CancellationToken,
 ) -> anyhow::Result<()> {
     let bucket = broker.bucket(names::DRAIN_BUCKET).await?;
+    // Opened with its info, so that a mesh whose `init` predates leases is told to run it.
+    broker.bucket(names::LEASES_BUCKET).await?;
+    let leases = broker.keys(names::LEASES_BUCKET).await?;
     let mut groups = open_groups(&config, broker.url()).await?;
     info!(
         groups = ?config.groups.iter().map(|g| format!("{} ({})", g.name, g.provider.kind())).collect::<Vec<_>>(),
+        holder = %lease::holder_id(),
         "autoscaler started"
     );
+    let mut renew = tokio::time::interval(config.lease / 3);
     while !stop.is_cancelled() {
         let next = groups
             .iter()
+            .filter(|g| g.lease.active(Instant::now()))
             .map(|g| g.due)
-            .min()
-            .unwrap_or_else(Instant::now);
+            .min();
         tokio::select! {
-            () = tokio::time::sleep_until(next) => {}
+            _ = renew.tick() => {
+                for g in &mut groups {
+                    check_lease(g, &leases, &metrics).await;
+                }
+                continue;
+            }
+            () = sleep_until(next) => {}
             () = stop.cancelled() => break,
         }
         let reading = match read(&broker).await {
@@ -208,7 +226,7 @@ pub async fn run(
         };
         let shares = policy::share_waiting(&config.groups, &reading.backlog);
         for (group, waiting) in groups.iter_mut().zip(shares) {
-            if group.due > Instant::now() {
+            if group.due > Instant::now() || !group.lease.active(Instant::now()) {
                 continue;
             }
             group.due = Instant::now() + group.config.poll_interval;
@@ -218,6 +236,10 @@ pub async fn run(
             }
         }
     }
+    // Standbys take the groups over at once, while the local workers here drain.
+    for g in &mut groups {
+        g.lease.release(&leases).await;
+    }
     futures::future::join_all(
         groups
             .iter_mut()
@@ -226,6 +248,48 @@ pub async fn run(
     .await;
     info!("autoscaler stopped");
     Ok(())
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Renews or takes a group's lease, and says when the group changes hands.
+async fn check_lease(group: &mut Group, leases: &Keys, metrics: &Metrics) {
+    let name = group.config.name.clone();
+    match group.lease.check(leases).await {
+        Ok(Change::None) => {}
+        Ok(Change::Took { from }) => {
+            // A fresh start: the group's windows and its next evaluation.
+            group.state = GroupState::default();
+            group.due = Instant::now();
+            match from {
+                Some(from) => {
+                    warn!(group = %name, %from, "took the group over: its autoscaler stopped renewing its lease")
+                }
+                None => info!(group = %name, "sizing the group (lease taken)"),
+            }
+        }
+        Ok(Change::Lost { to }) => warn!(
+            group = %name,
+            to = to.as_deref().unwrap_or("unknown"),
+            "another autoscaler took the group's lease; standing by"
+        ),
+        Err(e) => {
+            metrics.error(&name);
+            warn!(group = %name, error = %e, "cannot renew or read the group's lease; trying again");
+        }
+    }
+    metrics.leader(&name, group.lease.active(Instant::now()));
+    if !group.lease.active(Instant::now())
+        && let Some(holder) = group.lease.holder()
+    {
+        tracing::debug!(group = %name, %holder, "standing by");
+    }
 }
 
 async fn evaluate(

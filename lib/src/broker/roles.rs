@@ -152,7 +152,12 @@ impl Role {
                     consumer_info(&mut p, &stream);
                 }
                 p.publish.push(format!("$KV.{}.>", names::DRAIN_BUCKET));
-                for bucket in [names::WORKERS_BUCKET, names::DRAIN_BUCKET] {
+                p.publish.push(format!("$KV.{}.>", names::LEASES_BUCKET));
+                for bucket in [
+                    names::WORKERS_BUCKET,
+                    names::DRAIN_BUCKET,
+                    names::LEASES_BUCKET,
+                ] {
                     p.publish.push(format!("$JS.API.STREAM.INFO.KV_{bucket}"));
                     kv_read(&mut p, bucket);
                 }

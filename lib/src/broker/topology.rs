@@ -381,6 +381,16 @@ impl Topology {
         )
     }
 
+    pub fn leases_bucket(&self) -> StreamConfig {
+        self.bucket(
+            names::LEASES_BUCKET,
+            "mesh autoscaler leases: which autoscaler sizes each group",
+            1,
+            Duration::ZERO,
+            SMALL_BUCKET_BYTES,
+        )
+    }
+
     /// Every stream of the topology.
     pub fn streams(&self) -> Vec<StreamConfig> {
         let mut out = Vec::new();
@@ -397,6 +407,7 @@ impl Topology {
             self.workers_bucket(),
             self.miners_bucket(),
             self.drain_bucket(),
+            self.leases_bucket(),
         ]);
         out
     }

@@ -116,7 +116,9 @@ impl Local {
 
     pub async fn grow(&mut self, size: u32) -> Result<(), ProviderError> {
         while (self.children.len() as u32) < size {
-            let name = format!("{}-{}", self.spec.group, self.next);
+            // The pid keeps names apart between autoscalers on one host, and from the workers
+            // of a killed one that are still draining.
+            let name = format!("{}-{}-{}", self.spec.group, std::process::id(), self.next);
             self.next += 1;
             let child = self.spawn(&name)?;
             info!(group = %self.spec.group, worker = %name, pid = child.id(), "started a local worker");
