@@ -40,7 +40,7 @@ fn autoscaler_with(
 
 /// [`autoscaler_with`], logging to `<name>.log`, with its workers' flags (TOML strings, comma
 /// separated) and the groups' lease time.
-fn autoscaler_named(
+pub(crate) fn autoscaler_named(
     mesh: &Mesh,
     name: &str,
     max: u32,
@@ -141,7 +141,7 @@ fn log_lines(mesh: &Mesh, needle: &str) -> Vec<String> {
 }
 
 /// The log lines of autoscaler `name` with `needle`.
-fn log_lines_of(mesh: &Mesh, name: &str, needle: &str) -> Vec<String> {
+pub(crate) fn log_lines_of(mesh: &Mesh, name: &str, needle: &str) -> Vec<String> {
     lines(&mesh.log(name))
         .into_iter()
         .filter(|l| l.contains(needle))

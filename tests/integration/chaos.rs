@@ -1,12 +1,15 @@
-//! The chaos soak: 300 synthetic sectors of 3 miners on 6 workers while a random worker is
-//! SIGKILLed (and replaced) every few seconds and the nats-server is killed and restarted once.
-//! At the end every sector is sealed exactly once. Prints sectors, kills, redeliveries, dropped
-//! late results and wall time.
+//! The chaos soak: 300 synthetic sectors of 3 miners on 6 workers, and a local group sized by
+//! a pair of autoscalers, while a random worker is SIGKILLed (and replaced) every few seconds,
+//! one of each miner's two publishers is SIGKILLed, the active autoscaler is SIGKILLed, and the
+//! nats-server is killed and restarted once. At the end every sector is sealed exactly once.
+//! Prints sectors, kills, redeliveries, dropped late results and wall time.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mesh::names;
-use mesh_tests::{Mesh, Proc, lines};
+use mesh_tests::{Mesh, Proc, lines, wait_for};
+
+use crate::autoscaler::{autoscaler_named, log_lines_of};
 
 const MINERS: [&str; 3] = ["f01000", "f01001", "f01002"];
 const SECTORS_PER_MINER: usize = 100;
@@ -73,7 +76,29 @@ async fn three_hundred_sectors_seal_exactly_once_through_kills_and_a_broker_rest
         })
         .collect();
 
+    // Each miner's partner: a second publisher sharing its results.
+    let mut partners: Vec<Proc> = MINERS
+        .iter()
+        .map(|miner| mesh.run_publisher(miner, &format!("{miner}-partner"), &[]))
+        .collect();
+    // A pair of autoscalers sizing one more group of the same workers (up to 2).
+    // The soak's worker flags but `--slots`, which the group sets.
+    let group_flags = format!(
+        r#""--no-holding", "--executor", "synthetic", "--cpus", "4", "--synthetic-durations", "{}""#,
+        WORKER[WORKER.len() - 1]
+    );
+    let (mut active, _) = autoscaler_named(&mesh, "active", 2, "1m", "2m", &group_flags, "3s");
+    wait_for(
+        "the first autoscaler to take the group",
+        Duration::from_secs(30),
+        || async { (!log_lines_of(&mesh, "active", "lease taken").is_empty()).then_some(()) },
+    )
+    .await;
+    let (standby, _) = autoscaler_named(&mesh, "standby", 2, "1m", "2m", &group_flags, "3s");
+
     let mut kills = 0;
+    let mut partner_killed = false;
+    let mut autoscaler_killed = false;
     let mut broker_restarted = false;
     let deadline = Duration::from_secs(900);
     loop {
@@ -91,6 +116,25 @@ async fn three_hundred_sectors_seal_exactly_once_through_kills_and_a_broker_rest
         let created = publishers
             .iter()
             .all(|p| p.log_text().contains("INFO sealing"));
+        if !partner_killed && created && started.elapsed() > Duration::from_secs(10) {
+            partners[0].kill();
+            partner_killed = true;
+            println!(
+                "chaos: {}'s partner publisher SIGKILLed at {:.0} s",
+                MINERS[0],
+                started.elapsed().as_secs_f64()
+            );
+            continue;
+        }
+        if !autoscaler_killed && started.elapsed() > Duration::from_secs(15) {
+            active.kill();
+            autoscaler_killed = true;
+            println!(
+                "chaos: the active autoscaler SIGKILLed at {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+            continue;
+        }
         if !broker_restarted && created && started.elapsed() > Duration::from_secs(20) {
             mesh.servers[0].kill();
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -109,10 +153,20 @@ async fn three_hundred_sectors_seal_exactly_once_through_kills_and_a_broker_rest
         kills += 1;
     }
     let wall = started.elapsed();
-    assert!(broker_restarted, "the run ended before the broker restart");
+    assert!(
+        broker_restarted && partner_killed && autoscaler_killed,
+        "the run ended before every fault: broker restart {broker_restarted}, publisher kill \
+         {partner_killed}, autoscaler kill {autoscaler_killed}"
+    );
+    assert_eq!(
+        log_lines_of(&mesh, "standby", "took the group over").len(),
+        1,
+        "the standby autoscaler did not take the group over: {}",
+        standby.tail(20)
+    );
 
     let mut dropped = 0;
-    for (miner, publisher) in MINERS.iter().zip(publishers.iter_mut()) {
+    for ((miner, publisher), partner) in MINERS.iter().zip(publishers.iter_mut()).zip(&partners) {
         let status = publisher.try_status().unwrap();
         assert!(status.success(), "{miner}: {}", publisher.tail(30));
         // Every sector once in the output, once in the log, sealed in the bucket.
@@ -129,7 +183,8 @@ async fn three_hundred_sectors_seal_exactly_once_through_kills_and_a_broker_rest
         numbers.dedup();
         assert_eq!(out.len(), SECTORS_PER_MINER, "{miner}: one line per sector");
         assert_eq!(numbers.len(), SECTORS_PER_MINER, "{miner}: no sector twice");
-        let log = publisher.log_text();
+        // Each sector sealed by one of the two publishers.
+        let log = publisher.log_text() + &partner.log_text();
         assert_eq!(log.matches("sector sealed").count(), SECTORS_PER_MINER);
         let listed = mesh.publisher(&["sectors", "--miner", miner, "--json"]);
         assert_eq!(
@@ -146,26 +201,42 @@ async fn three_hundred_sectors_seal_exactly_once_through_kills_and_a_broker_rest
         "no dead letters"
     );
 
+    // Tasks run by the group's workers count too: their logs are the group's.
+    let group_logs: Vec<String> = std::fs::read_dir(mesh.path("workers"))
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
     let all: Vec<&Proc> = workers.iter().chain(&retired).collect();
-    let started_lines: usize = all
+    let texts: Vec<String> = all
         .iter()
-        .map(|w| w.log_text().matches("task started").count())
+        .map(|w| w.log_text())
+        .chain(group_logs.iter().cloned())
+        .collect();
+    let started_lines: usize = texts
+        .iter()
+        .map(|t| t.matches("task started").count())
         .sum();
-    let redeliveries: usize = all
+    let redeliveries: usize = texts
         .iter()
-        .map(|w| {
-            w.log_text()
-                .lines()
+        .map(|t| {
+            t.lines()
                 .filter(|l| l.contains("task started") && !l.contains("attempt=1}"))
                 .count()
         })
         .sum();
+    let by_group: usize = group_logs
+        .iter()
+        .map(|t| t.matches("task started").count())
+        .sum();
     let sectors = MINERS.len() * SECTORS_PER_MINER;
     println!(
-        "FIGURE chaos soak: {sectors} sectors of {} miners on {WORKERS} workers (4 slots each): \
-         all sealed exactly once in {:.0} s; {kills} worker SIGKILLs, 1 broker restart; \
-         {started_lines} task starts for {} tasks, {redeliveries} redeliveries, {dropped} late \
-         results dropped, 0 dead letters",
+        "FIGURE chaos soak: {sectors} sectors of {} miners on {WORKERS} workers (4 slots each) \
+         and an autoscaled group (up to 2, {by_group} task starts): all sealed exactly once in \
+         {:.0} s; {kills} worker SIGKILLs, 1 publisher SIGKILL, 1 autoscaler SIGKILL, 1 broker \
+         restart; {started_lines} task starts for {} tasks, {redeliveries} redeliveries, \
+         {dropped} late results dropped, 0 dead letters",
         MINERS.len(),
         wall.as_secs_f64(),
         sectors * 6
