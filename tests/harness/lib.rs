@@ -251,34 +251,22 @@ impl Mesh {
 
     /// Starts `mesh-publisher seal` for `miner` with sectors of `size`, plus `extra`.
     pub fn seal_sized(&self, miner: &str, name: &str, size: &str, extra: &[&str]) -> Proc {
-        let url = self.url();
-        let mut args = vec![
-            "seal",
-            "--nats",
-            &url,
-            "--store",
-            &self.store,
-            "--miner",
-            miner,
-            "--size",
-            size,
-            "--status-every",
-            "5s",
-        ];
+        let mut args = vec!["--size", size, "--status-every", "5s"];
         args.extend_from_slice(extra);
-        Proc::spawn(
-            &bin("mesh-publisher"),
-            &args,
-            &self.env_refs(),
-            &self.log(name),
-        )
+        self.publisher_proc("seal", miner, name, &args)
     }
 
     /// Starts `mesh-publisher run` for `miner` against the file store, plus `extra`.
     pub fn run_publisher(&self, miner: &str, name: &str, extra: &[&str]) -> Proc {
+        self.publisher_proc("run", miner, name, extra)
+    }
+
+    /// Starts `mesh-publisher <command>` for `miner` against the file store, logging to
+    /// `<name>.log`, plus `extra`.
+    fn publisher_proc(&self, command: &str, miner: &str, name: &str, extra: &[&str]) -> Proc {
         let url = self.url();
         let mut args = vec![
-            "run",
+            command,
             "--nats",
             &url,
             "--store",

@@ -257,10 +257,8 @@ async fn a_stopped_worker_wakes_to_a_redelivered_task_and_its_late_result_is_dro
     rescuer.drain().await.expect("the rescuer ends cleanly");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_killed_publisher_resumes_every_sector_and_no_task_runs_twice() {
-    let mesh = Mesh::start().await;
-    let broker = mesh.broker().await;
+/// Two in-process synthetic workers of three slots with phases of 50–600 ms.
+async fn quick_workers(mesh: &Mesh) -> Vec<mesh_tests::inproc::InProcWorker> {
     let mut workers = Vec::new();
     for id in ["w1", "w2"] {
         let mut config =
@@ -268,6 +266,14 @@ async fn a_killed_publisher_resumes_every_sector_and_no_task_runs_twice() {
         config.slots = Some(3);
         workers.push(mesh.start_worker(config).await);
     }
+    workers
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_publisher_resumes_every_sector_and_no_task_runs_twice() {
+    let mesh = Mesh::start().await;
+    let broker = mesh.broker().await;
+    let workers = quick_workers(&mesh).await;
     let count = 24;
     let mut first = mesh.seal("first", &["--count", &count.to_string(), "--synthetic"]);
     let sealed = || async {
@@ -323,13 +329,7 @@ async fn a_killed_publisher_resumes_every_sector_and_no_task_runs_twice() {
 async fn two_publishers_of_a_miner_serve_together_and_a_killed_one_loses_nothing() {
     let mesh = Mesh::start().await;
     let broker = mesh.broker().await;
-    let mut workers = Vec::new();
-    for id in ["w1", "w2"] {
-        let mut config =
-            mesh.worker_config(id, "ap=100ms,pc1=600ms,pc2=300ms,c1=50ms,c2=300ms,fin=50ms");
-        config.slots = Some(3);
-        workers.push(mesh.start_worker(config).await);
-    }
+    let workers = quick_workers(&mesh).await;
     let mut partner = mesh.run_publisher("f01000", "partner", &[]);
     wait_for("the partner to run", Duration::from_secs(30), || {
         let log = partner.log_text();
