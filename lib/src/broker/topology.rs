@@ -691,9 +691,9 @@ pub async fn result_consumer(
 ) -> Result<async_nats::jetstream::consumer::PullConsumer, BrokerError> {
     let stream = names::RESULT_STREAM;
     let consumer = names::result_consumer(miner);
+    let wanted = Topology::default().result_consumer(miner);
     if let Some(mut found) = find_consumer(broker, stream, &consumer).await? {
         // One made by an older release waits longer before a dead publisher's results go on.
-        let wanted = Topology::default().result_consumer(miner);
         if found.cached_info().config.ack_wait != wanted.ack_wait {
             match broker.js().create_consumer_on_stream(wanted, stream).await {
                 Ok(updated) => found = updated,
@@ -710,7 +710,7 @@ pub async fn result_consumer(
     }
     broker
         .js()
-        .create_consumer_on_stream(Topology::default().result_consumer(miner), stream)
+        .create_consumer_on_stream(wanted, stream)
         .await
         .map_err(|e| missing_consumer(stream, &consumer, miner, e))
 }
