@@ -18,6 +18,10 @@ pub const MINERS_BUCKET: &str = "mesh-miners";
 pub const DRAIN_BUCKET: &str = "mesh-drain";
 /// One key per autoscaled group naming the autoscaler that sizes it (`autoscaler::lease`).
 pub const LEASES_BUCKET: &str = "mesh-leases";
+/// Tasks a worker left for a newer one (a message version it cannot read), per
+/// `<miner>.<stream>.<sequence>`: how many deliveries were deferrals and so no attempts
+/// (`broker::deferred`).
+pub const DEFERRED_BUCKET: &str = "mesh-deferred";
 
 /// Header carrying the reason a task was dead-lettered.
 pub const REASON_HEADER: &str = "Mesh-Reason";

@@ -19,3 +19,4 @@ mod s3;
 mod seal;
 mod security;
 mod topology;
+mod upgrade;

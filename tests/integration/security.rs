@@ -356,6 +356,11 @@ fn actions() -> Vec<(&'static str, &'static [&'static str], Op)> {
             op(|b| async move { kv_put(&b, "mesh-leases", "sim").await }),
         ),
         (
+            "count a deferral of a task left for a newer worker",
+            &["worker", "admin"],
+            op(|b| async move { kv_put(&b, "mesh-deferred", "f01000.MESH_TASK_AP_2KIB.1").await }),
+        ),
+        (
             "listen to f01000's replies",
             &["miner-f01000", "admin"],
             op(|b| async move {

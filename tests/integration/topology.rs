@@ -45,7 +45,7 @@ async fn the_nats_files_create_a_topology_the_mesh_accepts() {
         .unwrap();
     let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert!(reply.get("error").is_none(), "{file}: {reply}");
-    assert_eq!(streams, 38);
+    assert_eq!(streams, 39);
     mesh::broker::topology::check(&broker, &Phase::ALL, &SectorSize::ALL)
         .await
         .unwrap();

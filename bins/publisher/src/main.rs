@@ -338,6 +338,10 @@ struct DrivingArgs {
     /// (no heartbeat, or draining) before the sector runs PreCommit1 again elsewhere.
     #[arg(long, env = "MESH_HOLDER_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
     holder_grace: Duration,
+    /// Publish even when every live worker reads only an older task message version (they
+    /// leave such tasks for upgraded workers, at no attempt's cost; README: Upgrades).
+    #[arg(long)]
+    allow_newer: bool,
 }
 
 #[derive(clap::Args)]
@@ -541,6 +545,7 @@ async fn driver(args: &MinerArgs) -> anyhow::Result<Driver> {
             max_attempts: args.driving.max_attempts,
             holder_grace: args.driving.holder_grace,
         },
+        args.driving.allow_newer,
     )
     .await
 }
@@ -549,6 +554,7 @@ async fn open_driver(
     nats: &NatsArgs,
     store: &StoreArgs,
     config: PublisherConfig,
+    allow_newer: bool,
 ) -> anyhow::Result<Driver> {
     if config.max_attempts == 0 || config.max_attempts > 100 {
         anyhow::bail!(
@@ -562,6 +568,7 @@ async fn open_driver(
         .await?;
     // Under the miner's own prefix: a bucket policy may fence a publisher to it.
     store.check_under(&format!("{}/", config.miner)).await?;
+    publisher::workers::check_readers(&broker, allow_newer).await?;
     Driver::new(broker, store, config, Arc::new(OsRandomness)).await
 }
 
@@ -581,7 +588,8 @@ async fn lotus_seal(args: LotusSealArgs, count: Option<u64>) -> anyhow::Result<(
         max_attempts: args.driving.max_attempts,
         holder_grace: args.driving.holder_grace,
     };
-    let driver = Arc::new(open_driver(&args.nats, &args.store, config).await?);
+    let driver =
+        Arc::new(open_driver(&args.nats, &args.store, config, args.driving.allow_newer).await?);
     driver.check_size(check.size).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -120,6 +120,11 @@ impl Keys {
             .await
     }
 
+    /// Removes the key and its history (a purge marker replaces them).
+    pub async fn purge(&self, key: &str) -> Result<u64, KeyError> {
+        self.write(key, Bytes::new(), None, Some("PURGE")).await
+    }
+
     /// Publishes to the key's subject, only over `revision` when one is given.
     async fn write(
         &self,
@@ -139,6 +144,9 @@ impl Keys {
         }
         if let Some(operation) = operation {
             headers.insert("KV-Operation", operation);
+            if operation == "PURGE" {
+                headers.insert("Nats-Rollup", "sub");
+            }
         }
         let ack = self
             .js

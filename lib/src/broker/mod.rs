@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod consumers;
+pub mod deferred;
 pub mod drain;
 mod follow;
 pub mod keys;

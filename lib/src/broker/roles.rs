@@ -132,11 +132,14 @@ impl Role {
                 p.publish.push(names::RESULT_SUBJECTS.into());
                 p.publish.push(names::DLQ_SUBJECTS.into());
                 p.publish.push(format!("$KV.{}.>", names::WORKERS_BUCKET));
+                // Tasks it leaves for a newer worker, counted so that they cost no attempt.
+                p.publish.push(format!("$KV.{}.>", names::DEFERRED_BUCKET));
                 for bucket in [
                     names::WORKERS_BUCKET,
                     names::MINERS_BUCKET,
                     names::DRAIN_BUCKET,
                     names::SECTORS_BUCKET,
+                    names::DEFERRED_BUCKET,
                 ] {
                     kv_read(&mut p, bucket);
                 }

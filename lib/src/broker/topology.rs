@@ -33,6 +33,8 @@ const LEGACY_TASK_CONSUMER: &str = "workers";
 
 /// How long a held task waits for its holder, and a holder's consumer for its worker.
 const HELD_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long an entry of the deferred bucket outlives its last write.
+const DEFERRED_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 // The limits of the streams (README: Stream limits). Each is visible in `nats stream info`.
 
@@ -391,6 +393,18 @@ impl Topology {
         )
     }
 
+    /// Entries expire a week after their last write: a deferred task's entry goes when the
+    /// task ends, and one left behind (its stream purged meanwhile) must not stay for ever.
+    pub fn deferred_bucket(&self) -> StreamConfig {
+        self.bucket(
+            names::DEFERRED_BUCKET,
+            "mesh tasks left by workers for a newer version: deliveries that were no attempts",
+            1,
+            DEFERRED_TTL,
+            SMALL_BUCKET_BYTES,
+        )
+    }
+
     /// Every stream of the topology.
     pub fn streams(&self) -> Vec<StreamConfig> {
         let mut out = Vec::new();
@@ -408,6 +422,7 @@ impl Topology {
             self.miners_bucket(),
             self.drain_bucket(),
             self.leases_bucket(),
+            self.deferred_bucket(),
         ]);
         out
     }

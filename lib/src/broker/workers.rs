@@ -27,6 +27,10 @@ pub struct WorkerRecord {
     pub id: WorkerId,
     pub pid: u32,
     pub version: String,
+    /// The task message version it reads (`sector::message_version`); workers older than this
+    /// field read version 1.
+    #[serde(default = "first_message_version")]
+    pub message_version: u16,
     /// The machine as the worker schedules on it (detected, or declared by its operator).
     pub machine: Machine,
     pub phases: Vec<Phase>,
@@ -43,6 +47,10 @@ pub struct WorkerRecord {
     pub draining: bool,
     pub started_ms: u64,
     pub heartbeat_ms: u64,
+}
+
+fn first_message_version() -> u16 {
+    1
 }
 
 impl WorkerRecord {

@@ -29,7 +29,7 @@ use crate::proofs::child::{ChildRunner, Pin};
 use crate::proofs::job::{FailureKind, Job, JobOutput};
 use crate::proofs::params;
 use crate::sector::{
-    MESSAGE_VERSION, Outcome, SectorRecord, SectorState, TaskResult, newer_version,
+    Outcome, SectorRecord, SectorState, TaskResult, message_version, newer_version,
 };
 use crate::store::Store;
 
@@ -143,6 +143,13 @@ impl Driver {
         };
         if entry.operation != kv::Operation::Put {
             return Ok(None);
+        }
+        if let Some(version) = newer_version(&entry.value) {
+            anyhow::bail!(
+                "sector {key} was written by a newer publisher (record version {version}; this \
+                 one reads {}): upgrade this publisher rather than let it move the sector back",
+                message_version()
+            );
         }
         let record = decode(&entry.value).with_context(|| format!("decode sector {key}"))?;
         Ok(Some((record, entry.revision)))
@@ -575,7 +582,7 @@ impl Driver {
             warn!(
                 subject = %msg.subject,
                 version,
-                understood = MESSAGE_VERSION,
+                understood = message_version(),
                 "a result of a newer message version than this publisher reads: leaving it for \
                  an upgraded publisher (upgrade this one)"
             );

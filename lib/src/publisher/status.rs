@@ -9,7 +9,8 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use tracing::warn;
 
-use crate::broker::{Broker, consumers};
+use crate::broker::deferred::Deferral;
+use crate::broker::{Broker, BrokerError, consumers};
 use crate::model::{MinerId, SectorNum, decode, shown};
 use crate::names;
 use crate::phases::Phase;
@@ -76,6 +77,9 @@ pub struct Status {
     /// Sector keys whose value is not a sector record this version reads (written by hand, by
     /// a newer version, or by a miner writing garbage under its own keys), with why.
     pub unreadable: Vec<Unreadable>,
+    /// Tasks that workers left for others (a message version newer than they read: a rolling
+    /// upgrade that reached the publishers first), oldest first.
+    pub deferred: Vec<Deferral>,
 }
 
 /// A sector key that holds no readable record: left out of every count and listing.
@@ -106,11 +110,19 @@ pub async fn status(broker: &Broker) -> anyhow::Result<Status> {
         .cached_info()
         .state
         .messages;
+    let mut deferred: Vec<Deferral> = match broker.json_entries(names::DEFERRED_BUCKET).await {
+        Ok(entries) => entries.into_iter().map(|(_, d)| d).collect(),
+        // A mesh whose `init` predates the bucket has none.
+        Err(BrokerError::Missing { .. }) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    deferred.sort_by_key(|d| d.first_ms);
     Ok(Status {
         sectors: count(&records),
         streams,
         dead_letters,
         unreadable,
+        deferred,
     })
 }
 
@@ -193,6 +205,10 @@ pub fn render(status: &Status) -> String {
             names::SECTORS_BUCKET
         ));
     }
+    if !status.deferred.is_empty() {
+        out.push_str(&render_deferred(&status.deferred, crate::now_ms()));
+        out.push('\n');
+    }
     out.push_str(&format!(
         "dead letters: {}{}\n",
         status.dead_letters,
@@ -202,6 +218,37 @@ pub fn render(status: &Status) -> String {
             ""
         }
     ));
+    out
+}
+
+/// Tasks left for other workers: which, how often, why, since when.
+fn render_deferred(deferred: &[Deferral], now_ms: u64) -> String {
+    let mut out = format!(
+        "tasks waiting for another worker: {} (left unrun by workers that cannot run them, at \
+         no attempt's cost; upgrade those workers)\n",
+        deferred.len()
+    );
+    let mut rows = vec![
+        ["task", "stream", "left", "since", "last left by", "why"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    let shown_task = |d: &Deferral| match &d.task {
+        Some(task) => shown(task),
+        None => format!("{}#{}", d.stream, d.sequence),
+    };
+    for d in deferred {
+        let age = std::time::Duration::from_secs(now_ms.saturating_sub(d.first_ms) / 1000);
+        rows.push(vec![
+            shown_task(d),
+            shown(&d.stream),
+            format!("{}×", d.deferrals),
+            format!("{} ago", humantime::format_duration(age)),
+            shown(&d.worker.0),
+            shown(&d.reason),
+        ]);
+    }
+    out.push_str(&table(&rows));
     out
 }
 
@@ -378,6 +425,31 @@ mod tests {
     }
 
     #[test]
+    fn tasks_left_for_other_workers_show_which_how_often_and_why() {
+        let deferred = vec![Deferral {
+            version: 1,
+            task_version: Some(2),
+            task: Some("f01000.7.pc1.0".into()),
+            stream: "MESH_TASK_PC1_2KIB".into(),
+            sequence: 12,
+            deferrals: 3,
+            worker: crate::model::WorkerId("w1".into()),
+            reason: "message version 2 is newer than this worker reads (1)".into(),
+            first_ms: 1_000,
+            last_ms: 2_000,
+        }];
+        assert_eq!(
+            render_deferred(&deferred, 91_000),
+            "\
+tasks waiting for another worker: 1 (left unrun by workers that cannot run them, at no attempt's \
+cost; upgrade those workers)
+task            stream              left  since       last left by  why
+f01000.7.pc1.0  MESH_TASK_PC1_2KIB  3×    1m 30s ago  w1            message version 2 is newer than this worker reads (1)
+"
+        );
+    }
+
+    #[test]
     fn the_status_renders_as_aligned_tables() {
         let status = Status {
             sectors: vec![MinerSectors {
@@ -400,6 +472,7 @@ mod tests {
                 key: "f01001.7".into(),
                 error: "undecodable message body: EOF".into(),
             }],
+            deferred: Vec::new(),
         };
         assert_eq!(
             render(&status),

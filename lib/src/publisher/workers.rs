@@ -4,9 +4,54 @@
 
 use std::fmt::Write;
 
+use tracing::warn;
+
+use crate::broker::Broker;
 use crate::broker::workers::WorkerRecord;
 use crate::model::shown;
+use crate::sector::message_version;
 use crate::units::human_bytes;
+
+/// Refuses to publish a task message version that no live worker reads: the tasks would wait
+/// until workers are upgraded. With `allow_newer`, or when some workers read it (the others
+/// leave such tasks to them, at no attempt's cost), it says so and goes on. No live worker at
+/// all (a pool scaled to zero) is no reason to refuse.
+pub async fn check_readers(broker: &Broker, allow_newer: bool) -> anyhow::Result<()> {
+    let version = message_version();
+    let workers = crate::broker::workers::list(broker).await?;
+    let older: Vec<&WorkerRecord> = workers
+        .iter()
+        .filter(|w| w.message_version < version)
+        .collect();
+    if older.is_empty() {
+        return Ok(());
+    }
+    let names = older
+        .iter()
+        .take(5)
+        .map(|w| shown(&w.id.0))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let newest = older.iter().map(|w| w.message_version).max().unwrap_or(1);
+    if older.len() < workers.len() || allow_newer {
+        warn!(
+            older = older.len(),
+            workers = workers.len(),
+            writes = version,
+            some = %names,
+            "workers in the registry read task messages of an older version than this publisher \
+             writes: they leave its tasks to upgraded workers (upgrade them)"
+        );
+        return Ok(());
+    }
+    anyhow::bail!(
+        "every live worker ({} of them: {names}) reads task messages of version {newest} at \
+         most, and this publisher writes version {version}: its tasks would wait until workers \
+         are upgraded. Upgrade the workers first (README: Upgrades), or pass --allow-newer to \
+         publish anyway (old workers leave such tasks, at no attempt's cost)",
+        older.len()
+    )
+}
 
 /// Width of the bars, as lotus draws them.
 const BAR: usize = 64;
@@ -24,7 +69,11 @@ pub fn render(workers: &[WorkerRecord], now_ms: u64) -> String {
         // escapes into an operator's terminal.
         let mut flags = vec![
             format!("pid {}", w.pid),
-            format!("mesh {}", shown(&w.version)),
+            format!(
+                "mesh {}, reads tasks v{}",
+                shown(&w.version),
+                w.message_version
+            ),
             format!("{} executor", shown(&w.executor)),
             format!("up {}", age(now_ms, w.started_ms)),
         ];
@@ -148,6 +197,7 @@ mod tests {
             id: WorkerId("pc1-box".into()),
             pid: 42,
             version: "0.1.0".into(),
+            message_version: 1,
             machine: Machine {
                 host: "sealer-7".into(),
                 cpu_threads: 64,

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{MESSAGE_VERSION, Outcome, Task, TaskId, TaskResult};
+use super::{Outcome, Task, TaskId, TaskResult, message_version};
 use crate::model::{
     MAX_MESSAGE_BYTES, MinerId, ObjectRef, PieceSpec, RegisteredSealProof, SectorNum, SectorSize,
     WorkerId, check_object, encode, one_line,
@@ -219,7 +219,7 @@ impl SectorRecord {
         now_ms: u64,
     ) -> Self {
         SectorRecord {
-            version: MESSAGE_VERSION,
+            version: message_version(),
             miner,
             sector,
             proof,
@@ -579,7 +579,7 @@ impl SectorRecord {
             Err(e) => return Some(Err(e)),
         };
         Some(Ok(Task {
-            version: MESSAGE_VERSION,
+            version: message_version(),
             id: task.clone(),
             miner: self.miner,
             sector: self.sector,
@@ -644,7 +644,7 @@ mod tests {
             panic!("not active")
         };
         TaskResult {
-            version: MESSAGE_VERSION,
+            version: message_version(),
             task: task.clone(),
             miner: rec.miner,
             sector: rec.sector,

@@ -4,7 +4,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
 use super::MESSAGE_VERSION;
+use super::message_version;
 use crate::model::{
     MAX_OBJECTS, MinerId, ObjectRef, RegisteredSealProof, SectorNum, SectorSize, TaskClass,
     WorkerId, check_object, shown,
@@ -106,11 +108,11 @@ impl Task {
     /// what the phase checks of its parameters (that they are its own, that pieces name inputs,
     /// that piece sizes and blobs are ones a proof step can take).
     pub fn validate(&self, stream_size: SectorSize) -> Result<(), InvalidTask> {
-        if self.version > MESSAGE_VERSION {
+        if self.version > message_version() {
             return Err(InvalidTask(format!(
-                "task version {} is newer than this worker understands ({MESSAGE_VERSION}); \
-                 upgrade the worker",
-                self.version
+                "task version {} is newer than this worker understands ({}); upgrade the worker",
+                self.version,
+                message_version()
             )));
         }
         match SectorSize::of_proof(self.proof) {

@@ -16,6 +16,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::holdings::Held;
 use super::{Claimed, Ctx, artefacts};
+use crate::broker::deferred;
 use crate::broker::workers::RunningTask;
 use crate::model::{MinerId, ObjectRef, SectorSize, decode, encode, one_line};
 use crate::names;
@@ -23,7 +24,7 @@ use crate::phases::{Artefact, Output, Phase};
 use crate::proofs::job::FailureKind;
 use crate::proofs::params;
 use crate::sector::{
-    MESSAGE_VERSION, Outcome, SectorRecord, SectorState, Task, TaskHead, TaskResult, Timings,
+    Outcome, SectorRecord, SectorState, Task, TaskHead, TaskResult, Timings, message_version,
 };
 use crate::store::StoreError;
 
@@ -47,7 +48,32 @@ pub(super) async fn run(
 ) {
     let msg = Arc::new(msg);
     let delivered = msg.info().map(|i| i.delivered.max(1) as u32).unwrap_or(1);
+    // Deliveries that a worker handed back unrun (a task newer than it reads, or for the other
+    // executor) are no attempts.
+    let handed_back = if delivered > 1 {
+        deferred::counted(&ctx.deferred, &msg).await
+    } else {
+        0
+    };
+    let attempt = delivered.saturating_sub(handed_back).max(1);
     let _progress = Progress::start(msg.clone(), ctx.progress_every);
+    let ended = attempt_task(&ctx, &msg, phase, size, claimed, abort, attempt).await;
+    if ended && handed_back > 0 {
+        deferred::clear(&ctx.deferred, &msg).await;
+    }
+}
+
+/// Runs the task of `msg` as attempt `attempt`; says whether the message ended (acked or
+/// terminated) rather than went back to its stream.
+async fn attempt_task(
+    ctx: &Arc<Ctx>,
+    msg: &Arc<jetstream::Message>,
+    phase: Phase,
+    size: SectorSize,
+    claimed: &Claimed,
+    abort: CancellationToken,
+    attempt: u32,
+) -> bool {
     // The subject says whose task it is: only that miner may publish there (README: Security).
     // A body naming another miner is a forgery, and that miner's sector is not told anything.
     let publisher = names::task_publisher(&msg.subject);
@@ -59,8 +85,7 @@ pub(super) async fn run(
                 task.miner, msg.subject
             );
             error!(subject = %msg.subject, %reason, "dead-lettering task");
-            fail_permanently(&ctx, &msg, phase, size, None, delivered, &reason).await;
-            return;
+            return fail_permanently(ctx, msg, phase, size, None, attempt, &reason).await;
         }
         Ok(task) => task,
         Err(e) => {
@@ -70,8 +95,7 @@ pub(super) async fn run(
                 .ok()
                 .filter(|head| Some(head.miner) == publisher);
             error!(subject = %msg.subject, %reason, task = ?head.as_ref().map(|h| &h.id), "dead-lettering task");
-            fail_permanently(&ctx, &msg, phase, size, head.as_ref(), delivered, &reason).await;
-            return;
+            return fail_permanently(ctx, msg, phase, size, head.as_ref(), attempt, &reason).await;
         }
     };
     let span = info_span!(
@@ -80,73 +104,76 @@ pub(super) async fn run(
         miner = %task.miner,
         sector = %task.sector,
         phase = %task.phase,
-        attempt = delivered
+        attempt
     );
     async move {
         let head = task.head();
         // A task whose sector moved on meanwhile (a redelivery whose ack was lost in a broker
         // failover, say) failing because its inputs were cleaned up is no dead letter.
-        let dead_letter = async |reason: &str| match superseded(&ctx, &task).await {
+        let dead_letter = async |reason: &str| match superseded(ctx, &task).await {
             Some(why) => {
                 info!(%why, failure = %reason, "task failed but is no longer needed; dropping it");
-                term(&ctx, &msg, &format!("superseded: {why}")).await;
+                term(ctx, msg, &format!("superseded: {why}")).await;
+                true
             }
-            None => fail_permanently(&ctx, &msg, phase, size, Some(&head), delivered, reason).await,
+            None => fail_permanently(ctx, msg, phase, size, Some(&head), attempt, reason).await,
         };
         if let Err(e) = task.validate(size) {
             let reason = format!("invalid task: {e}");
             error!(%reason, "dead-lettering task");
-            dead_letter(&reason).await;
-            return;
+            return dead_letter(&reason).await;
         }
         if task.phase != phase {
             let reason = format!(
                 "task for phase {} arrived on the {phase} stream",
                 task.phase
             );
-            dead_letter(&reason).await;
-            return;
+            return dead_letter(&reason).await;
         }
         if task.synthetic != ctx.config.executor.is_synthetic() {
-            // Never dead-lettered for this: a worker of the other kind will take it.
-            let delay = ctx.config.retry_delay(delivered);
+            // Never dead-lettered for this, and no attempt: a worker of the other kind will
+            // take it.
             warn!(
                 task_is = if task.synthetic { "synthetic" } else { "real" },
                 executor = ctx.config.executor.name(),
-                retry_in = ?delay,
+                retry_in = ?deferred::DEFER_DELAY,
                 "task is not for this worker's executor; handing it back (do not mix synthetic \
                  and real workers on one mesh)"
             );
-            let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
-            return;
-        }
-        if delivered > task.max_attempts {
             let reason = format!(
-                "delivered {delivered} times without finishing (limit {}): the workers that ran \
+                "a {} task, and this worker's executor is {}",
+                if task.synthetic { "synthetic" } else { "real" },
+                ctx.config.executor.name()
+            );
+            deferred::leave(&ctx.deferred, msg, &ctx.config.id, &reason).await;
+            return false;
+        }
+        if attempt > task.max_attempts {
+            let reason = format!(
+                "delivered {attempt} times without finishing (limit {}): the workers that ran \
                  it died or lost contact",
                 task.max_attempts
             );
             error!(%reason, "dead-lettering task");
-            dead_letter(&reason).await;
-            return;
+            return dead_letter(&reason).await;
         }
-        if let Some(why) = superseded(&ctx, &task).await {
+        if let Some(why) = superseded(ctx, &task).await {
             info!(%why, "task no longer needed; dropping it");
-            term(&ctx, &msg, &format!("superseded: {why}")).await;
-            return;
+            term(ctx, msg, &format!("superseded: {why}")).await;
+            return true;
         }
         debug!(size = %size, deals = task.has_deals, "task taken; preparing its inputs");
         // A sector that moves on while its task runs (its holder lost, a phase redriven or
         // failed) stops the task: its result would be fenced off anyway.
         let stop = abort.child_token();
         let moved_on = MovedOn::watch(ctx.clone(), task.clone(), stop.clone());
-        let outcome = execute(&ctx, &task, delivered, claimed, &stop).await;
+        let outcome = execute(ctx, &task, attempt, claimed, &stop).await;
         ctx.registry.finished(&task.id);
         let outcome = match (outcome, moved_on.why()) {
             (Err(Failure::Aborted), Some(why)) if !abort.is_cancelled() => {
                 info!(%why, "the sector moved on; task stopped and dropped");
-                term(&ctx, &msg, &format!("superseded: {why}")).await;
-                return;
+                term(ctx, msg, &format!("superseded: {why}")).await;
+                return true;
             }
             (outcome, _) => outcome,
         };
@@ -155,30 +182,34 @@ pub(super) async fn run(
                 let finalized = task.phase == Phase::Finalize
                     && task.holder.as_ref() == Some(&ctx.config.id)
                     && matches!(result.outcome, Outcome::Done { .. });
-                if finish(&ctx, &msg, &result).await && finalized {
+                let finished = finish(ctx, msg, &result).await;
+                if finished && finalized {
                     // The replica and trimmed cache are in the store: the sector leaves here.
-                    let_go(&ctx, &task);
+                    let_go(ctx, &task);
                 }
+                finished
             }
             Err(Failure::Aborted) => {
                 warn!("aborted; handing the task back");
                 let _ = msg.ack_with(AckKind::Nak(None)).await;
+                false
             }
-            Err(Failure::Retry(reason)) if delivered >= task.max_attempts => {
-                let reason = format!("gave up after {delivered} attempts; last error: {reason}");
+            Err(Failure::Retry(reason)) if attempt >= task.max_attempts => {
+                let reason = format!("gave up after {attempt} attempts; last error: {reason}");
                 error!(%reason, "dead-lettering task");
-                dead_letter(&reason).await;
+                dead_letter(&reason).await
             }
             Err(Failure::Retry(reason)) => {
-                let delay = ctx.config.retry_delay(delivered);
+                let delay = ctx.config.retry_delay(attempt);
                 warn!(%reason, retry_in = ?delay, "task failed; will retry");
                 if let Err(e) = msg.ack_with(AckKind::Nak(Some(delay))).await {
                     warn!(error = %e, "nak not sent; the task returns after the ack wait");
                 }
+                false
             }
             Err(Failure::Permanent(reason)) => {
                 error!(%reason, "task failed for good; dead-lettering");
-                dead_letter(&reason).await;
+                dead_letter(&reason).await
             }
         }
     }
@@ -227,20 +258,21 @@ async fn finish(ctx: &Ctx, msg: &jetstream::Message, result: &TaskResult) -> boo
 /// Dead-letters the message with its reason, tells the publisher (when the task is known) and
 /// terminates the message. If the dead letter or the result cannot be stored, the message is
 /// naked instead, so nothing is lost.
+/// Says whether the message ended (terminated) rather than went back.
 async fn fail_permanently(
     ctx: &Ctx,
     msg: &jetstream::Message,
     phase: Phase,
     size: SectorSize,
     task: Option<&TaskHead>,
-    delivered: u32,
+    attempt: u32,
     reason: &str,
-) {
+) -> bool {
     let reason = one_line(reason);
     let miner: Option<MinerId> = task.map(|t| t.miner);
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(names::REASON_HEADER, reason.as_str());
-    headers.insert(names::ATTEMPTS_HEADER, delivered.to_string().as_str());
+    headers.insert(names::ATTEMPTS_HEADER, attempt.to_string().as_str());
     let (stream, seq) = msg
         .info()
         .map(|i| (i.stream.to_string(), i.stream_sequence))
@@ -263,12 +295,12 @@ async fn fail_permanently(
         (Ok(_), None) => Ok(()),
         (Ok(_), Some(task)) => {
             let result = TaskResult {
-                version: MESSAGE_VERSION,
+                version: message_version(),
                 task: task.id.clone(),
                 miner: task.miner,
                 sector: task.sector,
                 phase: task.phase,
-                attempt: delivered,
+                attempt,
                 worker: ctx.config.id.clone(),
                 outcome: Outcome::Failed {
                     reason: reason.clone(),
@@ -291,11 +323,12 @@ async fn fail_permanently(
     if let Err(e) = told {
         error!(error = %e, "could not dead-letter the task; it will be retried");
         let _ = msg
-            .ack_with(AckKind::Nak(Some(ctx.config.retry_delay(delivered))))
+            .ack_with(AckKind::Nak(Some(ctx.config.retry_delay(attempt))))
             .await;
-        return;
+        return false;
     }
     term(ctx, msg, &reason).await;
+    true
 }
 
 /// Room a dead letter leaves for its subject and headers (the reason is at most 1000
@@ -467,7 +500,7 @@ async fn execute(
         Place::Lost(reason) => {
             warn!(%reason, "the sector's data is not here; the sector goes back to PreCommit1");
             Ok(TaskResult {
-                version: MESSAGE_VERSION,
+                version: message_version(),
                 task: task.id.clone(),
                 miner: task.miner,
                 sector: task.sector,
@@ -614,7 +647,7 @@ async fn execute_in(
     let written_bytes = outputs.iter().map(|o| o.size).sum();
     debug!(outputs = outputs.len(), "outputs uploaded");
     Ok(TaskResult {
-        version: MESSAGE_VERSION,
+        version: message_version(),
         task: task.id.clone(),
         miner: task.miner,
         sector: task.sector,

@@ -16,7 +16,7 @@ mod sources;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use tokio::sync::Notify;
@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::broker::deferred;
 use crate::broker::miners::Weights;
 use crate::broker::workers::WorkerRecord;
 use crate::broker::{Broker, topology};
@@ -368,6 +369,8 @@ struct Ctx {
     store: Store,
     /// Sector state, read to skip tasks whose sector has moved on.
     sectors: async_nats::jetstream::kv::Store,
+    /// Tasks left for another worker, counted so that they cost no attempt (`broker::deferred`).
+    deferred: crate::broker::keys::Keys,
     config: WorkerConfig,
     registry: Registry,
     scratch: ScratchRoot,
@@ -484,6 +487,7 @@ pub async fn run(
         id: config.id.clone(),
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        message_version: crate::sector::message_version(),
         machine: config.machine.clone(),
         phases: config.phases.clone(),
         sizes: config.sizes.clone(),
@@ -547,6 +551,11 @@ pub async fn run(
         ledger: ledger.clone(),
         room: room.clone(),
         sectors: broker.bucket(names::SECTORS_BUCKET).await?,
+        deferred: {
+            // Opened with its info, so that a mesh whose `init` predates it is told to run it.
+            broker.bucket(names::DEFERRED_BUCKET).await?;
+            broker.keys(names::DEFERRED_BUCKET).await?
+        },
         broker,
         store,
         config,
@@ -560,6 +569,8 @@ pub async fn run(
     // Each turn takes at most one task: from the highest-priority stream whose tasks fit what
     // running tasks leave, from the miner with the lowest weighted share there.
     let mut probe = true;
+    // Sources not asked until then: the last task taken from each was newer than this worker.
+    let mut paused: BTreeMap<usize, Instant> = BTreeMap::new();
     'pull: while !drain.is_cancelled() {
         if *held.borrow_and_update() {
             registry.set_draining(true);
@@ -588,6 +599,9 @@ pub async fn run(
             };
             if fits {
                 if let Some((msg, phase, size)) = held.take().await {
+                    let Some(msg) = leave_newer(&ctx, &tracker, msg) else {
+                        continue 'pull;
+                    };
                     let kind = (phase, size);
                     let claim = held_claims.get(&kind).copied().unwrap_or_else(|| {
                         let need = ctx.config.table.get(phase, size);
@@ -610,9 +624,11 @@ pub async fn run(
         // in the preparing window for a running one (a second Commit2 fetching its input while
         // the first proves) only when a poll finds them: an idle worker answers the doorbell
         // first and runs them now.
+        paused.retain(|_, until| *until > Instant::now());
         let (fitting, now): (Vec<usize>, Vec<usize>) = {
             let ledger = ledger.lock().expect("ledger lock");
             let fitting: Vec<usize> = (0..sources.len())
+                .filter(|i| !paused.contains_key(i))
                 .filter(|&i| ledger.check(sources[i].kind(), &sources[i].claim).is_ok())
                 .collect();
             let now = fitting
@@ -623,8 +639,15 @@ pub async fn run(
             (fitting, now)
         };
         if fitting.is_empty() {
+            let unpaused = paused.values().min().copied();
             tokio::select! {
                 () = room.notified() => continue 'pull,
+                () = async {
+                    match unpaused {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => continue 'pull,
                 _ = held.changed() => continue 'pull,
                 () = drain.cancelled() => break 'pull,
             }
@@ -658,6 +681,17 @@ pub async fn run(
             }
         }
         let Some((taken, i)) = taken else {
+            continue;
+        };
+        let Some(taken) = leave_newer(&ctx, &tracker, taken) else {
+            warn!(
+                phase = %sources[i].phase,
+                size = %sources[i].size,
+                pause = ?deferred::DEFER_PAUSE,
+                "not taking tasks of this phase and size for a while: the last one was newer \
+                 than this worker reads (upgrade it)"
+            );
+            paused.insert(i, Instant::now() + deferred::DEFER_PAUSE);
             continue;
         };
         launch(
@@ -749,6 +783,33 @@ fn cpu_list(cpus: &[usize]) -> String {
 fn ring_room(ctx: &Ctx) {
     ctx.room.notify_waiters();
     ctx.room.notify_one();
+}
+
+/// Gives back `msg` when its task is for this worker; leaves it for a newer worker (not run,
+/// no attempt counted: `broker::deferred`) when its message version is newer than this worker reads.
+fn leave_newer(
+    ctx: &Arc<Ctx>,
+    tracker: &TaskTracker,
+    msg: async_nats::jetstream::Message,
+) -> Option<async_nats::jetstream::Message> {
+    let Some(version) = crate::sector::newer_version(&msg.payload) else {
+        return Some(msg);
+    };
+    let reason = format!(
+        "message version {version} is newer than this worker reads ({})",
+        crate::sector::message_version()
+    );
+    warn!(
+        subject = %msg.subject,
+        %reason,
+        retry_in = ?deferred::DEFER_DELAY,
+        "task left for an upgraded worker; it costs no attempt"
+    );
+    let ctx = ctx.clone();
+    tracker.spawn(async move {
+        deferred::leave(&ctx.deferred, &msg, &ctx.config.id, &reason).await;
+    });
+    None
 }
 
 /// Claims what a taken task needs and runs it in an attempt of its own, giving the claim back
