@@ -83,8 +83,10 @@ async fn a_publisher_upgraded_before_its_workers_fails_no_sector() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{stderr}");
     assert!(
-        stderr.contains("every live worker (2 of them: old-a, old-b) reads task messages of version 1 at most, and this publisher writes version 2")
-            && stderr.contains("--allow-newer"),
+        stderr.contains(
+            "every live worker (2 of them: old-a, old-b) reads task messages of version 1 at \
+             most, and this publisher writes version 2"
+        ) && stderr.contains("--allow-newer"),
         "{stderr}"
     );
     // …unless told to. The old workers leave its tasks, at no attempt's cost, and `status`

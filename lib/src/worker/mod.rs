@@ -786,7 +786,8 @@ fn ring_room(ctx: &Ctx) {
 }
 
 /// Gives back `msg` when its task is for this worker; leaves it for a newer worker (not run,
-/// no attempt counted: `broker::deferred`) when its message version is newer than this worker reads.
+/// no attempt counted: `broker::deferred`) when its message version is newer than this worker
+/// reads.
 fn leave_newer(
     ctx: &Arc<Ctx>,
     tracker: &TaskTracker,
