@@ -14,8 +14,8 @@ fn run(name: &str, args: &[&str]) -> (bool, String) {
 fn run_env(name: &str, env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
     let out = Command::new(bin(name))
         .args(args)
-        .envs(env.iter().copied())
         .env("RUST_LOG", "error")
+        .envs(env.iter().copied())
         .output()
         .expect("run binary");
     (
@@ -44,6 +44,29 @@ fn env_error_line(name: &str, env: &[(&str, &str)], args: &[&str], needles: &[&s
     let env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
     println!("{}{name} {}\n    -> {line}", env.concat(), args.join(" "));
     line
+}
+
+#[test]
+fn an_invalid_log_filter() {
+    let bad = [("RUST_LOG", "mesh=loud")];
+    for (name, args) in [
+        ("mesh-worker", &["info"][..]),
+        ("mesh-publisher", &["status"][..]),
+        (
+            "mesh-autoscaler",
+            &["plan", "--config", "/nonexistent.toml"][..],
+        ),
+    ] {
+        env_error_line(
+            name,
+            &bad,
+            args,
+            &[
+                "RUST_LOG=mesh=loud is not a log filter",
+                "RUST_LOG=info,mesh=debug",
+            ],
+        );
+    }
 }
 
 #[test]

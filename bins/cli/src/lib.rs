@@ -272,7 +272,10 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    telemetry::init(std::env::var("RUST_LOG").ok().as_deref());
+    if let Err(e) = telemetry::init(std::env::var("RUST_LOG").ok().as_deref()) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
