@@ -50,14 +50,15 @@ pub struct Deferral {
     pub last_ms: u64,
 }
 
-/// The key of a delivered task message: `<miner>.<stream>.<sequence>` (`_` for the miner when
-/// the subject names none).
-pub fn key(msg: &jetstream::Message) -> Option<String> {
+/// Where a delivered task message is kept: its stream and sequence, and its key,
+/// `<miner>.<stream>.<sequence>` (`_` for the miner when the subject names none).
+fn place(msg: &jetstream::Message) -> Option<(String, u64, String)> {
     let info = msg.info().ok()?;
     let miner = names::task_publisher(&msg.subject)
         .map(|m| m.to_string())
         .unwrap_or_else(|| "_".into());
-    Some(format!("{miner}.{}.{}", info.stream, info.stream_sequence))
+    let key = format!("{miner}.{}.{}", info.stream, info.stream_sequence);
+    Some((info.stream.to_string(), info.stream_sequence, key))
 }
 
 /// What a body newer than this worker reads still tells: its version and task id.
@@ -74,23 +75,15 @@ fn head(body: &[u8]) -> (Option<u16>, Option<String>) {
 }
 
 /// Counts one more deferral of `msg` (compare-and-set), then hands the message back after
-/// [`DEFER_DELAY`]. Returns the deferrals now counted; `None` when the count could not be
-/// written, in which case this delivery will count as an attempt.
-pub async fn leave(
-    keys: &Keys,
-    msg: &jetstream::Message,
-    worker: &WorkerId,
-    reason: &str,
-) -> Option<u32> {
-    let counted = count_one(keys, msg, worker, reason).await;
-    if let Err(e) = &counted {
+/// [`DEFER_DELAY`]. When the count cannot be written, this delivery will count as an attempt.
+pub async fn leave(keys: &Keys, msg: &jetstream::Message, worker: &WorkerId, reason: &str) {
+    if let Err(e) = count_one(keys, msg, worker, reason).await {
         warn!(error = %e, "the task was left for another worker, but the deferral was not \
                recorded: this delivery counts as an attempt");
     }
     if let Err(e) = msg.ack_with(AckKind::Nak(Some(DEFER_DELAY))).await {
         warn!(error = %e, "hand-back not sent; the task returns after the ack wait");
     }
-    counted.ok()
 }
 
 async fn count_one(
@@ -99,12 +92,8 @@ async fn count_one(
     worker: &WorkerId,
     reason: &str,
 ) -> Result<u32, String> {
-    let key = key(msg).ok_or("the message has no stream sequence")?;
+    let (stream, sequence, key) = place(msg).ok_or("the message has no stream sequence")?;
     let (task_version, task) = head(&msg.payload);
-    let (stream, sequence) = msg
-        .info()
-        .map(|i| (i.stream.to_string(), i.stream_sequence))
-        .map_err(|e| e.to_string())?;
     let now = crate::now_ms();
     let mut last = String::new();
     for _ in 0..WRITE_TRIES {
@@ -142,7 +131,9 @@ async fn count_one(
 /// How many deliveries of `msg` were deferrals. A count that cannot be read is taken as none
 /// (the delivery may then count an attempt too many), with a warning.
 pub async fn counted(keys: &Keys, msg: &jetstream::Message) -> u32 {
-    let Some(key) = key(msg) else { return 0 };
+    let Some((_, _, key)) = place(msg) else {
+        return 0;
+    };
     match keys.get(&key).await {
         Ok(Some(value)) => serde_json::from_slice::<Deferral>(&value).map_or(0, |d| d.deferrals),
         Ok(None) => 0,
@@ -157,7 +148,9 @@ pub async fn counted(keys: &Keys, msg: &jetstream::Message) -> u32 {
 /// Removes `msg`'s entry once its task has ended (acked or terminated). Left behind, it only
 /// shows in `status` until the bucket's age limit removes it.
 pub async fn clear(keys: &Keys, msg: &jetstream::Message) {
-    let Some(key) = key(msg) else { return };
+    let Some((_, _, key)) = place(msg) else {
+        return;
+    };
     if let Err(e) = keys.purge(&key).await {
         warn!(error = %e, key, "could not remove the task's deferral entry");
     }

@@ -133,18 +133,16 @@ async fn attempt_task(
         if task.synthetic != ctx.config.executor.is_synthetic() {
             // Never dead-lettered for this, and no attempt: a worker of the other kind will
             // take it.
+            let task_is = if task.synthetic { "synthetic" } else { "real" };
+            let executor = ctx.config.executor.name();
             warn!(
-                task_is = if task.synthetic { "synthetic" } else { "real" },
-                executor = ctx.config.executor.name(),
+                task_is,
+                executor,
                 retry_in = ?deferred::DEFER_DELAY,
                 "task is not for this worker's executor; handing it back (do not mix synthetic \
                  and real workers on one mesh)"
             );
-            let reason = format!(
-                "a {} task, and this worker's executor is {}",
-                if task.synthetic { "synthetic" } else { "real" },
-                ctx.config.executor.name()
-            );
+            let reason = format!("a {task_is} task, and this worker's executor is {executor}");
             deferred::leave(&ctx.deferred, msg, &ctx.config.id, &reason).await;
             return false;
         }
