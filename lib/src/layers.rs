@@ -15,6 +15,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("phases", &["model"]),
     ("names", &["model", "phases"]),
     ("sector", &["model", "phases", "names"]),
+    ("metrics", &["sector"]),
     ("store", &["model", "units", "redact"]),
     ("resources", &["model", "phases", "units"]),
     ("proofs", &["model", "phases", "store", "resources"]),
@@ -45,6 +46,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "units",
             "render",
             "config",
+            "metrics",
         ],
     ),
     (
@@ -61,11 +63,14 @@ const LAYERS: &[(&str, &[&str])] = &[
             "units",
             "render",
             "lotus",
+            "metrics",
         ],
     ),
     (
         "autoscaler",
-        &["model", "phases", "names", "broker", "units", "config"],
+        &[
+            "model", "phases", "names", "broker", "units", "config", "metrics",
+        ],
     ),
 ];
 

@@ -12,6 +12,7 @@ mod fuzz;
 #[cfg(test)]
 mod layers;
 pub mod lotus;
+pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod phases;

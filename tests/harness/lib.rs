@@ -529,3 +529,37 @@ pub async fn publish_task(broker: &mesh::broker::Broker, task: &mesh::sector::Ta
         .await
         .expect("ring the bell");
 }
+
+/// `GET http://127.0.0.1:<port><path>`: the status and body, or nothing while no server
+/// answers there.
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
+/// A daemon's `/metrics` page, or nothing while it is not served.
+pub async fn scrape(port: u16) -> Option<String> {
+    match http_get(port, "/metrics").await? {
+        (200, text) => Some(text),
+        _ => None,
+    }
+}
+
+/// The value of the sample of `name` (the full series name, e.g. `…_total`) whose labels
+/// include every one of `labels`, from an exposition page.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (set, value) = match rest.strip_prefix('{') {
+            Some(rest) => rest.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        labels
+            .iter()
+            .all(|(k, v)| set.split(',').any(|pair| pair == format!("{k}=\"{v}\"")))
+            .then(|| value.trim().parse().ok())?
+    })
+}

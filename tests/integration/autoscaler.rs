@@ -100,24 +100,11 @@ log_dir = "{logs}"
 
 /// `/metrics`, or nothing while the server is not up.
 async fn metrics(port: u16) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    socket
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .ok()?;
-    let mut text = String::new();
-    socket.read_to_string(&mut text).await.ok()?;
-    Some(text)
+    mesh_tests::scrape(port).await
 }
 
 fn gauge(text: &str, name: &str) -> Option<u64> {
-    let prefix = format!("{name}{{group=\"sim\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
+    mesh_tests::sample(text, name, &[("group", "sim")]).map(|v| v as u64)
 }
 
 /// Waits until the group serves `actual` instances and drains none.
@@ -127,8 +114,8 @@ async fn wait_size(port: u16, actual: u64, deadline: Duration) {
         deadline,
         || async move {
             let text = metrics(port).await?;
-            (gauge(&text, "mesh_autoscaler_group_actual")? == actual
-                && gauge(&text, "mesh_autoscaler_group_draining")? == 0)
+            (gauge(&text, "mesh_autoscaler_group_serving_instances")? == actual
+                && gauge(&text, "mesh_autoscaler_group_draining_instances")? == 0)
                 .then_some(())
         },
     )
@@ -255,15 +242,12 @@ async fn bursts_closer_than_the_down_window_do_not_make_it_flap() {
         assert!(status.success(), "{}", sealing.tail(20));
     }
     let text = metrics(port).await.unwrap();
-    let held = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(
-                "mesh_autoscaler_decisions_total{group=\"sim\",reason=\"held_by_window\"} ",
-            )
-        })
-        .unwrap_or("0")
-        .to_string();
+    let held = mesh_tests::sample(
+        &text,
+        "mesh_autoscaler_decisions_total",
+        &[("group", "sim"), ("reason", "held_by_window")],
+    )
+    .unwrap_or(0.0);
     let ups = log_lines(&mesh, "grew the group").len();
     let downs = log_lines(&mesh, "draining").len();
     assert_eq!(downs, 0, "drained between bursts");

@@ -11,6 +11,7 @@ mod errors;
 mod faults;
 mod locality;
 mod lotus;
+mod metrics;
 mod ops;
 mod outages;
 mod placement;

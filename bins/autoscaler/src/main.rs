@@ -35,9 +35,9 @@ enum Command {
     Run {
         #[command(flatten)]
         common: Common,
-        /// Serve Prometheus metrics at this address (`/metrics`); overrides `metrics` in the
-        /// config.
-        #[arg(long, env = "MESH_METRICS")]
+        /// Serve Prometheus metrics at http://HOST:PORT/metrics and a health check at /healthz;
+        /// overrides `metrics` in the config.
+        #[arg(long, env = "MESH_METRICS", value_name = "HOST:PORT")]
         metrics: Option<SocketAddr>,
     },
     /// Evaluate every group once and print what it would do and why; changes nothing.
@@ -58,31 +58,32 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let config = AutoscalerConfig::load(&common.config).map_err(anyhow::Error::msg)?;
             let broker = common.nats.connect("mesh-autoscaler").await?;
             let shutdown = Shutdown::install();
-            let registry = Metrics::default();
-            let server = match metrics.or(config.metrics) {
-                Some(addr) => {
-                    let server = registry
-                        .clone()
-                        .serve(addr, shutdown.drain.clone())
-                        .await
-                        .map_err(anyhow::Error::msg)?;
-                    tracing::info!(%addr, "metrics at http://{addr}/metrics");
-                    Some(server)
+            let counts = Metrics::default();
+            let server = match (metrics, config.metrics) {
+                (Some(addr), _) => Some((addr, "--metrics")),
+                (None, Some(addr)) => Some((addr, "metrics =")),
+                (None, None) => None,
+            };
+            let server = match server {
+                Some((addr, flag)) => {
+                    let mut registry = mesh::metrics::registry(&[]);
+                    counts.register(&mut registry);
+                    Some(mesh_cli::serve_metrics(addr, flag, registry, &broker).await?)
                 }
                 None => None,
             };
-            mesh::autoscaler::run(
+            let ran = mesh::autoscaler::run(
                 config,
                 broker,
-                registry,
+                counts,
                 shutdown.drain.clone(),
                 shutdown.abort.clone(),
             )
-            .await?;
+            .await;
             if let Some(server) = server {
-                let _ = server.await;
+                server.stop().await;
             }
-            Ok(())
+            ran
         }
         Command::Plan { common } => {
             let config = AutoscalerConfig::load(&common.config).map_err(anyhow::Error::msg)?;

@@ -107,6 +107,62 @@ impl NatsArgs {
     }
 }
 
+/// `--metrics`, on every daemon.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics and a health check at /healthz
+    /// (200 while connected to NATS, 503 with the reason otherwise).
+    #[arg(long = "metrics", env = "MESH_METRICS", value_name = "HOST:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+impl MetricsArgs {
+    /// Serves `registry` at `--metrics`, if given.
+    pub async fn serve(
+        &self,
+        registry: mesh::metrics::Registry,
+        broker: &Broker,
+    ) -> anyhow::Result<Option<MetricsServer>> {
+        match self.metrics {
+            Some(addr) => serve_metrics(addr, "--metrics", registry, broker)
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A running `/metrics` and `/healthz` server.
+pub struct MetricsServer {
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl MetricsServer {
+    /// Stops serving once the daemon's work is done (it serves on while the daemon drains).
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.handle.await;
+    }
+}
+
+/// Serves `registry` at `addr` (`flag` names where it was given, for a bind error), healthy
+/// while `broker` is connected.
+pub async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    flag: &str,
+    registry: mesh::metrics::Registry,
+    broker: &Broker,
+) -> anyhow::Result<MetricsServer> {
+    let stop = CancellationToken::new();
+    let health = mesh::metrics::nats_health(broker.client().clone());
+    let handle = mesh::metrics::serve(addr, flag, registry, health, stop.clone())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    info!(%addr, "metrics at http://{addr}/metrics, health at http://{addr}/healthz");
+    Ok(MetricsServer { stop, handle })
+}
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct StoreArgs {
     /// Object store for sector data: a directory (file:///var/tmp/mesh-store), s3://bucket[/prefix],

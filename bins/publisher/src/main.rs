@@ -12,7 +12,9 @@ use mesh::phases::Phase;
 use mesh::publisher::randomness::OsRandomness;
 use mesh::publisher::{self, Driver, PublisherConfig, SealRequest, dlq};
 use mesh::sector::SectorState;
-use mesh_cli::{ExecArgs, NatsArgs, ParamArgs, Shutdown, StoreArgs, whole_number};
+use mesh_cli::{
+    ExecArgs, MetricsArgs, MetricsServer, NatsArgs, ParamArgs, Shutdown, StoreArgs, whole_number,
+};
 
 #[derive(Parser)]
 #[command(
@@ -342,6 +344,8 @@ struct DrivingArgs {
     /// leave such tasks for upgraded workers, at no attempt's cost; README: Upgrades).
     #[arg(long)]
     allow_newer: bool,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(clap::Args)]
@@ -393,7 +397,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Run(args) => {
             let shutdown = Shutdown::install();
             let driver = driver(&args).await?;
-            publisher::run(&driver, &shutdown.drain).await
+            let metrics = serve_metrics(&driver, &args.driving.metrics).await?;
+            let ran = publisher::run(&driver, &shutdown.drain).await;
+            stop_metrics(metrics).await;
+            ran
         }
         Command::Sectors {
             nats,
@@ -572,6 +579,23 @@ async fn open_driver(
     Driver::new(broker, store, config, Arc::new(OsRandomness)).await
 }
 
+/// Serves the driver's metrics at `--metrics`, if given, labelled with its miner.
+async fn serve_metrics(
+    driver: &Driver,
+    args: &MetricsArgs,
+) -> anyhow::Result<Option<MetricsServer>> {
+    let miner = driver.miner().to_string();
+    let mut registry = mesh::metrics::registry(&[("miner", &miner)]);
+    driver.metrics.register(&mut registry);
+    args.serve(registry, driver.broker()).await
+}
+
+async fn stop_metrics(server: Option<MetricsServer>) {
+    if let Some(server) = server {
+        server.stop().await;
+    }
+}
+
 /// `lotus pledge` (`count` new sectors, then waits for every unfinished lotus sector) and
 /// `lotus run` (`None`: until SIGTERM).
 async fn lotus_seal(args: LotusSealArgs, count: Option<u64>) -> anyhow::Result<()> {
@@ -591,6 +615,7 @@ async fn lotus_seal(args: LotusSealArgs, count: Option<u64>) -> anyhow::Result<(
     let driver =
         Arc::new(open_driver(&args.nats, &args.store, config, args.driving.allow_newer).await?);
     driver.check_size(check.size).await?;
+    let metrics = serve_metrics(&driver, &args.driving.metrics).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| {
@@ -649,6 +674,7 @@ async fn lotus_seal(args: LotusSealArgs, count: Option<u64>) -> anyhow::Result<(
     };
     let (driven, outcomes) = tokio::join!(driving, work);
     let _ = server.await;
+    stop_metrics(metrics).await;
     driven?;
     let outcomes = outcomes?;
     if count.is_none() {
@@ -656,7 +682,8 @@ async fn lotus_seal(args: LotusSealArgs, count: Option<u64>) -> anyhow::Result<(
     }
     if outcomes.is_empty() {
         anyhow::bail!(
-            "stopped before lotus reported every sector done; `mesh-publisher lotus run` or              `lotus pledge --count 0` goes on with them"
+            "stopped before lotus reported every sector done; `mesh-publisher lotus run` or \
+             `lotus pledge --count 0` goes on with them"
         );
     }
     let mut failed = Vec::new();
@@ -703,6 +730,7 @@ async fn seal(args: SealArgs) -> anyhow::Result<()> {
     }
     let shutdown = Shutdown::install();
     let driver = driver(&args.miner).await?;
+    let metrics = serve_metrics(&driver, &args.miner.driving.metrics).await?;
     let request = SealRequest {
         size: args.size,
         count: args.count,
@@ -713,7 +741,9 @@ async fn seal(args: SealArgs) -> anyhow::Result<()> {
         until: args.until,
         status_every: args.status_every,
     };
-    let summary = publisher::seal(&driver, &request, &shutdown.drain).await?;
+    let summary = publisher::seal(&driver, &request, &shutdown.drain).await;
+    stop_metrics(metrics).await;
+    let summary = summary?;
     let stopped = if summary.stopped.is_empty() {
         String::new()
     } else {

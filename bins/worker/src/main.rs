@@ -13,7 +13,7 @@ use mesh::proofs::synthetic::Synthetic;
 use mesh::resources::{Declared, Table};
 use mesh::worker::config::WorkerFile;
 use mesh::worker::{self, Executor, WorkerConfig};
-use mesh_cli::{ExecArgs, NatsArgs, ParamArgs, Shutdown, StoreArgs};
+use mesh_cli::{ExecArgs, MetricsArgs, NatsArgs, ParamArgs, Shutdown, StoreArgs};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -60,6 +60,8 @@ struct RunArgs {
     params: ParamArgs,
     #[command(flatten)]
     serve: ServeArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     /// Worker id in the registry (default: <host>-<pid>): letters, digits, '-' and '_'.
     #[arg(long, env = "MESH_WORKER_ID", value_parser = parse_worker_id)]
     id: Option<WorkerId>,
@@ -426,7 +428,14 @@ async fn run_worker(args: RunArgs) -> anyhow::Result<()> {
         .nats
         .connect(&format!("mesh-worker {}", config.id))
         .await?;
-    worker::run(config, broker, store, shutdown.drain, shutdown.abort).await
+    let mut registry = mesh::metrics::registry(&[("worker", &config.id.0)]);
+    config.metrics.register(&mut registry);
+    let server = args.metrics.serve(registry, &broker).await?;
+    let ran = worker::run(config, broker, store, shutdown.drain, shutdown.abort).await;
+    if let Some(server) = server {
+        server.stop().await;
+    }
+    ran
 }
 
 async fn generate(size: SectorSize, params: &ParamArgs) -> anyhow::Result<()> {

@@ -16,6 +16,7 @@ use backon::{ExponentialBuilder, Retryable};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::metrics::ResultOutcome;
 use super::randomness::Randomness;
 use crate::broker::keys::{KeyError, Keys};
 use crate::broker::{Broker, BrokerError};
@@ -80,6 +81,8 @@ pub struct Driver {
     /// Holders of this miner's sectors found gone, and since when (see `check_holders`).
     missing: Mutex<std::collections::HashMap<crate::model::WorkerId, std::time::Instant>>,
     pub stats: Stats,
+    /// What this publisher counts (served when the binary registers it: `--metrics`).
+    pub metrics: super::metrics::Metrics,
 }
 
 /// What handling one result did.
@@ -115,11 +118,17 @@ impl Driver {
             consumers: Mutex::default(),
             missing: Mutex::default(),
             stats: Stats::default(),
+            metrics: super::metrics::Metrics::default(),
         })
     }
 
     pub fn miner(&self) -> MinerId {
         self.config.miner
+    }
+
+    /// The NATS connection this publisher uses.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
     }
 
     /// The miner's results, as a stream that keeps pulling.
@@ -168,7 +177,10 @@ impl Driver {
             .update(&key, encode(record).into(), revision)
             .await
         {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                self.metrics.sector(record);
+                Ok(true)
+            }
             Err(KeyError::Changed { .. }) => Ok(false),
             Err(e) => Err(anyhow::Error::new(e).context(format!("store sector {key}"))),
         }
@@ -242,7 +254,7 @@ impl Driver {
     async fn insert(&self, record: SectorRecord) -> anyhow::Result<bool> {
         let key = names::sector_key(record.miner, record.sector);
         match self.sectors.create(&key, encode(&record).into()).await {
-            Ok(_) => {}
+            Ok(_) => self.metrics.sector(&record),
             Err(KeyError::Exists(_)) => return Ok(false),
             Err(e) => {
                 return Err(anyhow::Error::new(e).context(format!("store new sector {key}")));
@@ -254,7 +266,9 @@ impl Driver {
 
     /// Every sector of this miner.
     pub async fn sectors(&self) -> anyhow::Result<Vec<SectorRecord>> {
-        super::list_sectors(&self.broker, self.config.miner).await
+        let records = super::list_sectors(&self.broker, self.config.miner).await?;
+        self.metrics.all_sectors(&records);
+        Ok(records)
     }
 
     /// Reserves `count` new sector numbers for this miner.
@@ -438,6 +452,7 @@ impl Driver {
                 }
                 other => anyhow::Error::from(other),
             })?;
+        self.metrics.published(task.phase, record.size);
         // Idle workers look at once; a lost ring only waits for their next poll.
         if let Err(e) = self
             .broker
@@ -587,12 +602,14 @@ impl Driver {
                  an upgraded publisher (upgrade this one)"
             );
             let _ = msg.ack_with(AckKind::Nak(Some(NEWER_RESULT_DELAY))).await;
+            self.metrics.result(None, ResultOutcome::Newer);
             return Ok(Handled::Deferred);
         }
         let result: TaskResult = match decode(&msg.payload) {
             Ok(r) => r,
             Err(e) => {
                 error!(subject = %msg.subject, error = %e, "undecodable result; discarding it");
+                self.metrics.result(None, ResultOutcome::Dropped);
                 term(msg).await;
                 return Ok(Handled::Dropped);
             }
@@ -601,6 +618,8 @@ impl Driver {
         let next = loop {
             let Some((record, revision)) = self.load(result.sector).await? else {
                 warn!(sector = %key, "result for an unknown sector; dropping it");
+                self.metrics
+                    .result(Some(result.phase), ResultOutcome::Dropped);
                 ack(msg).await;
                 return Ok(Handled::Dropped);
             };
@@ -614,6 +633,7 @@ impl Driver {
                     reason = %stale,
                     "dropping late result"
                 );
+                self.metrics.result(Some(result.phase), ResultOutcome::Late);
                 // The sector may be waiting on a task a crash left unpublished.
                 self.ensure_published(record).await?;
                 ack(msg).await;
@@ -636,7 +656,9 @@ impl Driver {
                 Outcome::Done {
                     output: Output::Commit2(c2::Output { proof }),
                     ..
-                } => match self.verify(&record, proof).await {
+                } => match self.verify(&record, proof).await.inspect(|&valid| {
+                    self.metrics.verified(valid);
+                }) {
                     Ok(true) => next.apply(
                         &result,
                         || self.randomness.seed(result.miner, result.sector),
@@ -675,6 +697,12 @@ impl Driver {
             }
         };
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let outcome = match &result.outcome {
+            Outcome::Done { .. } => ResultOutcome::Done,
+            Outcome::Failed { .. } => ResultOutcome::Failed,
+            Outcome::Lost { .. } => ResultOutcome::Lost,
+        };
+        self.metrics.result(Some(result.phase), outcome);
         log_transition(&result, &next);
         let next = self.ensure_published(next).await?;
         if matches!(

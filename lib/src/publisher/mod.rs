@@ -5,6 +5,7 @@ pub mod dlq;
 mod driver;
 pub mod gc;
 pub mod lotus;
+pub mod metrics;
 pub mod miners;
 pub mod output;
 pub mod randomness;

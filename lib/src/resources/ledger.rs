@@ -320,6 +320,19 @@ impl Ledger {
         self.kept = self.kept.saturating_sub(bytes);
     }
 
+    /// What the machine has: `tasks` is the slot limit (0: none), `min_memory` the memory and
+    /// `max_memory` memory and swap, `scratch` the scratch limit.
+    pub fn capacity(&self) -> Usage {
+        Usage {
+            tasks: self.slots.unwrap_or(0),
+            threads: self.cpus,
+            min_memory: self.memory,
+            max_memory: self.memory.saturating_add(self.swap),
+            gpu: f64::from(self.gpu_milli) / GPU_UNITS,
+            scratch: self.scratch_limit,
+        }
+    }
+
     /// What running tasks hold, held sectors' disk included in `scratch`.
     pub fn usage(&self) -> Usage {
         Usage {

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::holdings::Held;
+use super::metrics::{Direction, Metrics};
 use super::{Claimed, Ctx, artefacts};
 use crate::broker::deferred;
 use crate::broker::workers::RunningTask;
@@ -56,7 +57,14 @@ pub(super) async fn run(
         0
     };
     let attempt = delivered.saturating_sub(handed_back).max(1);
-    let _progress = Progress::start(msg.clone(), ctx.progress_every);
+    if let Some(published) = msg.info().ok().map(|i| i.published) {
+        // Since it was published or last handed back (a redelivery's timestamp is the original
+        // publication's, so this counts the earlier attempts too).
+        let published_ms = (published.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+        let waited = Duration::from_millis(crate::now_ms().saturating_sub(published_ms));
+        ctx.config.metrics.taken(phase, size, waited);
+    }
+    let _progress = Progress::start(msg.clone(), ctx.progress_every, ctx.config.metrics.clone());
     let ended = attempt_task(&ctx, &msg, phase, size, claimed, abort, attempt).await;
     if ended && handed_back > 0 {
         deferred::clear(&ctx.deferred, &msg).await;
@@ -74,6 +82,7 @@ async fn attempt_task(
     abort: CancellationToken,
     attempt: u32,
 ) -> bool {
+    let taken = Instant::now();
     // The subject says whose task it is: only that miner may publish there (README: Security).
     // A body naming another miner is a forgery, and that miner's sector is not told anything.
     let publisher = names::task_publisher(&msg.subject);
@@ -143,6 +152,7 @@ async fn attempt_task(
                  and real workers on one mesh)"
             );
             let reason = format!("a {task_is} task, and this worker's executor is {executor}");
+            ctx.config.metrics.handed_back(phase, size);
             deferred::leave(&ctx.deferred, msg, &ctx.config.id, &reason).await;
             return false;
         }
@@ -180,7 +190,10 @@ async fn attempt_task(
                 let finalized = task.phase == Phase::Finalize
                     && task.holder.as_ref() == Some(&ctx.config.id)
                     && matches!(result.outcome, Outcome::Done { .. });
-                let finished = finish(ctx, msg, &result).await;
+                let finished = finish(ctx, msg, &result, size).await;
+                if finished {
+                    ctx.config.metrics.done(phase, size, taken.elapsed());
+                }
                 if finished && finalized {
                     // The replica and trimmed cache are in the store: the sector leaves here.
                     let_go(ctx, &task);
@@ -189,6 +202,7 @@ async fn attempt_task(
             }
             Err(Failure::Aborted) => {
                 warn!("aborted; handing the task back");
+                ctx.config.metrics.handed_back(phase, size);
                 let _ = msg.ack_with(AckKind::Nak(None)).await;
                 false
             }
@@ -200,6 +214,7 @@ async fn attempt_task(
             Err(Failure::Retry(reason)) => {
                 let delay = ctx.config.retry_delay(attempt);
                 warn!(%reason, retry_in = ?delay, "task failed; will retry");
+                ctx.config.metrics.retried(phase, size);
                 if let Err(e) = msg.ack_with(AckKind::Nak(Some(delay))).await {
                     warn!(error = %e, "nak not sent; the task returns after the ack wait");
                 }
@@ -225,7 +240,12 @@ fn let_go(ctx: &Ctx, task: &Task) {
 /// Publishes the result, then acks; says whether the result was published. A result that
 /// cannot be published is not acked: the task comes back after the ack wait and runs again
 /// (the publisher keeps only one result).
-async fn finish(ctx: &Ctx, msg: &jetstream::Message, result: &TaskResult) -> bool {
+async fn finish(
+    ctx: &Ctx,
+    msg: &jetstream::Message,
+    result: &TaskResult,
+    size: SectorSize,
+) -> bool {
     let subject = names::result_subject(result.miner, result.sector, result.phase);
     let published = ctx
         .broker
@@ -243,6 +263,7 @@ async fn finish(ctx: &Ctx, msg: &jetstream::Message, result: &TaskResult) -> boo
     }
     if let Err(e) = msg.double_ack().await {
         warn!(error = %e, "ack not confirmed; the task may run again (its result is fenced)");
+        ctx.config.metrics.lease_lost(result.phase, size);
     }
     info!(
         download_ms = result.timings.download_ms,
@@ -326,6 +347,7 @@ async fn fail_permanently(
         return false;
     }
     term(ctx, msg, &reason).await;
+    ctx.config.metrics.dead_lettered(phase, size);
     true
 }
 
@@ -548,10 +570,15 @@ async fn execute_in(
                 input.name
             ))
         })?;
+        let moving = Instant::now();
         with_store(ctx, &format!("input {}", input.name), abort, || {
             ctx.store.get_object(input, &path)
         })
         .await?;
+        let took = moving.elapsed();
+        ctx.config
+            .metrics
+            .moved(Direction::Download, input.size, took);
     }
     if let (true, super::Executor::Proofs(runner)) =
         (task.phase.needs_params(), &ctx.config.executor)
@@ -585,6 +612,7 @@ async fn execute_in(
         gpu = usage.gpu,
         "task started"
     );
+    ctx.config.metrics.started(task.phase, size);
     ctx.registry.hold(usage);
     ctx.registry.started(RunningTask {
         task: task.id.clone(),
@@ -610,6 +638,9 @@ async fn execute_in(
         .map_err(|e| Failure::Retry(format!("create {}: {e}", exec_dir.display())))?;
     let output = ctx.config.executor.run(&job, &exec_dir, &pin, abort).await;
     let _ = tokio::fs::remove_dir_all(&exec_dir).await;
+    if let Err(f) = &output {
+        ctx.config.metrics.proof_failed(task.phase, size, f.kind);
+    }
     let output = output.map_err(|f| match f.kind {
         FailureKind::Retryable => Failure::Retry(f.message),
         FailureKind::Permanent => Failure::Permanent(f.message),
@@ -635,10 +666,14 @@ async fn execute_in(
     );
     for (name, path) in files {
         let key = format!("{prefix}/{name}");
+        let moving = Instant::now();
         let object = with_store(ctx, &format!("upload {name}"), abort, || {
             ctx.store.put_file(&name, &key, &path)
         })
         .await?;
+        ctx.config
+            .metrics
+            .moved(Direction::Upload, object.size, moving.elapsed());
         outputs.push(object);
     }
     let upload_ms = uploaded.elapsed().as_millis() as u64;
@@ -749,15 +784,16 @@ struct Progress {
 }
 
 impl Progress {
-    fn start(msg: Arc<jetstream::Message>, every: Duration) -> Self {
+    fn start(msg: Arc<jetstream::Message>, every: Duration, metrics: Metrics) -> Self {
         let stop = CancellationToken::new();
         let token = stop.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(every) => {
-                        if let Err(e) = msg.ack_with(AckKind::Progress).await {
-                            debug!(error = %e, "progress ack not sent");
+                        match msg.ack_with(AckKind::Progress).await {
+                            Ok(()) => metrics.progress_ack(),
+                            Err(e) => debug!(error = %e, "progress ack not sent"),
                         }
                     }
                     () = token.cancelled() => break,

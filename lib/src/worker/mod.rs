@@ -8,6 +8,7 @@ mod attempt;
 pub mod config;
 pub mod holdings;
 pub mod info;
+pub mod metrics;
 pub mod pick;
 pub mod registry;
 pub mod scratch;
@@ -128,6 +129,9 @@ pub struct WorkerConfig {
     /// How long a drain waits for running tasks before it hands them back (as a second signal
     /// does); `None`: as long as they take.
     pub drain_timeout: Option<Duration>,
+    /// Where the worker counts what it does (served when `mesh-worker run --metrics` registers
+    /// it).
+    pub metrics: metrics::Metrics,
 }
 
 /// A worker's id unless the operator gives one: the host and a hash of the scratch path, so
@@ -194,6 +198,7 @@ impl WorkerConfig {
             hold_sectors: true,
             back_up_held: false,
             drain_timeout: None,
+            metrics: metrics::Metrics::default(),
         }
     }
 
@@ -544,6 +549,7 @@ pub async fn run(
         .lock()
         .expect("ledger lock")
         .keep(holdings.kept_bytes());
+    config.metrics.watch(ledger.clone());
     let room = Arc::new(Notify::new());
     let ctx = Arc::new(Ctx {
         holdings,
@@ -599,10 +605,10 @@ pub async fn run(
             };
             if fits {
                 if let Some((msg, phase, size)) = held.take().await {
-                    let Some(msg) = leave_newer(&ctx, &tracker, msg) else {
+                    let kind = (phase, size);
+                    let Some(msg) = leave_newer(&ctx, &tracker, msg, kind) else {
                         continue 'pull;
                     };
-                    let kind = (phase, size);
                     let claim = held_claims.get(&kind).copied().unwrap_or_else(|| {
                         let need = ctx.config.table.get(phase, size);
                         Claim::new(&need, &ctx.config.machine, phases::ATTEMPT_OVERHEAD)
@@ -683,7 +689,7 @@ pub async fn run(
         let Some((taken, i)) = taken else {
             continue;
         };
-        let Some(taken) = leave_newer(&ctx, &tracker, taken) else {
+        let Some(taken) = leave_newer(&ctx, &tracker, taken, sources[i].kind()) else {
             warn!(
                 phase = %sources[i].phase,
                 size = %sources[i].size,
@@ -792,10 +798,12 @@ fn leave_newer(
     ctx: &Arc<Ctx>,
     tracker: &TaskTracker,
     msg: async_nats::jetstream::Message,
+    (phase, size): (Phase, SectorSize),
 ) -> Option<async_nats::jetstream::Message> {
     let Some(version) = crate::sector::newer_version(&msg.payload) else {
         return Some(msg);
     };
+    ctx.config.metrics.handed_back(phase, size);
     let reason = format!(
         "message version {version} is newer than this worker reads ({})",
         crate::sector::message_version()
