@@ -10,6 +10,7 @@ mod chaos;
 mod errors;
 mod faults;
 mod locality;
+mod logs;
 mod lotus;
 mod metrics;
 mod ops;

@@ -18,6 +18,8 @@ use mesh_cli::{NatsArgs, Shutdown};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: mesh_cli::LogArgs,
 }
 
 #[derive(clap::Args)]
@@ -49,7 +51,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    mesh_cli::run_main(|| run(cli.command))
+    mesh_cli::run_main(&cli.log, || run(cli.command))
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

@@ -11,6 +11,8 @@ use tracing::{info, warn};
 
 pub mod telemetry;
 
+pub use telemetry::{LogArgs, LogFormat};
+
 use mesh::broker::{Broker, NatsConfig, Secret};
 use mesh::proofs::child::ChildRunner;
 use mesh::proofs::params;
@@ -285,6 +287,7 @@ pub struct ExecArgs {
 impl ExecArgs {
     /// Runs the job, synchronously and without a runtime, and reports its exit code.
     pub fn run(&self) -> ExitCode {
+        telemetry::init_child();
         mesh::proofs::exec::main(&self.job, &self.outcome)
     }
 }
@@ -321,14 +324,15 @@ impl Shutdown {
     }
 }
 
-/// Runs `main` on a multi-threaded runtime with logging set up; prints an error chain as one
-/// `error:` line and exits 1.
-pub fn run_main<F, Fut>(main: F) -> ExitCode
+/// Runs `main` on a multi-threaded runtime with logging set up as `log` says; prints an error
+/// chain as one `error:` line (with JSON logs, as one JSON event) and exits 1.
+pub fn run_main<F, Fut>(log: &LogArgs, main: F) -> ExitCode
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    if let Err(e) = telemetry::init(std::env::var("RUST_LOG").ok().as_deref()) {
+    let format = log.log_format;
+    if let Err(e) = telemetry::init(std::env::var("RUST_LOG").ok().as_deref(), format) {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }
@@ -345,6 +349,10 @@ where
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if format == LogFormat::Json => {
+            tracing::error!(error = %format!("{e:#}"), "exiting");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

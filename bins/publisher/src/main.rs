@@ -25,6 +25,8 @@ use mesh_cli::{
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: mesh_cli::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -386,7 +388,7 @@ fn main() -> ExitCode {
     if let Command::Exec(exec) = &cli.command {
         return exec.run();
     }
-    mesh_cli::run_main(|| run(cli.command))
+    mesh_cli::run_main(&cli.log, || run(cli.command))
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

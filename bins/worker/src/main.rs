@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: mesh_cli::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -313,7 +315,7 @@ fn main() -> ExitCode {
     if let Command::Exec(exec) = &cli.command {
         return exec.run();
     }
-    mesh_cli::run_main(|| run(cli.command))
+    mesh_cli::run_main(&cli.log, || run(cli.command))
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
