@@ -283,6 +283,7 @@ async fn a_drain_mark_stops_a_worker_taking_tasks_until_it_is_lifted() {
     let mark = mesh::broker::drain::DrainMark {
         group: "test".into(),
         since_ms: mesh::now_ms(),
+        reason: None,
     };
     mesh::broker::drain::mark(&bucket, "held", &mark)
         .await

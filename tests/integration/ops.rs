@@ -515,3 +515,241 @@ async fn a_failed_sector_is_removed_with_its_objects_and_gc_finds_what_no_record
     );
     assert!(exists("f01000/3"));
 }
+
+/// `jobs --json` as (sector, phase token, state, worker) for each job.
+fn jobs(url: &str) -> Vec<(u64, Phase, String, Option<String>)> {
+    let run = publisher(url, &["jobs", "--json"]);
+    let jobs = run.json();
+    jobs.as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|j| {
+            (
+                j["sector"].as_u64().expect("a sector number"),
+                serde_json::from_value(j["phase"].clone()).expect("a phase"),
+                j["state"].as_str().expect("a state").to_string(),
+                j["worker"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+/// Waits until `jobs` shows what `want` accepts, and returns it.
+async fn wait_jobs(
+    url: &str,
+    what: &str,
+    want: impl Fn(&[(u64, Phase, String, Option<String>)]) -> bool,
+) -> Vec<(u64, Phase, String, Option<String>)> {
+    let want = &want;
+    wait_for(what, Duration::from_secs(60), || async move {
+        let jobs = jobs(url);
+        want(&jobs).then_some(jobs)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_show_where_tasks_run_and_a_worker_drained_by_hand_finishes_its_task_then_waits() {
+    let mesh = Mesh::start().await;
+    let url = mesh.url();
+    // One task at a time, PreCommit1 long enough to be seen running.
+    let flags = [
+        "--executor",
+        "synthetic",
+        "--synthetic-durations",
+        "pc1=4s",
+        "--slots",
+        "1",
+    ];
+    let w1 = mesh.worker("w1", &flags);
+    let mut seal = mesh.seal("seal", &["--count", "2", "--synthetic"]);
+    let seen = wait_jobs(
+        &url,
+        "one PreCommit1 running on w1, the other sector queued",
+        |j| {
+            j.len() == 2
+                && j[0].1 == Phase::PreCommit1
+                && j[0].2 == "running"
+                && j[0].3.as_deref() == Some("w1")
+                && j[1].2 == "queued"
+                && j[1].3.is_none()
+        },
+    )
+    .await;
+    let running = seen[0].0;
+    let table = publisher(&url, &["jobs"]);
+    assert!(table.ok, "{}", table.stderr);
+    let header = table.stdout.lines().next().unwrap_or_default();
+    for column in [
+        "miner", "sector", "phase", "size", "state", "worker", "attempt", "age",
+    ] {
+        assert!(header.contains(column), "{}", table.stdout);
+    }
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.contains("pc1") && l.contains("running") && l.contains("w1")),
+        "{}",
+        table.stdout
+    );
+
+    // Drained while its PreCommit1 runs: that task finishes, nothing else starts.
+    let drain = publisher(&url, &["worker", "drain", "w1", "--reason", "new disks"]);
+    assert!(drain.ok, "{}", drain.stderr);
+    assert!(
+        drain.stdout.contains("finishes its 1 running task(s)"),
+        "{}",
+        drain.stdout
+    );
+    let started = |w: &Proc| w.log_text().matches("task started").count();
+    wait_for("w1 to log its drain", Duration::from_secs(30), || async {
+        w1.log_text().contains("drain mark set").then_some(())
+    })
+    .await;
+    let before = started(&w1);
+    let idle = wait_jobs(
+        &url,
+        "the running PreCommit1 to finish, nothing running",
+        |j| {
+            j.iter().all(|(_, _, state, _)| state == "queued")
+                && j.iter()
+                    .any(|(s, p, _, _)| *s == running && *p == Phase::PreCommit2)
+        },
+    )
+    .await;
+    assert_eq!(idle.len(), 2, "{idle:?}");
+    assert_eq!(started(&w1), before, "w1 started a task while drained");
+    let workers = publisher(&url, &["workers"]);
+    assert!(workers.stdout.contains("DRAINING"), "{}", workers.stdout);
+    let mark = mesh.broker().await;
+    let bucket = mark.bucket(names::DRAIN_BUCKET).await.unwrap();
+    let entry = bucket.get("w1").await.unwrap().expect("w1's mark");
+    let entry: Value = serde_json::from_slice(&entry).unwrap();
+    assert_eq!(entry["reason"], "new disks");
+
+    // Resumed, it takes the rest and both sectors seal.
+    let resume = publisher(&url, &["worker", "resume", "w1"]);
+    assert!(resume.ok, "{}", resume.stderr);
+    assert_eq!(resume.stdout.trim(), "worker w1 takes tasks again");
+    let status = seal.wait(Duration::from_secs(120)).await;
+    assert!(status.success(), "{}", seal.tail(20));
+    let empty = publisher(&url, &["jobs"]);
+    assert_eq!(empty.stdout.trim(), "no active sectors");
+
+    // Neither command guesses at a worker that is not there.
+    let unknown = publisher(&url, &["worker", "drain", "w9"]);
+    assert!(
+        unknown.error_line().contains("no live worker w9"),
+        "{}",
+        unknown.stderr
+    );
+    let not_drained = publisher(&url, &["worker", "resume", "w1"]);
+    assert!(
+        not_drained
+            .error_line()
+            .contains("worker w1 is not drained by a mark"),
+        "{}",
+        not_drained.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_aborted_sector_fails_with_its_reason_its_task_is_dropped_or_stopped_and_its_objects_go()
+{
+    let mesh = Mesh::start().await;
+    let url = mesh.url();
+    let store = mesh.store.clone();
+    // Workers of AddPiece and PreCommit1 only: both sectors wait in PreCommit2's stream.
+    let _early = mesh.worker("early", &["--executor", "synthetic", "--phases", "ap,pc1"]);
+    let mut seal = mesh.seal("seal", &["--count", "2", "--synthetic"]);
+    wait_jobs(&url, "both sectors queued for PreCommit2", |j| {
+        j.len() == 2
+            && j.iter()
+                .all(|(_, p, state, _)| *p == Phase::PreCommit2 && state == "queued")
+    })
+    .await;
+
+    // Sector 1, queued: its task leaves the stream.
+    let abort = |sector: &str| {
+        publisher(
+            &url,
+            &[
+                "sector", "abort", "f01000", sector, "--reason", "bad disk", "--store", &store,
+            ],
+        )
+    };
+    let first = abort("1");
+    assert!(first.ok, "{}", first.stderr);
+    assert!(
+        first.stdout.starts_with(
+            "f01000.1: aborted in pc2, failed with \"aborted by an operator: bad disk\"; \
+             its task deleted from its stream (a worker running it stops within an ack wait); "
+        ),
+        "{}",
+        first.stdout
+    );
+    let broker = mesh.broker().await;
+    let pc2 = names::task_stream(Phase::PreCommit2, SectorSize::KiB2);
+    let messages = |broker: mesh::broker::Broker| {
+        let pc2 = pc2.clone();
+        async move {
+            let mut stream = broker.stream(&pc2).await.unwrap();
+            stream.info().await.unwrap().state.messages
+        }
+    };
+    assert_eq!(messages(broker.clone()).await, 1, "sector 2's task only");
+
+    // Sector 2, mid-PreCommit2 on a worker: the worker stops it.
+    let late = mesh.worker(
+        "late",
+        &[
+            "--executor",
+            "synthetic",
+            "--phases",
+            "pc2,c1,c2,fin",
+            "--synthetic-durations",
+            "pc2=10m",
+        ],
+    );
+    wait_jobs(&url, "sector 2's PreCommit2 running on late", |j| {
+        j.len() == 1 && j[0].0 == 2 && j[0].2 == "running" && j[0].3.as_deref() == Some("late")
+    })
+    .await;
+    let second = abort("2");
+    assert!(second.ok, "{}", second.stderr);
+    assert!(
+        second.stdout.contains("its task deleted from its stream"),
+        "{}",
+        second.stdout
+    );
+    wait_for(
+        "late to stop the aborted task",
+        Duration::from_secs(60),
+        || async {
+            late.log_text()
+                .contains("the sector moved on; task stopped and dropped")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(messages(broker.clone()).await, 0);
+
+    // The seal sees both fail with the reason; nothing of them is left in the store.
+    let status = seal.wait(Duration::from_secs(60)).await;
+    assert!(!status.success());
+    for n in [1, 2] {
+        let record = sector(&url, n).expect("the sector's record");
+        assert_eq!(record["state"], "failed", "{record}");
+        let reason = record["reason"].as_str().unwrap_or_default();
+        assert_eq!(reason, "aborted by an operator: bad disk", "{record}");
+        let left = mesh.store_dir().join(format!("f01000/{n}"));
+        let files = std::fs::read_dir(&left).map_or(0, |d| d.count());
+        assert_eq!(files, 0, "{} still holds objects", left.display());
+    }
+    assert!(
+        abort("2")
+            .error_line()
+            .contains("sector f01000.2 is not being sealed (it is failed)")
+    );
+}

@@ -73,6 +73,25 @@ enum Command {
     /// The miners sharing the pool: weights, shares, tasks waiting and running.
     #[command(subcommand)]
     Miners(MinersCommand),
+    /// Every task of an active sector, running (where, since when, which attempt) or queued,
+    /// as `lotus-miner sealing jobs` shows them.
+    Jobs {
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// Only this miner's (every miner's when left out).
+        #[arg(long, env = "MESH_MINER")]
+        miner: Option<MinerId>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drain one worker by hand (it finishes its running tasks and takes no new ones), or
+    /// resume it.
+    #[command(subcommand)]
+    Worker(WorkerCommand),
+    /// Give up on an active sector.
+    #[command(subcommand)]
+    Sector(SectorCommand),
     /// Objects in the store that no sector record refers to (of removed sectors, of attempts
     /// that lost a race, cut off by a crash): lists them; with --delete removes them.
     Gc {
@@ -221,6 +240,47 @@ impl LotusArgs {
             .map_err(|e| anyhow::anyhow!("--node-api (FULLNODE_API_INFO): {e}"))?;
         Ok(mesh::lotus::Lotus::new(miner, node))
     }
+}
+
+#[derive(Subcommand)]
+enum WorkerCommand {
+    /// Stop worker ID taking tasks: its running tasks finish; it stays up, and no autoscaler
+    /// lifts this mark. `mesh-publisher workers` shows it DRAINING.
+    Drain {
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// The worker's id, as `mesh-publisher workers` shows it.
+        id: String,
+        /// Why, kept with the mark (`nats kv get mesh-drain ID`).
+        #[arg(long, default_value = "drained by an operator")]
+        reason: String,
+    },
+    /// Let worker ID take tasks again (lifts any drain mark, an autoscaler's too).
+    Resume {
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// The worker's id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SectorCommand {
+    /// Abort active sector SECTOR of MINER: it turns failed with the reason, its queued task
+    /// is deleted, a running one stopped, and its objects are deleted from the store.
+    Abort {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Miner actor id, e.g. f01000.
+        miner: MinerId,
+        /// Sector number.
+        sector: u64,
+        /// Why, kept in the sector's failure.
+        #[arg(long, default_value = "no reason given")]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -474,6 +534,56 @@ async fn run(command: Command) -> anyhow::Result<()> {
             } else {
                 print!("{}", publisher::workers::render(&workers, mesh::now_ms()));
             }
+            Ok(())
+        }
+        Command::Jobs { nats, miner, json } => {
+            let broker = nats.connect("mesh-publisher jobs").await?;
+            let jobs = publisher::jobs::jobs(&broker, miner).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+            } else if jobs.is_empty() {
+                println!("no active sectors");
+            } else {
+                print!("{}", publisher::jobs::render(&jobs, mesh::now_ms()));
+            }
+            Ok(())
+        }
+        Command::Worker(WorkerCommand::Drain { nats, id, reason }) => {
+            let broker = nats.connect("mesh-publisher worker drain").await?;
+            println!(
+                "{}",
+                publisher::workers::drain(&broker, &id, &reason).await?
+            );
+            Ok(())
+        }
+        Command::Worker(WorkerCommand::Resume { nats, id }) => {
+            let broker = nats.connect("mesh-publisher worker resume").await?;
+            println!("{}", publisher::workers::resume(&broker, &id).await?);
+            Ok(())
+        }
+        Command::Sector(SectorCommand::Abort {
+            nats,
+            store,
+            miner,
+            sector,
+            reason,
+        }) => {
+            let broker = nats.connect("mesh-publisher sector abort").await?;
+            let store = store.open()?;
+            let sector = mesh::model::SectorNum(sector);
+            let aborted = publisher::abort::abort(&broker, &store, miner, sector, &reason).await?;
+            println!(
+                "{miner}.{sector}: aborted in {}, failed with \"aborted by an operator: {reason}\"; \
+                 {}; {} deleted",
+                aborted.phase,
+                if aborted.dropped {
+                    "its task deleted from its stream (a worker running it stops within an ack \
+                     wait)"
+                } else {
+                    "no task of it in its stream"
+                },
+                publisher::gc::total(aborted.removed.objects, aborted.removed.bytes)
+            );
             Ok(())
         }
         Command::Miners(MinersCommand::List { nats, json }) => {

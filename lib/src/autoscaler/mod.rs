@@ -92,7 +92,12 @@ impl Group {
                     busy: r.busy() as u32,
                     draining: r.draining,
                 }),
-                drain_since_ms: reading.marks.get(&i.name).map(|m| m.since_ms),
+                // Only this group's marks: an operator's drain is the operator's to lift.
+                drain_since_ms: reading
+                    .marks
+                    .get(&i.name)
+                    .filter(|m| m.group == self.config.name)
+                    .map(|m| m.since_ms),
                 name: i.name,
                 state: i.state,
             })
@@ -325,6 +330,7 @@ async fn evaluate(
             &DrainMark {
                 group: name.clone(),
                 since_ms: now,
+                reason: None,
             },
         )
         .await?;

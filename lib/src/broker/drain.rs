@@ -1,7 +1,8 @@
 //! Drain marks: the autoscaler's way of telling a worker to stop taking tasks before its
-//! instance is removed, and of taking that back when demand returns first. A mark is a key in
-//! the `mesh-drain` bucket named by the worker id; the worker follows its own key, and says in
-//! its registry record (`draining`) when it has stopped taking tasks.
+//! instance is removed, and of taking that back when demand returns first; and an operator's
+//! (`mesh-publisher worker drain`/`resume`), which no autoscaler lifts. A mark is a key in the
+//! `mesh-drain` bucket named by the worker id; the worker follows its own key, and says in its
+//! registry record (`draining`) when it has stopped taking tasks.
 
 use std::collections::BTreeMap;
 
@@ -16,8 +17,27 @@ use crate::names;
 /// Why and since when a worker drains.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrainMark {
+    /// The autoscaler group that drains the worker; empty for an operator's mark.
     pub group: String,
     pub since_ms: u64,
+    /// An operator's reason (`worker drain --reason`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl DrainMark {
+    /// An operator's mark: no group, so no autoscaler lifts it.
+    pub fn by_hand(reason: &str, now_ms: u64) -> DrainMark {
+        DrainMark {
+            group: String::new(),
+            since_ms: now_ms,
+            reason: Some(reason.to_string()),
+        }
+    }
+
+    pub fn is_by_hand(&self) -> bool {
+        self.group.is_empty()
+    }
 }
 
 /// Every drain mark, by worker id.

@@ -1,9 +1,11 @@
 //! The miner side: creates sectors, drives each through every phase from durable results, and
 //! reports sealed sectors. `seal` waits for the sectors it is given; `run` drives forever.
 
+pub mod abort;
 pub mod dlq;
 mod driver;
 pub mod gc;
+pub mod jobs;
 pub mod lotus;
 pub mod metrics;
 pub mod miners;

@@ -1,14 +1,17 @@
 //! `mesh-publisher workers`: every live worker from the `mesh-workers` bucket, shown as
 //! `lotus-miner sealing workers` shows its workers: host, what it serves, CPU, RAM and GPU bars
-//! of what its running tasks hold by the resource table, and the tasks themselves.
+//! of what its running tasks hold by the resource table, and the tasks themselves; and
+//! `worker drain`/`resume`, an operator's drain of one worker.
 
 use std::fmt::Write;
 
 use tracing::warn;
 
 use crate::broker::Broker;
+use crate::broker::drain::DrainMark;
 use crate::broker::workers::WorkerRecord;
 use crate::model::shown;
+use crate::names;
 use crate::sector::message_version;
 use crate::units::human_bytes;
 
@@ -180,6 +183,56 @@ fn bar(used: f64, total: f64) -> String {
 fn age(now_ms: u64, since_ms: u64) -> String {
     let secs = now_ms.saturating_sub(since_ms) / 1000;
     humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}
+
+/// `worker drain ID`: marks live worker `id` draining by hand (no autoscaler lifts the mark).
+/// It finishes its running tasks and takes no new ones until [`resume`]. Says what it did.
+pub async fn drain(broker: &Broker, id: &str, reason: &str) -> anyhow::Result<String> {
+    let Some(worker) = crate::broker::workers::list(broker)
+        .await?
+        .into_iter()
+        .find(|w| w.id.0 == id)
+    else {
+        anyhow::bail!(
+            "no live worker {}: `mesh-publisher workers` lists them (a stopped worker takes \
+             nothing anyway)",
+            shown(id)
+        );
+    };
+    let bucket = broker.bucket(names::DRAIN_BUCKET).await?;
+    let mark = DrainMark::by_hand(reason, crate::now_ms());
+    crate::broker::drain::mark(&bucket, id, &mark).await?;
+    Ok(format!(
+        "worker {} drains: it finishes its {} running task(s) and takes no new ones until \
+         `mesh-publisher worker resume {}`",
+        shown(id),
+        worker.running.len(),
+        shown(id)
+    ))
+}
+
+/// `worker resume ID`: lifts worker `id`'s drain mark, whoever set it. Says what it did.
+pub async fn resume(broker: &Broker, id: &str) -> anyhow::Result<String> {
+    let marks = crate::broker::drain::marks(broker).await?;
+    let Some(mark) = marks.get(id) else {
+        anyhow::bail!(
+            "worker {} is not drained by a mark (`mesh-publisher workers` shows DRAINING for a \
+             worker that stops by itself, on SIGTERM)",
+            shown(id)
+        );
+    };
+    let bucket = broker.bucket(names::DRAIN_BUCKET).await?;
+    crate::broker::drain::unmark(&bucket, id).await?;
+    Ok(if mark.is_by_hand() {
+        format!("worker {} takes tasks again", shown(id))
+    } else {
+        format!(
+            "worker {} takes tasks again; autoscaler group {} had marked it to be removed and \
+             may mark it again",
+            shown(id),
+            shown(&mark.group)
+        )
+    })
 }
 
 #[cfg(test)]

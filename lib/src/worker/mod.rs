@@ -582,7 +582,7 @@ pub async fn run(
             registry.set_draining(true);
             info!(
                 running = tracker.len(),
-                "drain mark set by the autoscaler: no new tasks until it is lifted"
+                "drain mark set: no new tasks until it is lifted"
             );
             tokio::select! {
                 _ = held.wait_for(|held| !held) => {}
