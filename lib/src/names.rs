@@ -33,6 +33,21 @@ pub const SOURCE_STREAM_HEADER: &str = "Mesh-Stream";
 /// sha256 (`<bytes> sha256:<hex>`); the letter holds only its first bytes.
 pub const TRUNCATED_HEADER: &str = "Mesh-Truncated";
 
+/// Headers that say what a task, result or dead letter is, for `nats stream view` (the
+/// MessagePack body stays the authority; the mesh never reads these back).
+pub const MINER_HEADER: &str = "Mesh-Miner";
+pub const SECTOR_HEADER: &str = "Mesh-Sector";
+pub const PHASE_HEADER: &str = "Mesh-Phase";
+pub const SIZE_HEADER: &str = "Mesh-Size";
+pub const TASK_HEADER: &str = "Mesh-Task";
+/// The attempt a result comes from.
+pub const ATTEMPT_HEADER: &str = "Mesh-Attempt";
+pub const WORKER_HEADER: &str = "Mesh-Worker";
+/// `done`, `failed` or `lost`.
+pub const OUTCOME_HEADER: &str = "Mesh-Outcome";
+/// The message version of the body.
+pub const VERSION_HEADER: &str = "Mesh-Version";
+
 /// `MESH_TASK_PC1_2KIB`
 pub fn task_stream(phase: Phase, size: SectorSize) -> String {
     format!(

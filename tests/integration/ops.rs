@@ -753,3 +753,103 @@ async fn an_aborted_sector_fails_with_its_reason_its_task_is_dropped_or_stopped_
             .contains("sector f01000.2 is not being sealed (it is failed)")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_say_what_they_are_in_headers_and_decode_prints_any_of_them_as_json() {
+    let mesh = Mesh::start().await;
+    let url = mesh.url();
+    // AddPiece only: the sector's PreCommit1 task waits in its stream.
+    let _worker = mesh.worker("w1", &["--executor", "synthetic", "--phases", "ap"]);
+    let _seal = mesh.seal("seal", &["--count", "1", "--synthetic"]);
+    wait_jobs(&url, "the PreCommit1 task queued", |j| {
+        j.len() == 1 && j[0].1 == Phase::PreCommit1 && j[0].2 == "queued"
+    })
+    .await;
+    let broker = mesh.broker().await;
+    let pc1 = names::task_stream(Phase::PreCommit1, SectorSize::KiB2);
+    let mut stream = broker.stream(&pc1).await.unwrap();
+    let seq = stream.info().await.unwrap().state.last_sequence;
+    let task = stream.get_raw_message(seq).await.unwrap();
+    let header = |name: &str| {
+        task.headers
+            .get(name)
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_else(|| panic!("no {name} in {:?}", task.headers))
+    };
+    assert_eq!(header("Mesh-Miner"), "f01000");
+    assert_eq!(header("Mesh-Sector"), "1");
+    assert_eq!(header("Mesh-Phase"), "pc1");
+    assert_eq!(header("Mesh-Size"), "2KiB");
+    assert_eq!(header("Mesh-Task"), "f01000.1.pc1.0");
+
+    // The same message, decoded from its stream, from stdin, and its sector from the bucket.
+    let seq = seq.to_string();
+    let from_stream = publisher(&url, &["decode", "--stream", &pc1, "--seq", &seq]).json();
+    assert_eq!(from_stream["kind"], "task");
+    assert_eq!(from_stream["body"]["id"], "f01000.1.pc1.0");
+    assert_eq!(from_stream["headers"]["Mesh-Phase"][0], "pc1");
+    let mut piped = std::process::Command::new(bin("mesh-publisher"))
+        .arg("decode")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut piped.stdin.take().unwrap(), &task.payload).unwrap();
+    let out = piped.wait_with_output().unwrap();
+    let from_stdin: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(from_stdin["body"], from_stream["body"]);
+    let record = publisher(
+        &url,
+        &["decode", "--bucket", "mesh-sectors", "--key", "f01000.1"],
+    )
+    .json();
+    assert_eq!(record["kind"], "sector");
+    assert!(record["value"]["state"]["Active"].is_object(), "{record}");
+    let worker = publisher(&url, &["decode", "--bucket", "mesh-workers", "--key", "w1"]).json();
+    assert_eq!(worker["kind"], "json");
+    assert_eq!(worker["value"]["id"], "w1");
+
+    // AddPiece's result: its headers say whose, which attempt, by whom and how it ended.
+    let mut results = broker.stream(names::RESULT_STREAM).await.unwrap();
+    let last = results.info().await.unwrap().state.last_sequence;
+    let decoded = publisher(
+        &url,
+        &[
+            "decode",
+            "--stream",
+            names::RESULT_STREAM,
+            "--seq",
+            &last.to_string(),
+        ],
+    )
+    .json();
+    assert_eq!(decoded["kind"], "result");
+    for (name, value) in [
+        ("Mesh-Miner", "f01000"),
+        ("Mesh-Phase", "ap"),
+        ("Mesh-Attempt", "1"),
+        ("Mesh-Worker", "w1"),
+        ("Mesh-Outcome", "done"),
+    ] {
+        assert_eq!(decoded["headers"][name][0], value, "{decoded}");
+    }
+
+    // What cannot be decoded says so.
+    let missing = publisher(
+        &url,
+        &["decode", "--bucket", "mesh-sectors", "--key", "f01000.9"],
+    );
+    assert!(
+        missing
+            .error_line()
+            .contains("mesh-sectors has no key f01000.9"),
+        "{}",
+        missing.stderr
+    );
+    let empty = publisher(&url, &["decode"]);
+    assert!(
+        empty.error_line().contains("nothing on stdin"),
+        "{}",
+        empty.stderr
+    );
+}

@@ -92,6 +92,29 @@ enum Command {
     /// Give up on an active sector.
     #[command(subcommand)]
     Sector(SectorCommand),
+    /// Print a mesh message or KV value as JSON: a stream's message (--stream S --seq N), a
+    /// bucket's value (--bucket B --key K), or a body on stdin. Tasks, results, dead letters
+    /// and sector records are MessagePack, which the `nats` CLI shows as bytes.
+    Decode {
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// A stream, e.g. MESH_RESULT or MESH_DLQ (with --seq).
+        #[arg(long, requires = "seq", conflicts_with = "bucket")]
+        stream: Option<String>,
+        /// The message's sequence in --stream.
+        #[arg(long, requires = "stream")]
+        seq: Option<u64>,
+        /// A bucket, e.g. mesh-sectors (with --key).
+        #[arg(long, requires = "entry")]
+        bucket: Option<String>,
+        /// The key in --bucket, e.g. f01000.1.
+        #[arg(long = "key", id = "entry", requires = "bucket")]
+        entry: Option<String>,
+        /// What the body is: task, result, sector or json (default: what its stream or
+        /// bucket holds; from stdin, the first that fits).
+        #[arg(long = "as", value_name = "KIND")]
+        kind: Option<publisher::decode::Kind>,
+    },
     /// Objects in the store that no sector record refers to (of removed sectors, of attempts
     /// that lost a race, cut off by a crash): lists them; with --delete removes them.
     Gc {
@@ -534,6 +557,40 @@ async fn run(command: Command) -> anyhow::Result<()> {
             } else {
                 print!("{}", publisher::workers::render(&workers, mesh::now_ms()));
             }
+            Ok(())
+        }
+        Command::Decode {
+            nats,
+            stream,
+            seq,
+            bucket,
+            entry,
+            kind,
+        } => {
+            use publisher::decode;
+            let value = match (stream, seq, bucket, entry) {
+                (Some(stream), Some(seq), _, _) => {
+                    let broker = nats.connect("mesh-publisher decode").await?;
+                    decode::from_stream(&broker, &stream, seq, kind).await?
+                }
+                (_, _, Some(bucket), Some(key)) => {
+                    let broker = nats.connect("mesh-publisher decode").await?;
+                    decode::from_bucket(&broker, &bucket, &key, kind).await?
+                }
+                _ => {
+                    let mut bytes = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+                        .map_err(|e| anyhow::anyhow!("read the body from stdin: {e}"))?;
+                    if bytes.is_empty() {
+                        anyhow::bail!(
+                            "nothing on stdin: pipe a body in, or pass --stream S --seq N or \
+                             --bucket B --key K"
+                        );
+                    }
+                    decode::from_bytes(&bytes, kind)?
+                }
+            };
+            println!("{}", serde_json::to_string_pretty(&value)?);
             Ok(())
         }
         Command::Jobs { nats, miner, json } => {

@@ -6,6 +6,7 @@ pub mod consumers;
 pub mod deferred;
 pub mod drain;
 mod follow;
+pub mod headers;
 pub mod keys;
 pub mod miners;
 pub mod roles;

@@ -441,7 +441,13 @@ impl Driver {
             ),
         };
         self.broker
-            .publish_durable(subject, &task.id.0, None, encode(&task).into(), 10)
+            .publish_durable(
+                subject,
+                &task.id.0,
+                Some(crate::broker::headers::task(&task)),
+                encode(&task).into(),
+                10,
+            )
             .await
             .map_err(|e| match e {
                 BrokerError::Api { reason, .. } if reason.contains("no responders") => {

@@ -2,6 +2,7 @@
 //! reports sealed sectors. `seal` waits for the sectors it is given; `run` drives forever.
 
 pub mod abort;
+pub mod decode;
 pub mod dlq;
 mod driver;
 pub mod gc;

@@ -17,8 +17,8 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use super::holdings::Held;
 use super::metrics::{Direction, Metrics};
 use super::{Claimed, Ctx, artefacts};
-use crate::broker::deferred;
 use crate::broker::workers::RunningTask;
+use crate::broker::{deferred, headers};
 use crate::model::{MinerId, ObjectRef, SectorSize, decode, encode, one_line};
 use crate::names;
 use crate::phases::{Artefact, Output, Phase};
@@ -252,7 +252,7 @@ async fn finish(
         .publish_durable(
             subject,
             &result.message_id(),
-            None,
+            Some(headers::result(result)),
             encode(result).into(),
             ctx.config.publish_attempts,
         )
@@ -297,6 +297,9 @@ async fn fail_permanently(
         .map(|i| (i.stream.to_string(), i.stream_sequence))
         .unwrap_or_default();
     headers.insert(names::SOURCE_STREAM_HEADER, stream.as_str());
+    if let Some(task) = task {
+        headers::letter(&mut headers, task);
+    }
     let max_payload = ctx.broker.client().server_info().max_payload;
     let body = letter_body(&msg.payload, max_payload, &mut headers);
     let dead = ctx
@@ -331,7 +334,7 @@ async fn fail_permanently(
                 .publish_durable(
                     names::result_subject(task.miner, task.sector, task.phase),
                     &result.message_id(),
-                    None,
+                    Some(headers::result(&result)),
                     encode(&result).into(),
                     ctx.config.publish_attempts,
                 )
