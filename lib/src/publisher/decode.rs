@@ -74,9 +74,9 @@ impl FromStr for Kind {
 
 fn as_kind(bytes: &[u8], kind: Kind) -> Result<Value, String> {
     let value = match kind {
-        Kind::Task => decode::<Task>(bytes).map(|v| serde_json::to_value(v)),
-        Kind::Result => decode::<TaskResult>(bytes).map(|v| serde_json::to_value(v)),
-        Kind::Sector => decode::<SectorRecord>(bytes).map(|v| serde_json::to_value(v)),
+        Kind::Task => decode::<Task>(bytes).map(serde_json::to_value),
+        Kind::Result => decode::<TaskResult>(bytes).map(serde_json::to_value),
+        Kind::Sector => decode::<SectorRecord>(bytes).map(serde_json::to_value),
         Kind::Json => return serde_json::from_slice(bytes).map_err(|e| e.to_string()),
     };
     value.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
