@@ -125,7 +125,8 @@ struct ServeArgs {
     /// Serve Finalize (`=false`: do not).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     finalize: Option<bool>,
-    /// Sector sizes to serve, comma-separated: 2KiB, 8MiB, 512MiB, 32GiB, 64GiB.
+    /// Sector sizes to serve, comma-separated: 2KiB, 8MiB, 512MiB, 32GiB, 64GiB. The default
+    /// is the test size only: pass the sizes your miners seal (e.g. 32GiB).
     #[arg(
         long,
         env = "MESH_SIZES",
@@ -276,7 +277,8 @@ fn parse_executor(s: &str) -> Result<ExecutorKind, String> {
 
 #[derive(Subcommand)]
 enum ParamsCommand {
-    /// Generate INSECURE, test-only parameters for a small sector size (2KiB: ~15 min, 1.1 GB).
+    /// Generate INSECURE, test-only parameters for a small sector size (2KiB: about 17 minutes
+    /// on 2 cores, 1.1 GB).
     Generate {
         /// Sector size to generate parameters for.
         #[arg(long)]
@@ -290,11 +292,13 @@ enum ParamsCommand {
         store: StoreArgs,
         #[command(flatten)]
         params: ParamArgs,
-        /// Sizes whose parameters to push (those present locally).
+        /// Sizes whose parameters to push (those of them present locally); like `run`, 2KiB
+        /// unless MESH_SIZES or this says otherwise.
         #[arg(
             long,
+            env = "MESH_SIZES",
             value_delimiter = ',',
-            default_value = "2KiB,8MiB,512MiB,32GiB,64GiB"
+            default_value = "2KiB"
         )]
         sizes: Vec<SectorSize>,
     },
@@ -304,8 +308,14 @@ enum ParamsCommand {
         store: StoreArgs,
         #[command(flatten)]
         params: ParamArgs,
-        /// Sizes whose parameters to pull.
-        #[arg(long, value_delimiter = ',', default_value = "2KiB")]
+        /// Sizes whose parameters to pull; like `run`, 2KiB unless MESH_SIZES or this says
+        /// otherwise, so that a worker's environment pulls what it serves.
+        #[arg(
+            long,
+            env = "MESH_SIZES",
+            value_delimiter = ',',
+            default_value = "2KiB"
+        )]
         sizes: Vec<SectorSize>,
     },
 }
