@@ -45,6 +45,22 @@ ensure_hwloc() {
   fi
 }
 
+# promtool (Debian's prometheus package) checks deploy/prometheus/alerts.yml.
+ensure_promtool() {
+  command -v promtool >/dev/null && return 0
+  if ! command -v apt-get >/dev/null; then
+    echo "promtool is missing: install Prometheus (Debian/Ubuntu: prometheus) and run this again" >&2
+    return 1
+  fi
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  say "installing Debian's prometheus for promtool (checks deploy/prometheus/alerts.yml)"
+  if ! "${sudo[@]}" apt-get install -y -q --no-install-recommends prometheus >/dev/null; then
+    "${sudo[@]}" apt-get update -q >/dev/null
+    "${sudo[@]}" apt-get install -y -q --no-install-recommends prometheus >/dev/null
+  fi
+}
+
 # build [extra cargo flags]: the binaries (and with --all-targets, the tests too).
 build() {
   ensure_hwloc

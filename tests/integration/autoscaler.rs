@@ -15,7 +15,7 @@ const DURATIONS: &str = "ap=100ms,pc1=1500ms,pc2=300ms,c1=50ms,c2=300ms,fin=50ms
 
 /// Writes the config of one local group `sim` serving every phase at 2KiB and starts the
 /// autoscaler with metrics on a free port.
-fn autoscaler(mesh: &Mesh, max: u32, down_window: &str) -> (Proc, u16) {
+pub(crate) fn autoscaler(mesh: &Mesh, max: u32, down_window: &str) -> (Proc, u16) {
     autoscaler_with(mesh, max, down_window, "2m", DURATIONS)
 }
 

@@ -2,6 +2,7 @@
 //! the work does, and `/healthz` follows the NATS connection. (The autoscaler's are scraped in
 //! `autoscaler`, whose tests size groups by them.)
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use mesh_tests::{Mesh, free_port, http_get, sample, scrape, wait_for};
@@ -36,10 +37,16 @@ async fn worker_and_publisher_metrics_move_with_the_work() {
             &worker_at,
         ],
     );
-    // Served before any task: the build, the free resources, nothing started.
-    let idle = wait_for("the worker's metrics", Duration::from_secs(30), || {
-        scrape(worker_port)
-    })
+    // Served from the start; once the worker runs, its free resources and zero counters.
+    let idle = wait_for(
+        "the worker's resources",
+        Duration::from_secs(30),
+        || async {
+            scrape(worker_port)
+                .await
+                .filter(|page| page.contains("mesh_worker_threads{"))
+        },
+    )
     .await;
     let build = sample(&idle, "mesh_build_info", &[("worker", "metered")]);
     assert_eq!(build, Some(1.0), "{idle}");
@@ -52,11 +59,19 @@ async fn worker_and_publisher_metrics_move_with_the_work() {
         sample(&idle, "mesh_worker_threads", &[("state", "free")]).is_some_and(|t| t >= 1.0),
         "{idle}"
     );
-    assert_eq!(
-        sample(&idle, "mesh_worker_tasks_started_total", &[]),
-        None,
-        "{idle}"
-    );
+    // Every counter starts at zero, so that a rule's increase() sees the first event.
+    let zero_pc1 = [("phase", "pc1"), ("size", "2KiB")];
+    for counter in [
+        "mesh_worker_tasks_started_total",
+        "mesh_worker_tasks_dead_lettered_total",
+        "mesh_worker_leases_lost_total",
+    ] {
+        assert_eq!(
+            sample(&idle, counter, &zero_pc1),
+            Some(0.0),
+            "{counter}: {idle}"
+        );
+    }
     assert_eq!(
         http_get(worker_port, "/healthz").await,
         Some((200, "ok\n".to_string()))
@@ -77,7 +92,7 @@ async fn worker_and_publisher_metrics_move_with_the_work() {
     );
     assert_eq!(
         sample(&during, "mesh_worker_tasks_done_total", &pc1),
-        None,
+        Some(0.0),
         "{during}"
     );
     assert_eq!(
@@ -162,9 +177,46 @@ async fn worker_and_publisher_metrics_move_with_the_work() {
         sample(&after, "mesh_worker_threads", &[("state", "held")]),
         Some(0.0)
     );
-    assert_eq!(sample(&after, "mesh_worker_tasks_retried_total", &[]), None);
+    let retried: Vec<&str> = after
+        .lines()
+        .filter(|l| l.starts_with("mesh_worker_tasks_retried_total{"))
+        .collect();
+    assert!(
+        !retried.is_empty() && retried.iter().all(|l| l.ends_with(" 0")),
+        "{retried:?}"
+    );
     let pc1_seconds = sample(&after, "mesh_worker_task_duration_seconds_sum", &pc1);
     assert!(pc1_seconds.is_some_and(|s| s >= 4.0), "{after}");
+
+    // The alerts and the dashboard ask only for series these daemons serve (the autoscaler's
+    // from one sizing an idle group).
+    let (mut scaler, scaler_port) = crate::autoscaler::autoscaler(&mesh, 1, "1m");
+    let scaler_page = wait_for(
+        "the autoscaler's metrics",
+        Duration::from_secs(30),
+        || async move {
+            let text = scrape(scaler_port).await?;
+            text.contains("mesh_autoscaler_group_desired_instances{")
+                .then_some(text)
+        },
+    )
+    .await;
+    scaler.kill();
+    let served: BTreeSet<String> = [&after, &publisher, &scaler_page]
+        .into_iter()
+        .flat_map(|page| series_names(page))
+        .collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for file in ["deploy/prometheus/alerts.yml", "deploy/grafana/mesh.json"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let named = metric_names(&text);
+        assert!(named.len() >= 5, "{file} names {named:?}");
+        let unknown: Vec<&String> = named.difference(&served).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} names series no daemon serves: {unknown:?} (served: {served:?})"
+        );
+    }
 
     // The worker serves on while NATS is gone, and says it is unhealthy.
     let mut mesh = mesh;
@@ -200,4 +252,50 @@ async fn a_metrics_address_in_use_is_refused_with_the_flag_named() {
         log.contains(&format!("--metrics {at}: cannot listen there")),
         "{log}"
     );
+}
+
+/// Every series name an exposition page has or declares: its samples' names, and the series of
+/// each `# TYPE` (a family with no sample yet, such as dead letters on a healthy run).
+fn series_names(page: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in page.lines() {
+        if let Some(declared) = line.strip_prefix("# TYPE ") {
+            let mut words = declared.split(' ');
+            let (Some(name), Some(kind)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                "info" => &["_info"],
+                _ => &[""],
+            };
+            names.extend(suffixes.iter().map(|s| format!("{name}{s}")));
+        } else if !line.starts_with('#')
+            && let Some(name) = line.split(['{', ' ']).next().filter(|n| !n.is_empty())
+        {
+            names.insert(name.to_string());
+        }
+    }
+    names
+}
+
+/// Every `mesh_…` name in a rules file or dashboard.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for (at, _) in text.match_indices("mesh_") {
+        let starts_word = text[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
+        if !starts_word {
+            continue;
+        }
+        let name: String = text[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        names.insert(name);
+    }
+    names
 }

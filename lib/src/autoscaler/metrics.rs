@@ -104,6 +104,10 @@ impl Metrics {
 
     pub fn sizes(&self, name: &str, desired: u32, serving: u32, draining: u32) {
         let labels = group(name);
+        // At zero from the first evaluation, so that a rule's `increase()` sees the first error
+        // and a dashboard's quantile finds its series.
+        let _ = self.errors.get_or_create(&labels);
+        let _ = self.drains.get_or_create(&labels);
         self.desired.get_or_create(&labels).set(desired.into());
         self.serving.get_or_create(&labels).set(serving.into());
         self.draining.get_or_create(&labels).set(draining.into());

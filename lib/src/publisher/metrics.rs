@@ -108,6 +108,29 @@ impl Metrics {
             self.verified.clone(),
         );
         r.register_collector(Box::new(self.sectors.clone()));
+        self.register_zeros();
+    }
+
+    /// Creates every counter at zero, so that a rule's `increase()` sees the first event.
+    fn register_zeros(&self) {
+        for phase in Phase::ALL {
+            for outcome in [
+                ResultOutcome::Done,
+                ResultOutcome::Failed,
+                ResultOutcome::Lost,
+                ResultOutcome::Late,
+                ResultOutcome::Dropped,
+                ResultOutcome::Newer,
+            ] {
+                let _ = self.results.get_or_create(&ResultLabels {
+                    phase: phase.token(),
+                    outcome: outcome.label(),
+                });
+            }
+        }
+        for valid in ["true", "false"] {
+            let _ = self.verified.get_or_create(&VerifyLabels { valid });
+        }
     }
 
     /// One result handled; `phase` is `None` when the result could not be read.

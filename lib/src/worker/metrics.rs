@@ -184,6 +184,35 @@ impl Metrics {
         r.register_collector(Box::new(self.resources.clone()));
     }
 
+    /// Creates every counter of the phases and sizes this worker serves at zero, so that a
+    /// rule's `increase()` sees the first event (a series that appears at 1 shows none).
+    pub(super) fn serving(&self, kinds: impl IntoIterator<Item = (Phase, SectorSize)>) {
+        for (phase, size) in kinds {
+            let labels = TaskLabels::of(phase, size);
+            for family in [
+                &self.started,
+                &self.done,
+                &self.retried,
+                &self.handed_back,
+                &self.dead_lettered,
+                &self.leases_lost,
+            ] {
+                let _ = family.get_or_create(&labels);
+            }
+            for kind in ["retryable", "permanent", "missing_params"] {
+                let _ = self.proof_failures.get_or_create(&FailureLabels {
+                    phase: phase.token(),
+                    size: size.label(),
+                    kind,
+                });
+            }
+        }
+        for direction in [Direction::Download, Direction::Upload] {
+            let _ = self.store_bytes.get_or_create(&direction.labels());
+            let _ = self.store_seconds.get_or_create(&direction.labels());
+        }
+    }
+
     pub(super) fn started(&self, phase: Phase, size: SectorSize) {
         self.started
             .get_or_create(&TaskLabels::of(phase, size))

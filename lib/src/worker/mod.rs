@@ -550,6 +550,13 @@ pub async fn run(
         .expect("ledger lock")
         .keep(holdings.kept_bytes());
     config.metrics.watch(ledger.clone());
+    config.metrics.serving(
+        config
+            .plan()
+            .iter()
+            .filter(|s| s.refusal.is_none())
+            .map(|s| (s.phase, s.size)),
+    );
     let room = Arc::new(Notify::new());
     let ctx = Arc::new(Ctx {
         holdings,
