@@ -457,6 +457,45 @@ async fn a_task_too_large_to_dead_letter_whole_is_cut_and_dead_lettered() {
     );
 }
 
+/// A task that decodes but whose id is as long as a message allows (a miner's forgery on its
+/// own subject) is dead-lettered on its first delivery: its id goes into no header and no
+/// result, either of which would be too large to publish and keep the task coming back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_with_a_message_long_id_is_dead_lettered_on_its_first_delivery() {
+    let mesh = Mesh::start().await;
+    mesh.task_consumer("f01000", Phase::AddPiece, mesh::model::TaskClass::Cc)
+        .await;
+    let broker = mesh.broker().await;
+    let js = broker.js().clone();
+    let max_payload = broker.client().server_info().max_payload;
+    let miner = "f01000".parse().unwrap();
+    let mut task = mesh_tests::synthetic_task(miner, 1, Phase::AddPiece, false, Vec::new());
+    task.id = mesh::sector::TaskId("f01000.1.ap.".repeat((max_payload - 4096) / 12));
+    let body = mesh::model::encode(&task);
+    assert!(body.len() > max_payload - 8192 && body.len() < max_payload);
+    js.publish("mesh.task.ap.2kib.f01000.cc", body.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut worker = mesh.worker("w1", &["--executor", "synthetic"]);
+    let dead = wait_dead_letters(&js).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let (subject, reason, attempts) = &dead[0];
+    assert_eq!(subject, "mesh.dlq.ap.2kib.f01000");
+    assert!(reason.contains("invalid task: task id"), "{reason}");
+    assert_eq!(attempts, "1", "dead-lettered on its first delivery");
+    wait_messages(
+        &js,
+        &names::task_stream(Phase::AddPiece, SectorSize::KiB2),
+        0,
+        "the task stream to empty",
+    )
+    .await;
+    worker.signal(Signal::SIGTERM);
+    assert!(worker.wait(Duration::from_secs(10)).await.success());
+}
+
 /// A result written by a newer mesh (its message version above this one's) is neither applied
 /// nor dropped: the publisher says so, leaves it unacknowledged for an upgraded publisher, and
 /// its sector goes on as if it had not come.

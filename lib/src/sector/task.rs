@@ -79,6 +79,21 @@ pub struct TaskHead {
 #[error("{0}")]
 pub struct InvalidTask(pub String);
 
+impl TaskHead {
+    /// Whether the id is `<miner>.<sector>.<phase>.<generation>` of this very head. One that is
+    /// not is no sector's task (the publisher would fence a result of it off) and may be as
+    /// long as a message: it goes into no header and no result.
+    pub fn well_formed(&self) -> bool {
+        self.id
+            .0
+            .rsplit_once('.')
+            .and_then(|(_, generation)| generation.parse().ok())
+            .is_some_and(|generation| {
+                TaskId::new(self.miner, self.sector, self.phase, generation) == self.id
+            })
+    }
+}
+
 impl Task {
     /// The subject class: deal sectors go first within a miner.
     pub fn class(&self) -> TaskClass {

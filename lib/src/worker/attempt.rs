@@ -289,6 +289,9 @@ async fn fail_permanently(
 ) -> bool {
     let reason = one_line(reason);
     let miner: Option<MinerId> = task.map(|t| t.miner);
+    // A malformed id (of any length, up to a whole message) goes into no header and no result:
+    // the letter must always fit, and no sector waits for such a task.
+    let task = task.filter(|t| t.well_formed());
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(names::REASON_HEADER, reason.as_str());
     headers.insert(names::ATTEMPTS_HEADER, attempt.to_string().as_str());
