@@ -76,20 +76,7 @@ pub async fn abort(
             .with_context(|| format!("sector {key} is failed, but its queued task stays"))?,
         None => false,
     };
-    let prefix = names::sector_prefix(miner, sector);
-    let garbage: Vec<gc::Garbage> = store
-        .list_objects(&prefix)
-        .await
-        .with_context(|| format!("list {prefix} (the sector is failed; run gc to finish)"))?
-        .into_iter()
-        .map(|o| gc::Garbage {
-            key: o.key,
-            size: o.size,
-            age_s: 0,
-            why: format!("sector {key} was aborted"),
-        })
-        .collect();
-    let removed = gc::delete(store, &garbage).await?;
+    let removed = gc::delete_sector_objects(store, miner, sector, "aborted").await?;
     Ok(Aborted {
         phase,
         dropped,

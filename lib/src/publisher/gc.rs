@@ -165,18 +165,30 @@ pub async fn remove(
     bucket.delete(&key, entry.revision).await.with_context(|| {
         format!("remove sector {key} (if it changed meanwhile, look at it and try again)")
     })?;
+    delete_sector_objects(store, miner, sector, "removed").await
+}
+
+/// Deletes every object of sector `sector` of `miner`, whose record says it is `done` (removed,
+/// aborted) already.
+pub async fn delete_sector_objects(
+    store: &Store,
+    miner: MinerId,
+    sector: SectorNum,
+    done: &str,
+) -> anyhow::Result<Removed> {
+    let key = names::sector_key(miner, sector);
     let prefix = names::sector_prefix(miner, sector);
     let objects = store
         .list_objects(&prefix)
         .await
-        .with_context(|| format!("list {prefix} (the record is removed; run gc to finish)"))?;
+        .with_context(|| format!("list {prefix} (the sector is {done}; run gc to finish)"))?;
     let garbage: Vec<Garbage> = objects
         .into_iter()
         .map(|o| Garbage {
             key: o.key,
             size: o.size,
             age_s: 0,
-            why: format!("sector {key} was removed"),
+            why: format!("sector {key} was {done}"),
         })
         .collect();
     delete(store, &garbage).await

@@ -80,17 +80,14 @@ pub struct TaskHead {
 pub struct InvalidTask(pub String);
 
 impl TaskHead {
-    /// Whether the id is `<miner>.<sector>.<phase>.<generation>` of this very head. One that is
-    /// not is no sector's task (the publisher would fence a result of it off) and may be as
-    /// long as a message: it goes into no header and no result.
-    pub fn well_formed(&self) -> bool {
-        self.id
-            .0
-            .rsplit_once('.')
-            .and_then(|(_, generation)| generation.parse().ok())
-            .is_some_and(|generation| {
-                TaskId::new(self.miner, self.sector, self.phase, generation) == self.id
-            })
+    /// The generation, when the id is `<miner>.<sector>.<phase>.<generation>` of this very
+    /// head. An id that is not is no sector's task (the publisher would fence a result of it
+    /// off) and may be as long as a message: it goes into no header and no result.
+    pub fn generation(&self) -> Option<u32> {
+        let (_, generation) = self.id.0.rsplit_once('.')?;
+        let generation = generation.parse().ok()?;
+        (TaskId::new(self.miner, self.sector, self.phase, generation) == self.id)
+            .then_some(generation)
     }
 }
 
@@ -103,10 +100,7 @@ impl Task {
     /// The generation the task's id names, if the id is `<miner>.<sector>.<phase>.<generation>`
     /// of this task's own miner, sector and phase.
     pub fn generation(&self) -> Option<u32> {
-        let (_, generation) = self.id.0.rsplit_once('.')?;
-        let generation = generation.parse().ok()?;
-        (TaskId::new(self.miner, self.sector, self.phase, generation) == self.id)
-            .then_some(generation)
+        self.head().generation()
     }
 
     pub fn head(&self) -> TaskHead {

@@ -291,7 +291,7 @@ async fn fail_permanently(
     let miner: Option<MinerId> = task.map(|t| t.miner);
     // A malformed id (of any length, up to a whole message) goes into no header and no result:
     // the letter must always fit, and no sector waits for such a task.
-    let task = task.filter(|t| t.well_formed());
+    let task = task.filter(|t| t.generation().is_some());
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(names::REASON_HEADER, reason.as_str());
     headers.insert(names::ATTEMPTS_HEADER, attempt.to_string().as_str());
