@@ -83,7 +83,7 @@ async fn attempt_task(
     attempt: u32,
 ) -> bool {
     let taken = Instant::now();
-    // The subject says whose task it is: only that miner may publish there (README: Security).
+    // The subject says whose task it is: only that miner may publish there (docs/security.md).
     // A body naming another miner is a forgery, and that miner's sector is not told anything.
     let publisher = names::task_publisher(&msg.subject);
 
@@ -138,23 +138,6 @@ async fn attempt_task(
                 task.phase
             );
             return dead_letter(&reason).await;
-        }
-        if task.synthetic != ctx.config.executor.is_synthetic() {
-            // Never dead-lettered for this, and no attempt: a worker of the other kind will
-            // take it.
-            let task_is = if task.synthetic { "synthetic" } else { "real" };
-            let executor = ctx.config.executor.name();
-            warn!(
-                task_is,
-                executor,
-                retry_in = ?deferred::DEFER_DELAY,
-                "task is not for this worker's executor; handing it back (do not mix synthetic \
-                 and real workers on one mesh)"
-            );
-            let reason = format!("a {task_is} task, and this worker's executor is {executor}");
-            ctx.config.metrics.handed_back(phase, size);
-            deferred::leave(&ctx.deferred, msg, &ctx.config.id, &reason).await;
-            return false;
         }
         if attempt > task.max_attempts {
             let reason = format!(
