@@ -20,6 +20,13 @@ pub struct TestPki {
 }
 
 impl TestPki {
+    /// `text` with the paths `(certificate, key, CA)` replaced by this PKI's server files.
+    pub fn in_place_of(&self, text: &str, (cert, key, ca): (&str, &str, &str)) -> String {
+        text.replace(cert, &self.server_cert.display().to_string())
+            .replace(key, &self.server_key.display().to_string())
+            .replace(ca, &self.ca.display().to_string())
+    }
+
     /// A self-signed CA, a server certificate for 127.0.0.1 and localhost, and a client
     /// certificate, written into `dir`.
     pub fn generate(dir: &std::path::Path) -> TestPki {
@@ -34,21 +41,28 @@ impl TestPki {
         let ca_key = KeyPair::generate().expect("CA key");
         let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
 
-        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, cn: &str| {
+        let leaf = |names: Vec<String>, usages: Vec<ExtendedKeyUsagePurpose>, cn: &str| {
             let mut params = CertificateParams::new(names).expect("leaf params");
             params.distinguished_name.push(DnType::CommonName, cn);
-            params.extended_key_usages = vec![usage];
+            params.extended_key_usages = usages;
             let key = KeyPair::generate().expect("leaf key");
             let cert = params.signed_by(&key, &ca, &ca_key).expect("sign leaf");
             (cert.pem(), key.serialize_pem())
         };
+        // Server and client usage both: a cluster node is a TLS client of the others' routes.
         let (server_pem, server_key_pem) = leaf(
             vec!["127.0.0.1".into(), "localhost".into()],
-            ExtendedKeyUsagePurpose::ServerAuth,
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
             "nats-server",
         );
-        let (client_pem, client_key_pem) =
-            leaf(vec![], ExtendedKeyUsagePurpose::ClientAuth, "mesh client");
+        let (client_pem, client_key_pem) = leaf(
+            vec![],
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
+            "mesh client",
+        );
         let write = |name: &str, text: &str| {
             let path = dir.join(name);
             std::fs::write(&path, text).expect("write PEM");
@@ -64,12 +78,53 @@ impl TestPki {
     }
 }
 
-/// The server with the roles for some miners, and each role's password.
+/// The server (or the 3-node cluster) with the roles for some miners, and each role's password.
 pub struct SecureNats {
-    pub server: NatsServer,
+    pub servers: Vec<NatsServer>,
     pub passwords: BTreeMap<String, String>,
     /// With TLS: the files clients need (the server requires TLS and verifies clients).
     pub pki: Option<TestPki>,
+    /// Files the servers share (the cluster's roles and certificates), removed on drop.
+    _shared: Option<tempfile::TempDir>,
+}
+
+/// `mesh-publisher init --roles` written into `dir/auth.conf` (with the system account when
+/// `system`), a random password per user, and the server environment that holds them.
+fn roles(
+    dir: &std::path::Path,
+    miners: &[&str],
+    system: bool,
+) -> (BTreeMap<String, String>, Vec<(String, String)>) {
+    let mut init = std::process::Command::new(bin("mesh-publisher"));
+    init.args(["init", "--roles"])
+        .arg(dir.join("auth.conf"))
+        .args(["--miners", &miners.join(",")]);
+    if system {
+        init.arg("--system-account");
+    }
+    let out = init.output().expect("run mesh-publisher init --roles");
+    assert!(
+        out.status.success(),
+        "init --roles failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut users = vec!["admin".to_string(), "worker".into(), "autoscaler".into()];
+    users.extend(miners.iter().map(|m| format!("miner-{m}")));
+    if system {
+        users.push(mesh::broker::roles::SYSTEM_USER.into());
+    }
+    let passwords: BTreeMap<String, String> = users
+        .into_iter()
+        .map(|u| (u, format!("pw-{:032x}", rand::random::<u128>())))
+        .collect();
+    let env = passwords
+        .iter()
+        .map(|(user, pw)| {
+            let var = format!("MESH_{}_PASSWORD", user.replace('-', "_").to_uppercase());
+            (var, pw.clone())
+        })
+        .collect();
+    (passwords, env)
 }
 
 impl SecureNats {
@@ -77,47 +132,21 @@ impl SecureNats {
     /// them (and requires TLS with client certificates when `tls`).
     pub fn start(miners: &[&str], tls: bool) -> SecureNats {
         let dir = tempfile::tempdir().expect("temp dir");
-        let auth = dir.path().join("auth.conf");
-        let out = std::process::Command::new(bin("mesh-publisher"))
-            .args(["init", "--roles"])
-            .arg(&auth)
-            .args(["--miners", &miners.join(",")])
-            .output()
-            .expect("run mesh-publisher init --roles");
-        assert!(
-            out.status.success(),
-            "init --roles failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut users = vec!["admin".to_string(), "worker".into(), "autoscaler".into()];
-        users.extend(miners.iter().map(|m| format!("miner-{m}")));
-        let passwords: BTreeMap<String, String> = users
-            .into_iter()
-            .map(|u| (u, format!("pw-{:032x}", rand::random::<u128>())))
-            .collect();
-        let env = passwords
-            .iter()
-            .map(|(user, pw)| {
-                let var = format!("MESH_{}_PASSWORD", user.replace('-', "_").to_uppercase());
-                (var, pw.clone())
-            })
-            .collect();
+        let (passwords, env) = roles(dir.path(), miners, false);
         let pki = tls.then(|| TestPki::generate(dir.path()));
         // nats/secure.conf as it is, but for its port, store and certificate paths (and
         // without its TLS block when the test wants none).
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../nats");
         let template = std::fs::read_to_string(root.join("secure.conf")).expect("nats/secure.conf");
         let template = match &pki {
-            Some(p) => template
-                .replace(
+            Some(p) => p.in_place_of(
+                &template,
+                (
                     "/etc/mesh/tls/server.pem",
-                    &p.server_cert.display().to_string(),
-                )
-                .replace(
                     "/etc/mesh/tls/server-key.pem",
-                    &p.server_key.display().to_string(),
-                )
-                .replace("/etc/mesh/tls/ca.pem", &p.ca.display().to_string()),
+                    "/etc/mesh/tls/ca.pem",
+                ),
+            ),
             None => {
                 let start = template
                     .find("\ntls {")
@@ -136,14 +165,85 @@ impl SecureNats {
             env,
         );
         SecureNats {
-            server,
+            servers: vec![server],
             passwords,
             pki,
+            _shared: None,
         }
     }
 
+    /// The production cluster of `deploy/nats/nats.conf`: three nodes, each running the file
+    /// as it is but for its ports, store and certificate paths (hosts `nats-N` become loopback
+    /// ports), with the roles and the system account from `init --roles --system-account`, TLS
+    /// on client and route ports. Each node's configuration is first checked with
+    /// `nats-server -t`, as an operator would. Also returns each node's monitoring port.
+    pub fn production_cluster(miners: &[&str]) -> (SecureNats, Vec<u16>) {
+        let shared = tempfile::tempdir().expect("temp dir");
+        let (passwords, env) = roles(shared.path(), miners, true);
+        let pki = TestPki::generate(shared.path());
+        let file =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats/nats.conf");
+        let template = std::fs::read_to_string(&file).expect("deploy/nats/nats.conf");
+        let template = pki.in_place_of(
+            &template,
+            (
+                "/etc/mesh/tls/node.pem",
+                "/etc/mesh/tls/node-key.pem",
+                "/etc/mesh/tls/ca.pem",
+            ),
+        );
+        let ports: Vec<[u16; 3]> = (0..3)
+            .map(|_| [crate::free_port(), crate::free_port(), crate::free_port()])
+            .collect();
+        let mut servers = Vec::new();
+        for (i, [client, http, route]) in ports.iter().copied().enumerate() {
+            let dir = tempfile::tempdir().expect("temp dir");
+            std::fs::copy(
+                shared.path().join("auth.conf"),
+                dir.path().join("auth.conf"),
+            )
+            .expect("copy auth.conf");
+            let mut text = template
+                .replace("0.0.0.0:4222", &format!("127.0.0.1:{client}"))
+                .replace("127.0.0.1:8222", &format!("127.0.0.1:{http}"))
+                .replace("0.0.0.0:6222", &format!("127.0.0.1:{route}"))
+                .replace(
+                    "/var/lib/nats/jetstream",
+                    &dir.path().join("js").display().to_string(),
+                );
+            for (j, [_, _, other]) in ports.iter().enumerate() {
+                text = text.replace(
+                    &format!("nats-route://nats-{}:6222", j + 1),
+                    &format!("nats-route://127.0.0.1:{other}"),
+                );
+            }
+            let mut node_env = env.clone();
+            node_env.push(("MESH_NATS_NAME".into(), format!("nats-{}", i + 1)));
+            let path = dir.path().join("server.conf");
+            std::fs::write(&path, &text).expect("write node config");
+            let (ok, said) = NatsServer::check_config(&path, &node_env);
+            assert!(ok, "nats-server -t refused deploy/nats/nats.conf: {said}");
+            servers.push(NatsServer::from_config(
+                dir,
+                client,
+                &format!("nats-{}", i + 1),
+                &text,
+                node_env,
+            ));
+        }
+        let nats = SecureNats {
+            servers,
+            passwords,
+            pki: Some(pki),
+            _shared: Some(shared),
+        };
+        (nats, ports.iter().map(|p| p[1]).collect())
+    }
+
+    /// Every server's URL, comma-separated.
     pub fn url(&self) -> String {
-        let url = self.server.url();
+        let urls: Vec<String> = self.servers.iter().map(NatsServer::url).collect();
+        let url = urls.join(",");
         match self.pki {
             Some(_) => url.replace("nats://", "tls://"),
             None => url,

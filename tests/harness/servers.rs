@@ -61,19 +61,51 @@ impl NatsServer {
         env: Vec<(String, String)>,
     ) -> NatsServer {
         let port = crate::free_port();
+        let text = config(port, &dir.path().join("js"));
+        Self::from_config(dir, port, "configured", &text, env)
+    }
+
+    /// A server run from the configuration `text`, written to `server.conf` in `dir`, whose
+    /// clients connect on `port` (which `text` must listen on), with `env` set.
+    pub fn from_config(
+        dir: tempfile::TempDir,
+        port: u16,
+        name: &str,
+        text: &str,
+        env: Vec<(String, String)>,
+    ) -> NatsServer {
         let path = dir.path().join("server.conf");
-        std::fs::write(&path, config(port, &dir.path().join("js"))).expect("write server config");
+        std::fs::write(&path, text).expect("write server config");
         let args = vec!["-c".to_string(), path.display().to_string()];
         let mut server = NatsServer {
             child: None,
             port,
-            name: "configured".into(),
+            name: name.into(),
             args,
             env,
             dir,
         };
         server.restart();
         server
+    }
+
+    /// `nats-server -t` on the configuration `path` with `env`: whether it accepts it, and what
+    /// it printed.
+    pub fn check_config(path: &std::path::Path, env: &[(String, String)]) -> (bool, String) {
+        let out = Command::new(find("nats-server", "MESH_NATS_SERVER"))
+            .arg("-t")
+            .arg("-c")
+            .arg(path)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run nats-server -t");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
     }
 
     /// A single server, configured by flags.

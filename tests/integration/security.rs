@@ -976,3 +976,92 @@ async fn a_miners_garbage_record_breaks_no_one_elses_view() {
     assert!(ok, "{stderr}");
     assert!(!failed.contains("f01000.1"), "{failed}");
 }
+
+/// `deploy/nats/nats.conf` as an operator runs it: `nats-server -t` accepts each node's file
+/// (checked while starting), the three nodes form a cluster over verified TLS routes with the
+/// logins of `init --roles --system-account`, the admin creates replicated streams through it,
+/// and the system account's user sees all three servers.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_production_cluster_config_runs_tls_routes_logins_and_a_system_account() {
+    let (nats, monitoring) = SecureNats::production_cluster(&["f01000"]);
+    for port in &monitoring {
+        let varz: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/varz"))
+            .await
+            .expect("the monitoring port answers")
+            .json()
+            .await
+            .expect("varz is JSON");
+        for (what, value) in [
+            ("clients' TLS", &varz["tls_required"]),
+            ("clients' certificates", &varz["tls_verify"]),
+            ("routes' TLS", &varz["cluster"]["tls_required"]),
+            ("routes' certificates", &varz["cluster"]["tls_verify"]),
+            (
+                "fsync per write",
+                &varz["jetstream"]["config"]["sync_always"],
+            ),
+        ] {
+            assert_eq!(value, &serde_json::json!(true), "{what}: {varz}");
+        }
+    }
+
+    // The meta leader may take a moment after the routes come up.
+    let init = [
+        "init",
+        "--replicas",
+        "3",
+        "--sizes",
+        "2KiB",
+        "--miners",
+        "f01000",
+    ];
+    wait_for(
+        "init --replicas 3 to pass through the cluster",
+        Duration::from_secs(60),
+        || async { nats.publisher("admin", &init).0.then_some(()) },
+    )
+    .await;
+    let admin = nats.connect("admin").await;
+    let mut result = admin.stream(mesh::names::RESULT_STREAM).await.unwrap();
+    let cluster = result
+        .info()
+        .await
+        .unwrap()
+        .cluster
+        .clone()
+        .expect("cluster info");
+    assert!(cluster.leader.is_some(), "{cluster:?}");
+    assert_eq!(cluster.replicas.len(), 2, "{cluster:?}");
+
+    let sys = nats
+        .config(mesh::broker::roles::SYSTEM_USER)
+        .options()
+        .await
+        .unwrap()
+        .connect(
+            nats.url()
+                .split(',')
+                .map(|url| url.parse::<async_nats::ServerAddr>().unwrap())
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .expect("the system account's user logs in");
+    let inbox = sys.new_inbox();
+    let mut replies = sys.subscribe(inbox.clone()).await.unwrap();
+    sys.publish_with_reply("$SYS.REQ.SERVER.PING", inbox, Bytes::new())
+        .await
+        .unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    while names.len() < 3 {
+        let reply = tokio::time::timeout(Duration::from_secs(10), replies.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {names:?} answered the system ping"))
+            .expect("subscription open");
+        let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+        names.insert(reply["server"]["name"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        ["nats-1", "nats-2", "nats-3"]
+    );
+}

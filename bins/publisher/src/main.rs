@@ -398,6 +398,11 @@ struct InitArgs {
     /// miner's role may not create. Run `init --miners` again when a miner joins.
     #[arg(long, value_delimiter = ',')]
     miners: Vec<MinerId>,
+    /// With --roles, also declare the system account `SYS` with one user, `sys`
+    /// (password from MESH_SYS_PASSWORD), for `nats server report` and cluster monitoring
+    /// (deploy/nats/ uses it).
+    #[arg(long, requires = "roles")]
+    system_account: bool,
 }
 
 #[derive(clap::Args)]
@@ -426,7 +431,7 @@ struct DrivingArgs {
     #[arg(long, env = "MESH_HOLDER_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
     holder_grace: Duration,
     /// Publish even when every live worker reads only an older task message version (they
-    /// leave such tasks for upgraded workers, at no attempt's cost; README: Upgrades).
+    /// leave such tasks for upgraded workers, at no attempt's cost; docs/upgrades.md).
     #[arg(long)]
     allow_newer: bool,
     #[command(flatten)]
@@ -675,16 +680,17 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
     };
     topology.validate().map_err(anyhow::Error::msg)?;
     if let Some(file) = args.roles {
-        let text = mesh::broker::roles::server_config(&args.miners);
+        let text = mesh::broker::roles::server_config(&args.miners, args.system_account);
         if file.as_os_str() == "-" {
             print!("{text}");
         } else {
             std::fs::write(&file, text)
                 .map_err(|e| anyhow::anyhow!("--roles {}: {e}", file.display()))?;
             eprintln!(
-                "wrote the roles of admin, worker, autoscaler and {} miner(s) to {}; include it \
-                 from the server's configuration and set each MESH_<USER>_PASSWORD in its \
+                "wrote the roles of admin, worker, autoscaler{} and {} miner(s) to {}; include \
+                 it from the server's configuration and set each MESH_<USER>_PASSWORD in its \
                  environment",
+                if args.system_account { ", sys" } else { "" },
                 args.miners.len(),
                 file.display()
             );

@@ -215,10 +215,17 @@ pub fn roles(miners: &[MinerId]) -> Vec<Role> {
     out
 }
 
+/// The user of the system account that [`server_config`] adds on request.
+pub const SYSTEM_USER: &str = "sys";
+
 /// A nats-server configuration fragment (`include` it from the server's file) with the account
 /// `MESH`, JetStream enabled, and one user per role. Passwords are read from the environment of
-/// the server (`MESH_<USER>_PASSWORD`), so the file holds no secret.
-pub fn server_config(miners: &[MinerId]) -> String {
+/// the server (`MESH_<USER>_PASSWORD`), so the file holds no secret. With `system_account`, the
+/// fragment also declares the account `SYS` as the server's system account with one user,
+/// [`SYSTEM_USER`] (`MESH_SYS_PASSWORD`), for `nats server report` and cluster monitoring. It
+/// must be in this fragment: a second `accounts` block in the server's file would replace this
+/// one, not add to it.
+pub fn server_config(miners: &[MinerId], system_account: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -251,7 +258,20 @@ pub fn server_config(miners: &[MinerId]) -> String {
         let _ = writeln!(out, "        }}");
         let _ = writeln!(out, "      }}");
     }
-    out.push_str("    ]\n  }\n}\n");
+    out.push_str("    ]\n  }\n");
+    if system_account {
+        let _ = writeln!(
+            out,
+            "  # The system account: server events, `nats server report`, cluster monitoring.\n  \
+             # Only operators log in to it; it sees no mesh subject.\n  \
+             SYS {{\n    users: [\n      {{ user: \"{SYSTEM_USER}\", password: $MESH_SYS_PASSWORD }}\n    \
+             ]\n  }}"
+        );
+    }
+    out.push_str("}\n");
+    if system_account {
+        out.push_str("system_account: SYS\n");
+    }
     out
 }
 
@@ -313,7 +333,7 @@ mod tests {
 
     #[test]
     fn the_config_lists_every_role() {
-        let text = server_config(&[miner("f01000"), miner("f01001")]);
+        let text = server_config(&[miner("f01000"), miner("f01001")], false);
         for user in [
             "admin",
             "worker",
@@ -324,6 +344,19 @@ mod tests {
             assert!(text.contains(&format!("user: \"{user}\"")), "{user}");
         }
         assert!(text.contains("password: $MESH_MINER_F01001_PASSWORD"));
+        assert_eq!(text.matches('{').count(), text.matches('}').count());
+        assert!(!text.contains("SYS"));
+    }
+
+    #[test]
+    fn the_system_account_is_in_the_same_accounts_block() {
+        let text = server_config(&[miner("f01000")], true);
+        assert_eq!(text.matches("accounts {").count(), 1);
+        let accounts_end = text.rfind("\n}\n").expect("end of the accounts block");
+        let sys = text.find("  SYS {").expect("a SYS account");
+        assert!(sys < accounts_end, "{text}");
+        assert!(text.contains("user: \"sys\", password: $MESH_SYS_PASSWORD"));
+        assert!(text.ends_with("}\nsystem_account: SYS\n"), "{text}");
         assert_eq!(text.matches('{').count(), text.matches('}').count());
     }
 }
