@@ -74,7 +74,7 @@ pub fn require_2kib_params() -> PathBuf {
     assert!(
         missing.is_empty(),
         "2KiB parameters {missing:?} are not in {}: run `mesh-worker params generate --size \
-         2KiB` once (about 15 minutes); .ci/run does it",
+         2KiB` once (about 17 minutes); .ci/run does it",
         cache.display()
     );
     cache

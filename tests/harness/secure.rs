@@ -213,7 +213,7 @@ impl SecureNats {
                 );
             for (j, [_, _, other]) in ports.iter().enumerate() {
                 text = text.replace(
-                    &format!("nats-route://nats-{}:6222", j + 1),
+                    &format!("nats-route://nats-{}.example:6222", j + 1),
                     &format!("nats-route://127.0.0.1:{other}"),
                 );
             }

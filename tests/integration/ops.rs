@@ -853,3 +853,93 @@ async fn messages_say_what_they_are_in_headers_and_decode_prints_any_of_them_as_
         empty.stderr
     );
 }
+
+/// The units and environment files of `deploy/systemd` name only what the daemons read: each
+/// unit's `ExecStart` is a command the binary has, every `MESH_*` variable its environment
+/// file or `Environment=` lines set is one that command lists in its `--help`, and `nats.env`
+/// sets every variable that `deploy/nats/nats.conf` and the `auth.conf` of
+/// `init --roles --system-account` refer to. A renamed flag cannot leave the units behind.
+#[test]
+fn deploy_units_set_only_variables_their_daemons_read() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let read = |path: &str| {
+        std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("deploy/{path}: {e}"))
+    };
+    let assignments = |text: &str, prefix: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|line| line.strip_prefix(prefix))
+            .filter_map(|line| {
+                line.split_once('=')
+                    .map(|(name, _)| name.trim().to_string())
+            })
+            .filter(|name| name.starts_with("MESH_"))
+            .collect()
+    };
+    for (unit, env_file) in [
+        ("systemd/mesh-worker.service", "systemd/worker.env"),
+        ("systemd/mesh-publisher@.service", "systemd/publisher.env"),
+        ("systemd/mesh-autoscaler.service", "systemd/autoscaler.env"),
+    ] {
+        let unit_text = read(unit);
+        let exec = unit_text
+            .lines()
+            .find_map(|line| line.strip_prefix("ExecStart="))
+            .unwrap_or_else(|| panic!("{unit} has no ExecStart"));
+        let mut words = exec.split_whitespace();
+        let program = words.next().unwrap().rsplit('/').next().unwrap();
+        let args: Vec<&str> = words.collect();
+        let out = Command::new(bin(program))
+            .args(&args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{unit}: `{exec} --help` failed");
+        let help = String::from_utf8_lossy(&out.stdout);
+        let mut names = assignments(&read(env_file), "");
+        names.extend(assignments(&unit_text, "Environment="));
+        assert!(!names.is_empty(), "{env_file} sets no MESH_* variable");
+        for name in names {
+            assert!(
+                help.contains(&format!("[env: {name}="))
+                    || help.contains(&format!("[env: {name}]")),
+                "{env_file} or {unit} sets {name}, which `{exec}` does not read"
+            );
+        }
+    }
+
+    let out = Command::new(bin("mesh-publisher"))
+        .args([
+            "init",
+            "--roles",
+            "-",
+            "--system-account",
+            "--miners",
+            "f01000",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let configs = format!(
+        "{}{}",
+        read("nats/nats.conf"),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let set = assignments(&read("systemd/nats.env"), "");
+    let referred: std::collections::BTreeSet<&str> = configs
+        .split('$')
+        .skip(1)
+        .map(|rest| {
+            rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .next()
+                .unwrap()
+        })
+        .filter(|name| name.starts_with("MESH_"))
+        .collect();
+    assert!(referred.contains("MESH_SYS_PASSWORD"), "{referred:?}");
+    for name in referred {
+        assert!(
+            set.iter().any(|s| s == name),
+            "systemd/nats.env lacks {name}"
+        );
+    }
+}
