@@ -50,7 +50,7 @@ pub async fn check_readers(broker: &Broker, allow_newer: bool) -> anyhow::Result
     anyhow::bail!(
         "every live worker ({} of them: {names}) reads task messages of version {newest} at \
          most, and this publisher writes version {version}: its tasks would wait until workers \
-         are upgraded. Upgrade the workers first (README: Upgrades), or pass --allow-newer to \
+         are upgraded. Upgrade the workers first (docs/upgrades.md), or pass --allow-newer to \
          publish anyway (old workers leave such tasks, at no attempt's cost)",
         older.len()
     )
