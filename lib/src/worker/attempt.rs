@@ -139,6 +139,23 @@ async fn attempt_task(
             );
             return dead_letter(&reason).await;
         }
+        if task.synthetic != ctx.config.executor.is_synthetic() {
+            // Never dead-lettered for this, and no attempt: a worker of the other kind will
+            // take it.
+            let task_is = if task.synthetic { "synthetic" } else { "real" };
+            let executor = ctx.config.executor.name();
+            warn!(
+                task_is,
+                executor,
+                retry_in = ?deferred::DEFER_DELAY,
+                "task is not for this worker's executor; handing it back (do not mix synthetic \
+                 and real workers on one mesh)"
+            );
+            let reason = format!("a {task_is} task, and this worker's executor is {executor}");
+            ctx.config.metrics.handed_back(phase, size);
+            deferred::leave(&ctx.deferred, msg, &ctx.config.id, &reason).await;
+            return false;
+        }
         if attempt > task.max_attempts {
             let reason = format!(
                 "delivered {attempt} times without finishing (limit {}): the workers that ran \

@@ -582,8 +582,7 @@ pub async fn run(
     // Each turn takes at most one task: from the highest-priority stream whose tasks fit what
     // running tasks leave, from the miner with the lowest weighted share there.
     let mut probe = true;
-    // Sources not asked until then: the last task taken from each was newer than this worker,
-    // or for the other executor.
+    // Sources not asked until then: the last task taken from each was newer than this worker.
     let mut paused: BTreeMap<usize, Instant> = BTreeMap::new();
     'pull: while !drain.is_cancelled() {
         if *held.borrow_and_update() {
@@ -614,7 +613,7 @@ pub async fn run(
             if fits {
                 if let Some((msg, phase, size)) = held.take().await {
                     let kind = (phase, size);
-                    let Ok(msg) = leave_unrunnable(&ctx, &tracker, msg, kind) else {
+                    let Some(msg) = leave_newer(&ctx, &tracker, msg, kind) else {
                         continue 'pull;
                     };
                     let claim = held_claims.get(&kind).copied().unwrap_or_else(|| {
@@ -697,29 +696,16 @@ pub async fn run(
         let Some((taken, i)) = taken else {
             continue;
         };
-        let taken = match leave_unrunnable(&ctx, &tracker, taken, sources[i].kind()) {
-            Ok(taken) => taken,
-            Err(Left::Newer) => {
-                warn!(
-                    phase = %sources[i].phase,
-                    size = %sources[i].size,
-                    pause = ?deferred::DEFER_PAUSE,
-                    "not taking tasks of this phase and size for a while: the last one was \
-                     newer than this worker reads (upgrade it)"
-                );
-                paused.insert(i, Instant::now() + deferred::DEFER_PAUSE);
-                continue;
-            }
-            Err(Left::OtherExecutor) => {
-                // Until the task has been offered again and idle workers of the other kind,
-                // which ask every poll interval, have had their turn: asking first each time,
-                // this worker could take it back every time.
-                paused.insert(
-                    i,
-                    Instant::now() + deferred::DEFER_DELAY + 2 * ctx.config.poll_interval,
-                );
-                continue;
-            }
+        let Some(taken) = leave_newer(&ctx, &tracker, taken, sources[i].kind()) else {
+            warn!(
+                phase = %sources[i].phase,
+                size = %sources[i].size,
+                pause = ?deferred::DEFER_PAUSE,
+                "not taking tasks of this phase and size for a while: the last one was newer \
+                 than this worker reads (upgrade it)"
+            );
+            paused.insert(i, Instant::now() + deferred::DEFER_PAUSE);
+            continue;
         };
         launch(
             &ctx,
@@ -812,70 +798,34 @@ fn ring_room(ctx: &Ctx) {
     ctx.room.notify_one();
 }
 
-/// Why a taken task was left for another worker.
-enum Left {
-    /// Its message version is newer than this worker reads.
-    Newer,
-    /// It is for the other executor (synthetic or real).
-    OtherExecutor,
-}
-
-/// Gives back `msg` when its task is for this worker; otherwise leaves it for another (not run,
-/// no attempt counted: `broker::deferred`) and says why: its message version is newer than
-/// this worker reads, or it is for the other executor.
-fn leave_unrunnable(
+/// Gives back `msg` when its task is for this worker; leaves it for a newer worker (not run,
+/// no attempt counted: `broker::deferred`) when its message version is newer than this worker
+/// reads.
+fn leave_newer(
     ctx: &Arc<Ctx>,
     tracker: &TaskTracker,
     msg: async_nats::jetstream::Message,
     (phase, size): (Phase, SectorSize),
-) -> Result<async_nats::jetstream::Message, Left> {
-    let (left, reason) = if let Some(version) = crate::sector::newer_version(&msg.payload) {
-        let reason = format!(
-            "message version {version} is newer than this worker reads ({})",
-            crate::sector::message_version()
-        );
-        warn!(
-            subject = %msg.subject,
-            %reason,
-            retry_in = ?deferred::DEFER_DELAY,
-            "task left for an upgraded worker; it costs no attempt"
-        );
-        (Left::Newer, reason)
-    } else if let Some(synthetic) = synthetic(&msg.payload)
-        && synthetic != ctx.config.executor.is_synthetic()
-    {
-        let task_is = if synthetic { "synthetic" } else { "real" };
-        let executor = ctx.config.executor.name();
-        warn!(
-            subject = %msg.subject,
-            task_is,
-            executor,
-            retry_in = ?deferred::DEFER_DELAY,
-            "task is not for this worker's executor; handing it back at no attempt's cost (do \
-             not mix synthetic and real workers on one mesh)"
-        );
-        let reason = format!("a {task_is} task, and this worker's executor is {executor}");
-        (Left::OtherExecutor, reason)
-    } else {
-        return Ok(msg);
+) -> Option<async_nats::jetstream::Message> {
+    let Some(version) = crate::sector::newer_version(&msg.payload) else {
+        return Some(msg);
     };
     ctx.config.metrics.handed_back(phase, size);
+    let reason = format!(
+        "message version {version} is newer than this worker reads ({})",
+        crate::sector::message_version()
+    );
+    warn!(
+        subject = %msg.subject,
+        %reason,
+        retry_in = ?deferred::DEFER_DELAY,
+        "task left for an upgraded worker; it costs no attempt"
+    );
     let ctx = ctx.clone();
     tracker.spawn(async move {
         deferred::leave(&ctx.deferred, &msg, &ctx.config.id, &reason).await;
     });
-    Err(left)
-}
-
-/// Whether a task body says its task is synthetic; `None` when it is no task body (the attempt
-/// dead-letters it).
-fn synthetic(body: &[u8]) -> Option<bool> {
-    #[derive(serde::Deserialize)]
-    struct Head {
-        #[serde(default)]
-        synthetic: bool,
-    }
-    crate::model::decode::<Head>(body).ok().map(|h| h.synthetic)
+    None
 }
 
 /// Claims what a taken task needs and runs it in an attempt of its own, giving the claim back
