@@ -62,6 +62,24 @@ ensure_promtool() {
 }
 
 # build [extra cargo flags]: the binaries (and with --all-targets, the tests too).
+# nvcc for builds with the `cuda` feature, when none is on PATH: NVIDIA's CUDA 13 wheels from
+# PyPI (nvidia-cuda-nvcc, -runtime and -cccl, about 350 MB installed) into the virtualenv,
+# without Debian's non-free archive. The -cu12 wheels ship ptxas but no nvcc.
+ensure_nvcc() {
+  command -v nvcc >/dev/null && return 0
+  local cuda
+  cuda=$(ls -d "$MESH_VENV"/lib/python3*/site-packages/nvidia/cu13 2>/dev/null | head -1 || true)
+  if [ -z "$cuda" ] || [ ! -x "$cuda/bin/nvcc" ]; then
+    say "installing nvcc (NVIDIA's CUDA 13 wheels) from PyPI into $MESH_VENV"
+    [ -x "$MESH_VENV/bin/python" ] || python3 -m venv "$MESH_VENV"
+    "$MESH_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+      nvidia-cuda-nvcc nvidia-cuda-runtime nvidia-cuda-cccl
+    cuda=$(ls -d "$MESH_VENV"/lib/python3*/site-packages/nvidia/cu13 | head -1)
+  fi
+  export PATH="$cuda/bin:$PATH" CUDA_PATH="$cuda"
+  export LIBRARY_PATH="$cuda/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
+}
+
 build() {
   ensure_hwloc
   say "building (the first build takes ~10 minutes on 2 cores)"

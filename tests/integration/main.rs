@@ -9,6 +9,7 @@ mod autoscaler_gcp;
 mod chaos;
 mod errors;
 mod faults;
+mod gpu;
 mod locality;
 mod logs;
 mod lotus;

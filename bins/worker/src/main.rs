@@ -222,6 +222,7 @@ impl ServeArgs {
         .or(file.machine.clone());
         declared.validate().map_err(anyhow::Error::msg)?;
         config.machine = declared.apply(config.machine);
+        config.gpus_declared = declared.gpus.is_some();
         let mut table = Table::lotus();
         table
             .apply_file(&file.resources)

@@ -40,6 +40,9 @@ pub struct Pin {
     pub machine_threads: u32,
     /// CPUs to pin the child to; empty for no pinning.
     pub cpus: Vec<usize>,
+    /// The GPUs the task was given, as the child's `CUDA_VISIBLE_DEVICES` names them; empty:
+    /// the child's GPU environment is the worker's.
+    pub gpus: Vec<String>,
 }
 
 impl Pin {
@@ -56,6 +59,16 @@ impl Pin {
         if !self.cpus.is_empty() {
             let cpus = crate::resources::cores::list(&self.cpus);
             env.push((crate::resources::cores::PROOF_CPUS_ENV, cpus));
+        }
+        if !self.gpus.is_empty() {
+            // CUDA, and NVIDIA's OpenCL, see only the task's GPUs, numbered as NVML numbers
+            // them; AMD's OpenCL reads GPU_DEVICE_ORDINAL.
+            let gpus = self.gpus.join(",");
+            env.push(("CUDA_DEVICE_ORDER", "PCI_BUS_ID".into()));
+            if self.gpus.iter().all(|g| g.parse::<u32>().is_ok()) {
+                env.push(("GPU_DEVICE_ORDINAL", gpus.clone()));
+            }
+            env.push(("CUDA_VISIBLE_DEVICES", gpus));
         }
         env
     }

@@ -23,6 +23,12 @@ pub fn main(job_path: &Path, outcome_path: &Path) -> ExitCode {
     {
         eprintln!("running unpinned: {e}");
     }
+    if let Ok(gpus) = std::env::var("CUDA_VISIBLE_DEVICES") {
+        tracing::info!(
+            gpus,
+            "this proof process sees only these GPUs (CUDA_VISIBLE_DEVICES)"
+        );
+    }
     watch_parent();
     let outcome = fs::read(job_path)
         .map_err(|e| JobFailure::retryable(format!("read job file {}: {e}", job_path.display())))

@@ -15,10 +15,22 @@ use crate::model::RegisteredSealProof;
 /// in lotus, and the resource table then reserves its producers plus one thread.
 pub const MULTICORE_SDR: bool = cfg!(feature = "multicore-sdr");
 
-/// Whether this build proves on GPUs. It does not yet (no `cuda` or `opencl` feature): the
-/// proofs run PreCommit2 and Commit2 on the CPU, so a worker with GPUs reserves CPU threads
-/// for them, not GPUs.
-pub const GPU_BUILD: bool = false;
+/// Whether this build proves on GPUs (the `cuda` or `opencl` feature). Without, the proofs run
+/// PreCommit2 and Commit2 on the CPU, so a worker with GPUs it found reserves CPU threads for
+/// them, not GPUs.
+pub const GPU_BUILD: bool = cfg!(any(feature = "cuda", feature = "opencl"));
+
+/// The GPU features this build has, for `mesh-worker info` and the start-up log.
+pub fn gpu_features() -> Vec<&'static str> {
+    [
+        (cfg!(feature = "cuda"), "cuda"),
+        (cfg!(feature = "opencl"), "opencl"),
+        (cfg!(feature = "cuda-supraseal"), "cuda-supraseal"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect()
+}
 
 /// The name of a proof type as `RegisteredSealProof` spells it, e.g. `StackedDrg2KiBV1_1`.
 pub fn proof_name(proof: RegisteredSealProof) -> String {

@@ -127,6 +127,25 @@ impl fmt::Display for Refusal {
 
 type Kind = (Phase, SectorSize);
 
+/// Where a started task runs: the CPUs its proof is pinned to (empty: unpinned) and the GPUs it
+/// was given, as indices into the machine's GPUs (empty: none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub cpus: Vec<usize>,
+    pub gpus: Vec<usize>,
+}
+
+/// How a GPU claim is spread over devices: a whole GPU per full thousand thousandths, and the
+/// rest on one more. A claim of at most one GPU (every entry of lotus's table) is one device.
+fn gpu_shares(milli: u32) -> Vec<u32> {
+    let whole = GPU_UNITS as u32;
+    let mut shares = vec![whole; (milli / whole) as usize];
+    if !milli.is_multiple_of(whole) {
+        shares.push(milli % whole);
+    }
+    shares
+}
+
 /// The resources of one worker and what its running tasks hold.
 #[derive(Debug, Clone)]
 pub struct Ledger {
@@ -141,6 +160,8 @@ pub struct Ledger {
     /// Everything taken; `threads` and `gpu` of running tasks only.
     used: Usage,
     gpu_used_milli: u32,
+    /// Thousandths free on each GPU, by the machine's GPU index.
+    gpu_free: Vec<u32>,
     /// Threads and GPU of the tasks preparing (taken, not yet running).
     preparing_threads: u32,
     preparing_gpu_milli: u32,
@@ -160,6 +181,7 @@ impl Ledger {
             kept: 0,
             used: Usage::default(),
             gpu_used_milli: 0,
+            gpu_free: vec![GPU_UNITS as u32; machine.gpus.len()],
             preparing_threads: 0,
             preparing_gpu_milli: 0,
             per_kind: BTreeMap::new(),
@@ -236,11 +258,30 @@ impl Ledger {
         Ok(())
     }
 
-    /// Whether a task taken now could run at once (its threads and GPU are free on the
-    /// machine), rather than wait in the preparing window for a running task to end.
+    /// Whether a task taken now could run at once (its threads are free on the machine, and
+    /// its GPU share on one GPU), rather than wait in the preparing window for a running task
+    /// to end.
     pub fn runs_now(&self, claim: &Claim) -> bool {
         self.fits(claim, self.used.threads, self.gpu_used_milli)
             .is_ok()
+            && (claim.gpu_milli == 0 || self.pick_gpus(claim.gpu_milli).is_some())
+    }
+
+    /// The GPUs that would take a claim of `milli`: for each share, the GPU with the most free
+    /// that holds it (the lowest index among equals), no GPU twice.
+    fn pick_gpus(&self, milli: u32) -> Option<Vec<usize>> {
+        let mut free = self.gpu_free.clone();
+        let mut picked = Vec::new();
+        for share in gpu_shares(milli) {
+            let (gpu, _) = free
+                .iter()
+                .enumerate()
+                .filter(|&(i, &f)| f >= share && !picked.contains(&i))
+                .max_by_key(|&(i, &f)| (f, std::cmp::Reverse(i)))?;
+            free[gpu] -= share;
+            picked.push(gpu);
+        }
+        Some(picked)
     }
 
     /// Whether a task of `kind` could ever run here (it fits an idle worker).
@@ -255,6 +296,7 @@ impl Ledger {
             gpu_used_milli: 0,
             preparing_threads: 0,
             preparing_gpu_milli: 0,
+            gpu_free: vec![GPU_UNITS as u32; other.gpu_free.len()],
             per_kind: BTreeMap::new(),
             cores: Cores::new(other.cores.ids()),
             ..other.clone()
@@ -273,22 +315,34 @@ impl Ledger {
     }
 
     /// Moves a prepared task's threads and GPU from the preparing window onto the machine, if
-    /// they are free there: the CPUs to pin its proof to (empty: unpinned), or `None` to wait.
-    pub fn start(&mut self, claim: &Claim) -> Option<Vec<usize>> {
+    /// they are free there: where it runs (the CPUs to pin its proof to, the GPUs it was
+    /// given), or `None` to wait.
+    pub fn start(&mut self, claim: &Claim) -> Option<Placement> {
         if !self.runs_now(claim) {
             return None;
+        }
+        let gpus = if claim.gpu_milli > 0 {
+            self.pick_gpus(claim.gpu_milli)?
+        } else {
+            Vec::new()
+        };
+        for (&gpu, share) in gpus.iter().zip(gpu_shares(claim.gpu_milli)) {
+            self.gpu_free[gpu] -= share;
         }
         self.preparing_threads = self.preparing_threads.saturating_sub(claim.threads);
         self.preparing_gpu_milli = self.preparing_gpu_milli.saturating_sub(claim.gpu_milli);
         self.used.threads += claim.threads;
         self.gpu_used_milli += claim.gpu_milli;
         self.used.gpu = self.gpu_used_milli as f64 / GPU_UNITS;
-        Some(self.cores.take(claim.threads))
+        Some(Placement {
+            cpus: self.cores.take(claim.threads),
+            gpus,
+        })
     }
 
-    /// Gives back what [`Ledger::take`] (and [`Ledger::start`], when `started` says which CPUs
-    /// it gave) recorded for a task that ended.
-    pub fn give_back(&mut self, kind: Kind, claim: &Claim, started: Option<&[usize]>) {
+    /// Gives back what [`Ledger::take`] (and [`Ledger::start`], when `started` says where the
+    /// task ran) recorded for a task that ended.
+    pub fn give_back(&mut self, kind: Kind, claim: &Claim, started: Option<&Placement>) {
         if let Some(n) = self.per_kind.get_mut(&kind) {
             *n = n.saturating_sub(1);
         }
@@ -297,11 +351,16 @@ impl Ledger {
         self.used.max_memory = self.used.max_memory.saturating_sub(claim.max_memory);
         self.used.scratch = self.used.scratch.saturating_sub(claim.scratch);
         match started {
-            Some(cpus) => {
+            Some(placement) => {
                 self.used.threads = self.used.threads.saturating_sub(claim.threads);
                 self.gpu_used_milli = self.gpu_used_milli.saturating_sub(claim.gpu_milli);
                 self.used.gpu = self.gpu_used_milli as f64 / GPU_UNITS;
-                self.cores.give_back(cpus);
+                for (&gpu, share) in placement.gpus.iter().zip(gpu_shares(claim.gpu_milli)) {
+                    if let Some(free) = self.gpu_free.get_mut(gpu) {
+                        *free = (*free + share).min(GPU_UNITS as u32);
+                    }
+                }
+                self.cores.give_back(&placement.cpus);
             }
             None => {
                 self.preparing_threads = self.preparing_threads.saturating_sub(claim.threads);
@@ -438,7 +497,12 @@ mod tests {
         assert!(ledger.runs_now(&claim), "nothing runs yet");
         // Preparing holds no GPU: a second one may prepare, and the first starts.
         let first = ledger.start(&claim).expect("the GPU is free");
-        assert_eq!(first, vec![0, 1, 2, 3, 4, 5], "pinned to its 6 threads");
+        assert_eq!(
+            first.cpus,
+            vec![0, 1, 2, 3, 4, 5],
+            "pinned to its 6 threads"
+        );
+        assert_eq!(first.gpus, vec![0]);
         assert!(ledger.check(kind, &claim).is_ok());
         ledger.take(kind, &claim);
         assert!(!ledger.runs_now(&claim));
@@ -452,6 +516,39 @@ mod tests {
         ledger.give_back(kind, &claim, Some(&first));
         assert_eq!(ledger.start(&claim), Some(first));
         assert!(ledger.check(kind, &claim).is_ok());
+    }
+
+    #[test]
+    fn each_gpu_task_gets_a_gpu_of_its_own() {
+        let m = machine(16, 1024 * G, 2);
+        let kind = (Phase::Commit2, SectorSize::GiB32);
+        let claim = Claim::new(&Table::lotus().get(kind.0, kind.1), &m, 0);
+        let mut ledger = Ledger::new(&m, None, u64::MAX);
+        for _ in 0..3 {
+            ledger.take(kind, &claim);
+        }
+        let first = ledger.start(&claim).expect("GPU 0 is free");
+        let second = ledger.start(&claim).expect("GPU 1 is free");
+        assert_eq!(
+            (first.gpus.as_slice(), second.gpus.as_slice()),
+            (&[0][..], &[1][..])
+        );
+        assert_eq!(ledger.start(&claim), None, "both GPUs are taken");
+        ledger.give_back(kind, &claim, Some(&second));
+        assert_eq!(ledger.start(&claim).map(|p| p.gpus), Some(vec![1]));
+        // Half a GPU each: two share a device before the next one is used.
+        let mut half = claim;
+        half.gpu_milli = 500;
+        half.threads = 1;
+        let mut ledger = Ledger::new(&m, None, u64::MAX);
+        let gpus: Vec<Vec<usize>> = (0..4)
+            .map(|_| {
+                ledger.take(kind, &half);
+                ledger.start(&half).expect("room for a half").gpus
+            })
+            .collect();
+        assert_eq!(gpus, [vec![0], vec![1], vec![0], vec![1]]);
+        assert_eq!(gpu_shares(2500), [1000, 1000, 500]);
     }
 
     proptest! {
@@ -471,8 +568,8 @@ mod tests {
                 .flat_map(|&p| SectorSize::ALL.iter().map(move |&s| (p, s)))
                 .collect();
             let mut ledger = Ledger::new(&m, None, 10 * G);
-            // Taken tasks, with the CPUs they were given once started.
-            let mut taken: Vec<(Kind, Claim, Option<Vec<usize>>)> = Vec::new();
+            // Taken tasks, with where they run once started.
+            let mut taken: Vec<(Kind, Claim, Option<Placement>)> = Vec::new();
             for (pick, op) in ops {
                 if op == 0 || taken.is_empty() {
                     let kind = kinds[pick % kinds.len()];
@@ -488,7 +585,7 @@ mod tests {
                     }
                 } else {
                     let (kind, claim, started) = taken.remove(pick % taken.len());
-                    ledger.give_back(kind, &claim, started.as_deref());
+                    ledger.give_back(kind, &claim, started.as_ref());
                 }
                 let running = || taken.iter().filter(|t| t.2.is_some());
                 let preparing = || taken.iter().filter(|t| t.2.is_none());
@@ -510,11 +607,21 @@ mod tests {
                 prop_assert_eq!(ledger.usage().threads, threads);
                 prop_assert_eq!(ledger.usage().tasks as usize, taken.len());
                 // No CPU is given to two running tasks.
-                let mut pinned: Vec<usize> = running().flat_map(|t| t.2.clone().unwrap()).collect();
+                let mut pinned: Vec<usize> = running().flat_map(|t| t.2.clone().unwrap().cpus).collect();
                 let n = pinned.len();
                 pinned.sort();
                 pinned.dedup();
                 prop_assert_eq!(pinned.len(), n);
+                // No GPU holds more than it has.
+                for gpu in 0..gpus {
+                    let on: u32 = running()
+                        .map(|t| {
+                            let placed = &t.2.as_ref().unwrap().gpus;
+                            placed.iter().zip(gpu_shares(t.1.gpu_milli)).filter(|(g, _)| **g == gpu).map(|(_, s)| s).sum::<u32>()
+                        })
+                        .sum();
+                    prop_assert!(on <= 1000);
+                }
             }
         }
     }

@@ -8,7 +8,7 @@ pub mod table;
 
 use serde::{Deserialize, Serialize};
 
-pub use ledger::{Claim, Ledger, Refusal, Usage};
+pub use ledger::{Claim, Ledger, Placement, Refusal, Usage};
 pub use table::{NeedOverride, Table};
 
 /// A worker's machine as the resource checks see it.
@@ -110,14 +110,62 @@ pub fn detect() -> Machine {
     }
 }
 
+/// The NVIDIA GPUs this worker may use, named with their memory: those NVML lists, or only
+/// those the worker's `CUDA_VISIBLE_DEVICES` names (see [`visible_gpus`]).
 fn gpus() -> Vec<String> {
     let Ok(nvml) = nvml_wrapper::Nvml::init() else {
         return Vec::new();
     };
-    let count = nvml.device_count().unwrap_or(0);
-    (0..count)
-        .filter_map(|i| nvml.device_by_index(i).ok()?.name().ok())
-        .collect()
+    let named = |device: nvml_wrapper::Device<'_>| {
+        let name = device.name().ok()?;
+        Some(match device.memory_info() {
+            Ok(memory) => format!("{name} ({})", crate::units::human_bytes(memory.total)),
+            Err(_) => name,
+        })
+    };
+    match visible_gpus() {
+        Some(entries) => entries
+            .iter()
+            .filter_map(|entry| match entry.parse::<u32>() {
+                Ok(index) => named(nvml.device_by_index(index).ok()?),
+                Err(_) => named(nvml.device_by_uuid(entry.as_str()).ok()?),
+            })
+            .collect(),
+        None => {
+            let count = nvml.device_count().unwrap_or(0);
+            (0..count)
+                .filter_map(|i| named(nvml.device_by_index(i).ok()?))
+                .collect()
+        }
+    }
+}
+
+/// The GPUs the worker was limited to: the entries of its `CUDA_VISIBLE_DEVICES` (indices or
+/// UUIDs), none when it or `NVIDIA_VISIBLE_DEVICES` is `none`, `void` or empty; `None` when
+/// neither limits them. (A container runtime applies `NVIDIA_VISIBLE_DEVICES` itself: NVML in
+/// the container lists only those GPUs.)
+pub fn visible_gpus() -> Option<Vec<String>> {
+    let hidden = |v: &str| matches!(v.trim(), "" | "none" | "void" | "NoDevFiles");
+    if let Ok(v) = std::env::var("NVIDIA_VISIBLE_DEVICES")
+        && hidden(&v)
+    {
+        return Some(Vec::new());
+    }
+    let v = std::env::var("CUDA_VISIBLE_DEVICES").ok()?;
+    if hidden(&v) {
+        return Some(Vec::new());
+    }
+    Some(v.split(',').map(|e| e.trim().to_string()).collect())
+}
+
+/// How a proof child names each of the worker's `count` GPUs in its `CUDA_VISIBLE_DEVICES`:
+/// the worker's own visible devices in order where it was given them, else indices (in PCI
+/// order, as NVML counts them).
+pub fn gpu_devices(count: usize) -> Vec<String> {
+    match visible_gpus() {
+        Some(entries) if entries.len() >= count => entries.into_iter().take(count).collect(),
+        _ => (0..count).map(|i| i.to_string()).collect(),
+    }
 }
 
 /// A host name made safe for keys and subjects: letters, digits and `-`.

@@ -603,7 +603,13 @@ async fn execute_in(
 
     // Inputs are here: now the task claims its threads and GPU, waiting for running tasks to
     // give them back if need be.
-    let cpus = claimed.start(ctx, abort).await.ok_or(Failure::Aborted)?;
+    let placement = claimed.start(ctx, abort).await.ok_or(Failure::Aborted)?;
+    let devices = crate::resources::gpu_devices(ctx.config.machine.gpus.len());
+    let gpus: Vec<String> = placement
+        .gpus
+        .iter()
+        .filter_map(|&i| devices.get(i).cloned())
+        .collect();
     let size = SectorSize::of_proof(task.proof).unwrap_or(SectorSize::KiB2);
     let usage = ctx.ledger.lock().expect("ledger lock").usage();
     // What this worker's tasks hold with this one, for operators and the placement tests.
@@ -612,7 +618,8 @@ async fn execute_in(
         deals = task.has_deals,
         tasks = usage.tasks,
         threads = usage.threads,
-        cpus = %super::cpu_list(&cpus),
+        cpus = %super::cpu_list(&placement.cpus),
+        gpus = %gpus.join(","),
         min_memory = usage.min_memory,
         max_memory = usage.max_memory,
         gpu = usage.gpu,
@@ -632,7 +639,8 @@ async fn execute_in(
     let pin = crate::proofs::child::Pin {
         threads: claimed.claim.threads,
         machine_threads: ctx.config.machine.cpu_threads,
-        cpus,
+        cpus: placement.cpus,
+        gpus,
     };
 
     let ran = Instant::now();

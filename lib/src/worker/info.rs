@@ -54,9 +54,12 @@ impl Proofs {
             (false, _) => "built without multicore SDR: PreCommit1 hashes on one thread".into(),
         };
         let gpu = if self.gpu_support {
-            "PreCommit2 and Commit2 on GPUs"
+            format!(
+                "PreCommit2 and Commit2 on GPUs (built with {})",
+                crate::proofs::gpu_features().join(", ")
+            )
         } else {
-            "no GPU support: PreCommit2 and Commit2 on the CPU"
+            "no GPU support: PreCommit2 and Commit2 on the CPU".to_string()
         };
         format!("{sdr}; {gpu}")
     }
@@ -81,7 +84,29 @@ pub fn render(config: &WorkerConfig, json: bool) -> String {
     let gpus = if m.gpus.is_empty() {
         "none".to_string()
     } else {
-        m.gpus.join(", ")
+        let devices = crate::resources::gpu_devices(m.gpus.len());
+        let mut users: Vec<String> = Vec::new();
+        for s in serving.iter().filter(|s| s.claim.gpu_milli > 0) {
+            if !users.contains(&s.phase.to_string()) {
+                users.push(s.phase.to_string());
+            }
+        }
+        let users = if users.is_empty() {
+            "no phase served here uses them".to_string()
+        } else {
+            format!(
+                "used by {}, each task on its own GPU (CUDA_VISIBLE_DEVICES)",
+                users.join(", ")
+            )
+        };
+        let mut lines: Vec<String> = m
+            .gpus
+            .iter()
+            .zip(devices)
+            .map(|(name, device)| format!("{device}: {name}"))
+            .collect();
+        lines.push(users);
+        lines.join("\n")
     };
     let mut out = table(&[
         vec!["host".into(), m.host.clone()],

@@ -35,7 +35,7 @@ use crate::phases::{self, Phase};
 use crate::proofs::child::{ChildRunner, Pin};
 use crate::proofs::job::{Job, JobFailure, JobOutput};
 use crate::proofs::synthetic::Synthetic;
-use crate::resources::{self, Claim, Ledger, Machine, Refusal, Table, Usage};
+use crate::resources::{self, Claim, Ledger, Machine, Placement, Refusal, Table, Usage};
 use crate::store::Store;
 use crate::units::human_bytes;
 use holdings::Holdings;
@@ -112,6 +112,8 @@ pub struct WorkerConfig {
     pub heartbeat: Duration,
     /// The machine as detected, with what the operator declared in its place.
     pub machine: Machine,
+    /// The GPUs were declared (`--gpus`), not detected.
+    pub gpus_declared: bool,
     /// What each phase and size needs (lotus's table with the operator's overrides).
     pub table: Table,
     /// How long a running task waits out an unreachable store before giving the task back.
@@ -197,22 +199,33 @@ impl WorkerConfig {
             scratch_limit: u64::MAX,
             hold_sectors: true,
             back_up_held: false,
+            gpus_declared: false,
             drain_timeout: None,
             metrics: metrics::Metrics::default(),
         }
     }
 
-    /// A worker that runs real proofs in a build without GPU support proves on the CPU: its
-    /// GPUs are left out of the resource checks (which would reserve a GPU and a few threads
-    /// for a PreCommit2 or Commit2 that uses every core), with a warning to show.
+    /// A worker that runs real proofs in a build without GPU support proves on the CPU: the
+    /// GPUs it found are left out of the resource checks (which would reserve a GPU and a few
+    /// threads for a PreCommit2 or Commit2 that uses every core), with a warning to show.
+    /// GPUs the operator declared (`--gpus N`) are kept as declared, with a warning too.
     pub fn prove_on_cpu(&mut self) -> Option<String> {
         if crate::proofs::GPU_BUILD || self.machine.gpus.is_empty() {
             return None;
         }
+        if self.gpus_declared {
+            return Some(format!(
+                "this build has no GPU support (build with scripts/build-gpu.sh): PreCommit2 and \
+                 Commit2 run on the CPU, yet each reserves one of the {} declared GPU(s) as if \
+                 it ran there",
+                self.machine.gpus.len()
+            ));
+        }
         let gpus = std::mem::take(&mut self.machine.gpus);
         Some(format!(
-            "this build has no GPU support: PreCommit2 and Commit2 run on the CPU and reserve \
-             CPU threads by the resource table; the {} GPU(s) found ({}) are not used",
+            "this build has no GPU support (build with scripts/build-gpu.sh): PreCommit2 and \
+             Commit2 run on the CPU and reserve CPU threads by the resource table; the {} GPU(s) \
+             found ({}) are not used",
             gpus.len(),
             gpus.join(", ")
         ))
@@ -262,7 +275,7 @@ impl WorkerConfig {
                 let thread_cap = Pin {
                     threads: claim.threads,
                     machine_threads: self.machine.cpu_threads,
-                    cpus: Vec::new(),
+                    ..Pin::default()
                 }
                 .cap();
                 out.push(Serving {
@@ -755,22 +768,23 @@ pub async fn run(
 pub(crate) struct Claimed {
     kind: (Phase, SectorSize),
     claim: Claim,
-    /// The CPUs the task was pinned to, once it started.
-    started: Mutex<Option<Vec<usize>>>,
+    /// Where the task runs (its CPUs and GPUs), once it started.
+    started: Mutex<Option<Placement>>,
 }
 
 impl Claimed {
-    /// Waits until the task's threads and GPU are free on the machine and takes them: the CPUs
-    /// to pin its proof to (empty: unpinned), or `None` when aborted first.
-    async fn start(&self, ctx: &Ctx, abort: &CancellationToken) -> Option<Vec<usize>> {
+    /// Waits until the task's threads and GPU are free on the machine and takes them: where
+    /// it runs (the CPUs to pin its proof to, the GPUs it was given), or `None` when aborted
+    /// first.
+    async fn start(&self, ctx: &Ctx, abort: &CancellationToken) -> Option<Placement> {
         let mut logged = false;
         loop {
             let room = ctx.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            if let Some(cpus) = ctx.ledger.lock().expect("ledger lock").start(&self.claim) {
-                *self.started.lock().expect("claim lock") = Some(cpus.clone());
-                return Some(cpus);
+            if let Some(placement) = ctx.ledger.lock().expect("ledger lock").start(&self.claim) {
+                *self.started.lock().expect("claim lock") = Some(placement.clone());
+                return Some(placement);
             }
             if !logged {
                 info!("inputs ready; waiting for threads or a GPU that running tasks hold");
@@ -856,7 +870,7 @@ fn launch(
         let started = claimed.started.lock().expect("claim lock").take();
         let usage = {
             let mut ledger = ctx.ledger.lock().expect("ledger lock");
-            ledger.give_back(claimed.kind, &claimed.claim, started.as_deref());
+            ledger.give_back(claimed.kind, &claimed.claim, started.as_ref());
             ledger.usage()
         };
         ctx.registry.set_usage(usage);
