@@ -63,6 +63,7 @@ pub fn machine(host: &str, cpu_threads: u32, memory: u64, gpus: usize) -> Machin
         swap_bytes: 0,
         gpus: (0..gpus).map(|i| format!("simulated GPU {i}")).collect(),
         cpu_ids: Vec::new(),
+        gpu_ids: (0..gpus).map(|i| i.to_string()).collect(),
     }
 }
 

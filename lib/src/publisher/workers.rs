@@ -258,6 +258,7 @@ mod tests {
                 swap_bytes: 0,
                 gpus: vec!["NVIDIA A100".into()],
                 cpu_ids: Vec::new(),
+                gpu_ids: Vec::new(),
             },
             phases: vec![Phase::PreCommit1],
             sizes: vec![SectorSize::GiB32],

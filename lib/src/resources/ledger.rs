@@ -318,9 +318,8 @@ impl Ledger {
     /// they are free there: where it runs (the CPUs to pin its proof to, the GPUs it was
     /// given), or `None` to wait.
     pub fn start(&mut self, claim: &Claim) -> Option<Placement> {
-        if !self.runs_now(claim) {
-            return None;
-        }
+        self.fits(claim, self.used.threads, self.gpu_used_milli)
+            .ok()?;
         let gpus = if claim.gpu_milli > 0 {
             self.pick_gpus(claim.gpu_milli)?
         } else {
@@ -417,6 +416,7 @@ mod tests {
             swap_bytes: 0,
             gpus: (0..gpus).map(|i| format!("gpu{i}")).collect(),
             cpu_ids: (0..cpus as usize).collect(),
+            gpu_ids: (0..gpus).map(|i| i.to_string()).collect(),
         }
     }
 

@@ -25,6 +25,10 @@ pub struct Machine {
     /// process's affinity, one per thread counted in `cpu_threads`); empty: no pinning.
     #[serde(skip)]
     pub cpu_ids: Vec<usize>,
+    /// How a proof child's `CUDA_VISIBLE_DEVICES` names each GPU of `gpus`, in the same order;
+    /// empty where no GPU is handed out.
+    #[serde(skip)]
+    pub gpu_ids: Vec<String>,
 }
 
 /// What an operator declares instead of what is detected (a container whose limits the system
@@ -85,6 +89,12 @@ impl Declared {
         }
         if let Some(gpus) = self.gpus {
             machine.gpus = (0..gpus).map(|i| format!("declared GPU {i}")).collect();
+            machine.gpu_ids = match visible_gpus() {
+                Some(entries) if entries.len() >= gpus as usize => {
+                    entries.into_iter().take(gpus as usize).collect()
+                }
+                _ => (0..gpus).map(|i| i.to_string()).collect(),
+            };
         }
         machine
     }
@@ -100,41 +110,49 @@ pub fn detect() -> Machine {
         Err(_) => (0, 0),
     };
     let cpu_threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let (gpu_ids, gpus) = gpus().into_iter().unzip();
     Machine {
         host: sysinfo::System::host_name().unwrap_or_else(|_| "localhost".into()),
         cpu_threads,
         memory_bytes,
         swap_bytes,
-        gpus: gpus(),
+        gpus,
         cpu_ids: Vec::new(),
+        gpu_ids,
     }
 }
 
-/// The NVIDIA GPUs this worker may use, named with their memory: those NVML lists, or only
-/// those the worker's `CUDA_VISIBLE_DEVICES` names (see [`visible_gpus`]).
-fn gpus() -> Vec<String> {
+/// The NVIDIA GPUs this worker may use, each as its proof children's `CUDA_VISIBLE_DEVICES`
+/// names it and its name with its memory: those NVML lists (by index, which
+/// `CUDA_DEVICE_ORDER=PCI_BUS_ID` makes CUDA's too), or only those the worker's
+/// `CUDA_VISIBLE_DEVICES` names (see [`visible_gpus`]), as it names them.
+fn gpus() -> Vec<(String, String)> {
     let Ok(nvml) = nvml_wrapper::Nvml::init() else {
         return Vec::new();
     };
-    let named = |device: nvml_wrapper::Device<'_>| {
+    let named = |id: String, device: nvml_wrapper::Device<'_>| {
         let name = device.name().ok()?;
-        Some(match device.memory_info() {
+        let name = match device.memory_info() {
             Ok(memory) => format!("{name} ({})", crate::units::human_bytes(memory.total)),
             Err(_) => name,
-        })
+        };
+        Some((id, name))
     };
     match visible_gpus() {
         Some(entries) => entries
-            .iter()
-            .filter_map(|entry| match entry.parse::<u32>() {
-                Ok(index) => named(nvml.device_by_index(index).ok()?),
-                Err(_) => named(nvml.device_by_uuid(entry.as_str()).ok()?),
+            .into_iter()
+            .filter_map(|entry| {
+                let device = match entry.parse::<u32>() {
+                    Ok(index) => nvml.device_by_index(index).ok()?,
+                    Err(_) => nvml.device_by_uuid(entry.as_str()).ok()?,
+                };
+                named(entry, device)
             })
             .collect(),
         None => {
             let count = nvml.device_count().unwrap_or(0);
             (0..count)
-                .filter_map(|i| named(nvml.device_by_index(i).ok()?))
+                .filter_map(|i| named(i.to_string(), nvml.device_by_index(i).ok()?))
                 .collect()
         }
     }
@@ -144,7 +162,7 @@ fn gpus() -> Vec<String> {
 /// UUIDs), none when it or `NVIDIA_VISIBLE_DEVICES` is `none`, `void` or empty; `None` when
 /// neither limits them. (A container runtime applies `NVIDIA_VISIBLE_DEVICES` itself: NVML in
 /// the container lists only those GPUs.)
-pub fn visible_gpus() -> Option<Vec<String>> {
+fn visible_gpus() -> Option<Vec<String>> {
     let hidden = |v: &str| matches!(v.trim(), "" | "none" | "void" | "NoDevFiles");
     if let Ok(v) = std::env::var("NVIDIA_VISIBLE_DEVICES")
         && hidden(&v)
@@ -156,16 +174,6 @@ pub fn visible_gpus() -> Option<Vec<String>> {
         return Some(Vec::new());
     }
     Some(v.split(',').map(|e| e.trim().to_string()).collect())
-}
-
-/// How a proof child names each of the worker's `count` GPUs in its `CUDA_VISIBLE_DEVICES`:
-/// the worker's own visible devices in order where it was given them, else indices (in PCI
-/// order, as NVML counts them).
-pub fn gpu_devices(count: usize) -> Vec<String> {
-    match visible_gpus() {
-        Some(entries) if entries.len() >= count => entries.into_iter().take(count).collect(),
-        _ => (0..count).map(|i| i.to_string()).collect(),
-    }
 }
 
 /// A host name made safe for keys and subjects: letters, digits and `-`.
@@ -204,6 +212,7 @@ mod tests {
             swap_bytes: 0,
             gpus: vec!["RTX".into()],
             cpu_ids: vec![0, 1],
+            gpu_ids: vec!["0".into()],
         };
         let declared = Declared {
             cpus: Some(64),

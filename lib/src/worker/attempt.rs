@@ -604,11 +604,10 @@ async fn execute_in(
     // Inputs are here: now the task claims its threads and GPU, waiting for running tasks to
     // give them back if need be.
     let placement = claimed.start(ctx, abort).await.ok_or(Failure::Aborted)?;
-    let devices = crate::resources::gpu_devices(ctx.config.machine.gpus.len());
     let gpus: Vec<String> = placement
         .gpus
         .iter()
-        .filter_map(|&i| devices.get(i).cloned())
+        .filter_map(|&i| ctx.config.machine.gpu_ids.get(i).cloned())
         .collect();
     let size = SectorSize::of_proof(task.proof).unwrap_or(SectorSize::KiB2);
     let usage = ctx.ledger.lock().expect("ledger lock").usage();

@@ -84,7 +84,6 @@ pub fn render(config: &WorkerConfig, json: bool) -> String {
     let gpus = if m.gpus.is_empty() {
         "none".to_string()
     } else {
-        let devices = crate::resources::gpu_devices(m.gpus.len());
         let mut users: Vec<String> = Vec::new();
         for s in serving.iter().filter(|s| s.claim.gpu_milli > 0) {
             if !users.contains(&s.phase.to_string()) {
@@ -102,7 +101,7 @@ pub fn render(config: &WorkerConfig, json: bool) -> String {
         let mut lines: Vec<String> = m
             .gpus
             .iter()
-            .zip(devices)
+            .zip(&m.gpu_ids)
             .map(|(name, device)| format!("{device}: {name}"))
             .collect();
         lines.push(users);

@@ -221,6 +221,7 @@ impl WorkerConfig {
                 self.machine.gpus.len()
             ));
         }
+        self.machine.gpu_ids.clear();
         let gpus = std::mem::take(&mut self.machine.gpus);
         Some(format!(
             "this build has no GPU support (build with scripts/build-gpu.sh): PreCommit2 and \
