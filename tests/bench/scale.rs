@@ -5,7 +5,7 @@
 //!
 //! Hundreds of `mesh-worker` processes do not fit a small machine, so each worker here is the
 //! real worker loop, `mesh::worker::run`, with its own connection, registry heartbeat, weight
-//! and drain-mark watches, doorbell subscriptions and idle polls, all of them running in this
+//! and drain-mark watches, bell subscriptions and idle polls, all of them running in this
 //! one process (synthetic executor, every phase a no-op; the loops are polled as one task). For
 //! each pool size on a fresh server: the server's CPU while the pool idles, then a trickle of
 //! single AddPiece tasks with the pool idle between them: pickup (publish → the server
@@ -27,11 +27,14 @@ use mesh_tests::{Mesh, NatsServer, percentile, publish_task, synthetic_task, wai
 use tokio_util::sync::CancellationToken;
 
 /// Pool sizes.
-const POOLS: [usize; 4] = [10, 50, 100, 200];
+const POOLS: [usize; 6] = [10, 50, 100, 200, 500, 1_000];
 /// Tasks in each trickle.
 const TRICKLE: usize = 25;
 /// How long the server's CPU is read while the pool idles.
-const IDLE: Duration = Duration::from_secs(5);
+const IDLE: Duration = Duration::from_secs(10);
+/// How long a registered pool runs before it is measured: each worker reads the pool's size at
+/// its first poll (a pool starting up looks small) and again 10 polls later, 20 s at most.
+const SETTLE: Duration = Duration::from_secs(25);
 /// Every phase a no-op.
 const NO_OP: &str = "ap=0ms,pc1=0ms,pc2=0ms,c1=0ms,c2=0ms,fin=0ms";
 const MINER: &str = "f01000";
@@ -161,11 +164,11 @@ async fn mesh_pool(workers: usize) -> Figures {
         figures
     };
     let (ended, figures) = tokio::time::timeout(
-        Duration::from_secs(300),
+        Duration::from_secs(900),
         futures::future::join(futures::future::join_all(pool), measure),
     )
     .await
-    .expect("the pool measured and stopped within 300 s");
+    .expect("the pool measured and stopped within 900 s");
     for run in ended {
         run.expect("worker run");
     }
@@ -174,7 +177,7 @@ async fn mesh_pool(workers: usize) -> Figures {
 
 /// The idle window and the trickle, once `workers` workers have registered.
 async fn measure(mesh: &Mesh, broker: &mesh::broker::Broker, workers: usize) -> Figures {
-    wait_for("every worker to register", Duration::from_secs(120), || {
+    wait_for("every worker to register", Duration::from_secs(600), || {
         let broker = broker.clone();
         async move {
             let n = mesh::broker::workers::list(&broker).await.ok()?.len();
@@ -182,8 +185,8 @@ async fn measure(mesh: &Mesh, broker: &mesh::broker::Broker, workers: usize) -> 
         }
     })
     .await;
-    // Past the first polls and heartbeats of the start.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Past the first polls and heartbeats of the start, and the polls spread over the pool.
+    tokio::time::sleep(SETTLE).await;
 
     let window = CpuWindow::start(&mesh.servers[0]);
     tokio::time::sleep(IDLE).await;
@@ -384,20 +387,23 @@ pub async fn scenario() {
         &format!(
             "One nats-server (file storage) per row, the dev-profile build. **Mesh**: N workers, \
              each the real worker loop (`mesh::worker::run`: its own NATS connection, registry \
-             heartbeat every 5 s, weight and drain-mark watches, doorbell subscriptions on the six \
-             task streams, an idle poll every 2 s, one slot, the synthetic executor with every \
+             heartbeat every 5 s, weight and drain-mark watches, the six task streams' bells heard \
+             in a queue group while it has room, idle polls spread over the pool (every 2 s each \
+             up to 25 workers, every 2 s × N ÷ 25 beyond), one slot, the synthetic executor with every \
              phase a no-op), all N in this one process rather than N processes (their take loops \
              polled as one task, what they spawn on the runtime's threads). \
              **Raw**: N async-nats pullers, each on its own connection with a one-message pull \
              request waiting at the server (expiring after 30 s, then renewed), replying on a core \
-             subject once acked. Per row: the server's CPU over {} s of idling, then {TRICKLE} \
+             subject once acked. Per row: the server's CPU over {} s of idling ({} s after the last worker \
+             registered), then {TRICKLE} \
              single AddPiece tasks published one at a time, 50–300 ms apart, each after the last \
              was done. **Pickup**: from the publish to the server delivering the task to a \
              worker's fetch (the consumer's last delivery time; same clock). **Done**: from the \
              publish to the task's result (mesh) or reply (raw) seen by the publishing side. CPU \
              in % of one core, from /proc/<pid>/stat; the last column is this process, which \
              holds all N workers (idle / trickle).",
-            IDLE.as_secs()
+            IDLE.as_secs(),
+            SETTLE.as_secs(),
         ),
         &[
             "path",
@@ -424,13 +430,14 @@ pub async fn scenario() {
         report.row(raw);
     }
     report.note(
-        "An idle mesh worker asks the server about each of its six task streams every 2 s and \
-         heartbeats every 5 s, so the idle load grows with the pool; every publish rings all \
-         the workers' doorbells and each of them reads the stream and tries a fetch (the herd). \
-         An idle raw puller costs the server nothing until its request expires. The workers \
-         share this process and its cores with the server here: on separate machines the \
-         server's figures stand, and the pickup times would lose the time spent waiting for a \
-         core.",
+        "Each publish rings its stream's bell once, and one idle worker with room hears it (a \
+         queue group): it reads the stream's subjects and fetches, so a task costs the server \
+         the same whatever the pool's size. Idle workers poll for what no bell announces \
+         (redeliveries, tasks handed back); together they poll as often as 25 workers do, \
+         and heartbeat every 5 s each, which is what still grows with the pool. An idle raw \
+         puller costs the server nothing until its request expires. The workers share this \
+         process and its two cores with the server here: on separate machines the server's \
+         figures stand, and the pickup times would lose the time spent waiting for a core.",
     );
     report.note(format!(
         "Whole scenario: {:.0} s.",

@@ -7,6 +7,7 @@ mod autoscaler;
 mod autoscaler_aws;
 mod autoscaler_gcp;
 mod chaos;
+mod dispatch;
 mod errors;
 mod faults;
 mod gpu;

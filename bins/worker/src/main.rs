@@ -67,7 +67,8 @@ struct RunArgs {
     /// Worker id in the registry (default: <host>-<pid>): letters, digits, '-' and '_'.
     #[arg(long, env = "MESH_WORKER_ID", value_parser = parse_worker_id)]
     id: Option<WorkerId>,
-    /// How often an idle worker looks for redelivered or delayed tasks.
+    /// How often an idle worker looks for redelivered or delayed tasks, in a pool of up to 25
+    /// workers; in a larger pool each polls less often, so the pool polls like 25 workers.
     #[arg(long, env = "MESH_POLL_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     poll_interval: Duration,
     /// First delay before a failed task is retried; it doubles per attempt up to 5 minutes.

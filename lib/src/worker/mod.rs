@@ -5,6 +5,7 @@
 
 mod artefacts;
 mod attempt;
+mod bells;
 pub mod config;
 pub mod holdings;
 pub mod info;
@@ -19,7 +20,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, StreamExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -38,6 +38,7 @@ use crate::proofs::synthetic::Synthetic;
 use crate::resources::{self, Claim, Ledger, Machine, Placement, Refusal, Table, Usage};
 use crate::store::Store;
 use crate::units::human_bytes;
+use bells::{Bells, Polls, Rung};
 use holdings::Holdings;
 use registry::Registry;
 use scratch::ScratchRoot;
@@ -101,8 +102,9 @@ pub struct WorkerConfig {
     /// Base directory for scratch space.
     pub scratch: PathBuf,
     pub executor: Executor,
-    /// How often an idle worker looks for tasks when no publish woke it (redeliveries and
-    /// delayed naks do not ring the doorbell).
+    /// How often an idle worker looks for tasks when no bell woke it (redeliveries and delayed
+    /// naks ring none), in a pool of up to 25 workers; a larger pool spreads its polls
+    /// (see `bells::Polls`).
     pub poll_interval: Duration,
     /// First retry delay after a retryable failure; doubles per attempt up to `retry_max`.
     pub retry_base: Duration,
@@ -476,17 +478,16 @@ pub async fn run(
         Some(HeldSource::open(&broker, &config.id).await?)
     };
 
-    let mut bells: Vec<String> = sources
-        .iter()
-        .map(|s| names::bell(s.phase, s.size))
-        .collect();
-    if held_source.is_some() {
-        bells.push(names::held_bell(&config.id));
-    }
-    let mut doorbell = futures::stream::select_all(
-        futures::future::try_join_all(bells.into_iter().map(|b| broker.client().subscribe(b)))
-            .await?,
-    );
+    let mut bells = Bells::open(
+        broker.client().clone(),
+        sources
+            .iter()
+            .map(|s| names::bell(s.phase, s.size))
+            .collect(),
+        held_source.as_ref().map(|_| &config.id),
+    )
+    .await?;
+    let mut polls = Polls::new(config.poll_interval);
 
     let scratch = ScratchRoot::create(&config.scratch, &config.id.0, &config.machine.host)
         .map_err(|e| {
@@ -601,6 +602,7 @@ pub async fn run(
     'pull: while !drain.is_cancelled() {
         if *held.borrow_and_update() {
             registry.set_draining(true);
+            bells.hear(&[]).await;
             info!(
                 running = tracker.len(),
                 "drain mark set: no new tasks until it is lifted"
@@ -639,6 +641,7 @@ pub async fn run(
                 }
             } else if held.waiting().await > 0 {
                 debug!("a held sector's task waits for room");
+                bells.hear(&[]).await;
                 tokio::select! {
                     () = room.notified() => {}
                     () = tokio::time::sleep(ctx.config.poll_interval) => {}
@@ -649,7 +652,7 @@ pub async fn run(
         }
         // Tasks that would run at once are taken whenever one waits. GPU tasks that would wait
         // in the preparing window for a running one (a second Commit2 fetching its input while
-        // the first proves) only when a poll finds them: an idle worker answers the doorbell
+        // the first proves) only when a poll finds them: an idle worker answers the bell
         // first and runs them now.
         paused.retain(|_, until| *until > Instant::now());
         let (fitting, now): (Vec<usize>, Vec<usize>) = {
@@ -665,6 +668,8 @@ pub async fn run(
                 .collect();
             (fitting, now)
         };
+        // Of the workers with room for a stream's tasks now, one hears each of its bells.
+        bells.hear(&now).await;
         if fitting.is_empty() {
             let unpaused = paused.values().min().copied();
             tokio::select! {
@@ -680,7 +685,7 @@ pub async fn run(
             }
         }
         // Bells rung before this look are answered by it.
-        while let Some(Some(_)) = doorbell.next().now_or_never() {}
+        bells.clear();
         let mut taken = take(
             &mut sources,
             if probe { &fitting } else { &now },
@@ -690,12 +695,18 @@ pub async fn run(
         .await;
         probe = false;
         if taken.is_none() {
+            let poll = polls.next(&ctx.broker).await;
             tokio::select! {
-                Some(_) = doorbell.next() => {
-                    // The bell can ring a moment before the stream has stored the task.
+                rung = bells.rung() => {
+                    // The held sectors' bell: their tasks are looked at first, above.
+                    let Rung::Stream(i) = rung else { continue 'pull };
+                    // A task of the stream that rang: one of a stream of higher priority
+                    // that waited would have been taken by the look before, and one that came
+                    // since rings its own bell. The bell can ring a moment before the stream
+                    // has stored the task.
                     for delay_ms in [0, 10, 40, 150] {
                         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                        taken = take(&mut sources, &now, &weights, false).await;
+                        taken = take(&mut sources, &[i], &weights, false).await;
                         if taken.is_some() {
                             break;
                         }
@@ -703,7 +714,7 @@ pub async fn run(
                 }
                 () = room.notified() => {}
                 _ = held.changed() => {}
-                () = tokio::time::sleep(ctx.config.poll_interval) => probe = true,
+                () = tokio::time::sleep(poll) => probe = true,
                 () = drain.cancelled() => break 'pull,
             }
         }
@@ -732,6 +743,9 @@ pub async fn run(
     }
 
     registry.set_draining(true);
+    // A draining worker takes nothing: its share of the bells goes to the others.
+    bells.hear(&[]).await;
+    drop(bells);
     let running = tracker.len();
     if running > 0 {
         info!(
