@@ -23,11 +23,14 @@ use mesh::phases::Phase;
 use mesh::proofs::synthetic::Synthetic;
 use mesh::worker::{Executor, WorkerConfig};
 use mesh_tests::report::Report;
-use mesh_tests::{Mesh, NatsServer, percentile, publish_task, synthetic_task, wait_for};
+use mesh_tests::{Mesh, NatsServer, Proc, percentile, publish_task, synthetic_task, wait_for};
+use nix::sys::signal::Signal;
 use tokio_util::sync::CancellationToken;
 
-/// Pool sizes.
+/// Pool sizes, the workers in this process.
 const POOLS: [usize; 6] = [10, 50, 100, 200, 500, 1_000];
+/// Pool sizes, each worker a `mesh-worker` process: what this machine holds beside the rest.
+const PROCESS_POOLS: [usize; 3] = [10, 50, 100];
 /// Tasks in each trickle.
 const TRICKLE: usize = 25;
 /// How long the server's CPU is read while the pool idles.
@@ -72,31 +75,39 @@ fn cpu_seconds(pid: &str) -> f64 {
     ticks / clock_ticks()
 }
 
-/// CPU used by the server and by this process over a window, in % of one core.
+/// CPU used by the server and by the workers' processes over a window, in % of one core.
 struct CpuWindow {
     server: String,
+    workers: Vec<String>,
     started: Instant,
     server_cpu: f64,
-    own_cpu: f64,
+    workers_cpu: f64,
+}
+
+/// CPU seconds of the processes `pids` together.
+fn cpu_seconds_of(pids: &[String]) -> f64 {
+    pids.iter().map(|pid| cpu_seconds(pid)).sum()
 }
 
 impl CpuWindow {
-    fn start(server: &NatsServer) -> CpuWindow {
+    /// `workers`: the pids of the workers' processes (`self` for this one).
+    fn start(server: &NatsServer, workers: &[String]) -> CpuWindow {
         let server = server.pid().to_string();
         CpuWindow {
             server_cpu: cpu_seconds(&server),
-            own_cpu: cpu_seconds("self"),
+            workers_cpu: cpu_seconds_of(workers),
             server,
+            workers: workers.to_vec(),
             started: Instant::now(),
         }
     }
 
-    /// (server %, this process %).
+    /// (server %, workers' processes %).
     fn end(self) -> (f64, f64) {
         let wall = self.started.elapsed().as_secs_f64();
         (
             100.0 * (cpu_seconds(&self.server) - self.server_cpu) / wall,
-            100.0 * (cpu_seconds("self") - self.own_cpu) / wall,
+            100.0 * (cpu_seconds_of(&self.workers) - self.workers_cpu) / wall,
         )
     }
 }
@@ -159,7 +170,7 @@ async fn mesh_pool(workers: usize) -> Figures {
         ));
     }
     let measure = async {
-        let figures = measure(&mesh, &broker, workers).await;
+        let figures = measure(&mesh, &broker, workers, &["self".to_string()]).await;
         drain.cancel();
         figures
     };
@@ -175,8 +186,48 @@ async fn mesh_pool(workers: usize) -> Figures {
     figures
 }
 
-/// The idle window and the trickle, once `workers` workers have registered.
-async fn measure(mesh: &Mesh, broker: &mesh::broker::Broker, workers: usize) -> Figures {
+/// `workers` `mesh-worker run` processes (one slot each, synthetic, every phase a no-op), idle,
+/// then a trickle of tasks.
+async fn process_pool(workers: usize) -> Figures {
+    let mesh = Mesh::start().await;
+    mesh.task_consumer(MINER, Phase::AddPiece, TaskClass::Cc)
+        .await;
+    let broker = mesh.broker().await;
+    let args = [
+        "--no-holding",
+        "--slots",
+        "1",
+        "--executor",
+        "synthetic",
+        "--synthetic-durations",
+        NO_OP,
+    ];
+    let mut pool: Vec<Proc> = (0..workers)
+        .map(|i| mesh.worker(&format!("proc-{i}"), &args))
+        .collect();
+    let pids: Vec<String> = pool.iter().map(|p| p.pid().to_string()).collect();
+    let figures = measure(&mesh, &broker, workers, &pids).await;
+    for worker in &pool {
+        worker.signal(Signal::SIGTERM);
+    }
+    for worker in &mut pool {
+        assert!(
+            worker.wait(Duration::from_secs(60)).await.success(),
+            "a worker process failed:\n{}",
+            worker.tail(20)
+        );
+    }
+    figures
+}
+
+/// The idle window and the trickle, once `workers` workers have registered; the workers' CPU
+/// is that of the processes `pids`.
+async fn measure(
+    mesh: &Mesh,
+    broker: &mesh::broker::Broker,
+    workers: usize,
+    pids: &[String],
+) -> Figures {
     wait_for("every worker to register", Duration::from_secs(600), || {
         let broker = broker.clone();
         async move {
@@ -188,7 +239,7 @@ async fn measure(mesh: &Mesh, broker: &mesh::broker::Broker, workers: usize) -> 
     // Past the first polls and heartbeats of the start, and the polls spread over the pool.
     tokio::time::sleep(SETTLE).await;
 
-    let window = CpuWindow::start(&mesh.servers[0]);
+    let window = CpuWindow::start(&mesh.servers[0], pids);
     tokio::time::sleep(IDLE).await;
     let (idle_server, idle_own) = window.end();
 
@@ -208,7 +259,7 @@ async fn measure(mesh: &Mesh, broker: &mesh::broker::Broker, workers: usize) -> 
         .await
         .expect("subscribe to results");
     let (mut pickup, mut done) = (Vec::new(), Vec::new());
-    let window = CpuWindow::start(&mesh.servers[0]);
+    let window = CpuWindow::start(&mesh.servers[0], pids);
     for i in 0..TRICKLE {
         tokio::time::sleep(jitter(i)).await;
         let miner = MINER.parse().expect("a miner id");
@@ -312,12 +363,12 @@ async fn raw_pool(pullers: usize) -> Figures {
     )
     .await;
 
-    let window = CpuWindow::start(&server);
+    let window = CpuWindow::start(&server, &["self".to_string()]);
     tokio::time::sleep(IDLE).await;
     let (idle_server, idle_own) = window.end();
 
     let (mut pickup, mut done) = (Vec::new(), Vec::new());
-    let window = CpuWindow::start(&server);
+    let window = CpuWindow::start(&server, &["self".to_string()]);
     for i in 0..TRICKLE {
         tokio::time::sleep(jitter(i)).await;
         let miner = MINER.parse().expect("a miner id");
@@ -390,8 +441,10 @@ pub async fn scenario() {
              heartbeat every 5 s, weight and drain-mark watches, the six task streams' bells heard \
              in a queue group while it has room, idle polls spread over the pool (every 2 s each \
              up to 25 workers, every 2 s × N ÷ 25 beyond), one slot, the synthetic executor with every \
-             phase a no-op), all N in this one process rather than N processes (their take loops \
-             polled as one task, what they spawn on the runtime's threads). \
+             phase a no-op), all N in this one process (their take loops polled as one task, what \
+             they spawn on the runtime's threads). **Mesh, processes**: N `mesh-worker run` \
+             processes of the same build and settings, as many as this machine holds beside the \
+             rest. \
              **Raw**: N async-nats pullers, each on its own connection with a one-message pull \
              request waiting at the server (expiring after 30 s, then renewed), replying on a core \
              subject once acked. Per row: the server's CPU over {} s of idling ({} s after the last worker \
@@ -400,8 +453,8 @@ pub async fn scenario() {
              was done. **Pickup**: from the publish to the server delivering the task to a \
              worker's fetch (the consumer's last delivery time; same clock). **Done**: from the \
              publish to the task's result (mesh) or reply (raw) seen by the publishing side. CPU \
-             in % of one core, from /proc/<pid>/stat; the last column is this process, which \
-             holds all N workers (idle / trickle).",
+             in % of one core, from /proc/<pid>/stat; the last column is the workers' processes \
+             together (this one, which holds the in-process workers; idle / trickle).",
             IDLE.as_secs(),
             SETTLE.as_secs(),
         ),
@@ -413,7 +466,7 @@ pub async fn scenario() {
             "done p50",
             "server CPU idle",
             "server CPU trickle",
-            "workers' process CPU",
+            "workers' CPU",
         ],
     );
     let mut mesh_rows = Vec::new();
@@ -428,6 +481,13 @@ pub async fn scenario() {
         println!("  {}", raw.join(" | "));
         report.row(mesh_rows.last().expect("a row").clone());
         report.row(raw);
+    }
+    for workers in PROCESS_POOLS {
+        println!("scale: mesh, {workers} worker processes…");
+        let f = process_pool(workers).await;
+        let row = row("mesh, processes", workers, f);
+        println!("  {}", row.join(" | "));
+        report.row(row);
     }
     report.note(
         "Each publish rings its stream's bell once, and one idle worker with room hears it (a \
