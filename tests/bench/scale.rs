@@ -495,8 +495,9 @@ pub async fn scenario() {
          the same whatever the pool's size. Idle workers poll for what no bell announces \
          (redeliveries, tasks handed back); together they poll as often as 25 workers do, \
          and heartbeat every 5 s each, which is what still grows with the pool. An idle raw \
-         puller costs the server nothing until its request expires. The workers share this \
-         process and its two cores with the server here: on separate machines the server's \
+         puller costs the server nothing until its request expires. The workers (in this \
+         process, or as processes) share the machine's two cores with the server here: on \
+         separate machines the server's \
          figures stand, and the pickup times would lose the time spent waiting for a core.",
     );
     report.note(format!(
