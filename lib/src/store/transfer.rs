@@ -264,7 +264,9 @@ impl Store {
 /// Copies `src` into `dst` through a few small buffers, reused, while a second thread hashes
 /// each buffer once it is written: the sha256 is of the bytes copied, computed beside the copy.
 /// With `durable`, writeback runs beside the copy too and the copy ends with an fsync. Returns
-/// the bytes copied and their sha256. It blocks.
+/// the bytes copied and their sha256. It blocks. A file smaller than one buffer is copied in
+/// one read and hashed in line: most of a task's outputs are small, and the buffers and the
+/// hashing thread cost more than such a copy.
 fn copy_and_hash(
     src: &File,
     src_path: &Path,
@@ -272,6 +274,18 @@ fn copy_and_hash(
     dst_path: &Path,
     durable: bool,
 ) -> Result<(u64, [u8; 32]), StoreError> {
+    let len = src.metadata().map_err(|e| local(src_path, e))?.len();
+    if len < COPY_BUFFER as u64 {
+        let mut bytes = Vec::with_capacity(len as usize + 1);
+        (&*src)
+            .read_to_end(&mut bytes)
+            .map_err(|e| local(src_path, e))?;
+        (&*dst).write_all(&bytes).map_err(|e| local(dst_path, e))?;
+        if durable {
+            dst.sync_all().map_err(|e| local(dst_path, e))?;
+        }
+        return Ok((bytes.len() as u64, Sha256::digest(&bytes).into()));
+    }
     let flusher = match durable {
         true => Some(Flusher::start(dst.clone()).map_err(|e| local(dst_path, e))?),
         false => None,
@@ -754,5 +768,29 @@ mod tests {
             "{err}"
         );
         assert!(!dest.exists());
+    }
+
+    #[test]
+    fn a_copy_is_hashed_alike_below_at_and_above_one_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0, 2048, COPY_BUFFER - 1, COPY_BUFFER, 3 * COPY_BUFFER + 17] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let (src_path, dst_path) = (dir.path().join("src"), dir.path().join("dst"));
+            std::fs::write(&src_path, &data).unwrap();
+            let src = File::open(&src_path).unwrap();
+            for durable in [false, true] {
+                let dst = Arc::new(File::create(&dst_path).unwrap());
+                let (size, sha256) =
+                    copy_and_hash(&src, &src_path, dst, &dst_path, durable).unwrap();
+                assert_eq!(size, len as u64, "{len} bytes");
+                assert_eq!(
+                    sha256,
+                    <[u8; 32]>::from(Sha256::digest(&data)),
+                    "{len} bytes"
+                );
+                assert_eq!(std::fs::read(&dst_path).unwrap(), data, "{len} bytes");
+                std::io::Seek::rewind(&mut &src).unwrap();
+            }
+        }
     }
 }
