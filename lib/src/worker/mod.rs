@@ -705,7 +705,10 @@ pub async fn run(
                     // since rings its own bell. The bell can ring a moment before the stream
                     // has stored the task.
                     for delay_ms in [0, 10, 40, 150] {
-                        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                        if delay_ms > 0 {
+                            // A timer, even of zero, waits for the runtime's next tick (1 ms).
+                            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                        }
                         taken = take(&mut sources, &[i], &weights, false).await;
                         if taken.is_some() {
                             break;
@@ -929,15 +932,21 @@ async fn let_go_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
     }
 }
 
-/// Asks the fitting sources, in priority order, for one task each until one gives one.
+/// Asks the fitting sources, in priority order, for one task each until one gives one. Their
+/// streams are read all at once: a look costs one round trip to the server, not one per stream
+/// (after a task ends, the look that follows is on the path from one task to the next).
 async fn take(
     sources: &mut [Source],
     fitting: &[usize],
     weights: &Weights,
     probe: bool,
 ) -> Option<(async_nats::jetstream::Message, usize)> {
-    for &i in fitting {
-        if let Some(taken) = sources[i].take(weights, probe).await {
+    let counted = {
+        let sources = &*sources;
+        futures::future::join_all(fitting.iter().map(|&i| sources[i].counts())).await
+    };
+    for (&i, counts) in fitting.iter().zip(counted) {
+        if let Some(taken) = sources[i].take(counts, weights, probe).await {
             return Some((taken, i));
         }
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures::StreamExt;
+use serde::Deserialize;
 use tracing::warn;
 
 use super::pick::{self, MinerLoad, Queue};
@@ -42,6 +43,30 @@ async fn fetch_one(consumer: &PullConsumer) -> Result<Option<jetstream::Message>
         .unwrap_or_else(|_| Err(format!("no answer in {FETCH_TIMEOUT:?}")))
 }
 
+/// What [`Source::counts`] reads of a STREAM.INFO reply: a page of the per-subject counts (all
+/// of them unless `total` says there are more), or the server's error.
+#[derive(Debug, Deserialize)]
+struct SubjectCounts {
+    #[serde(default)]
+    total: usize,
+    state: Option<SubjectsState>,
+    error: Option<ApiError>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SubjectsState {
+    #[serde(default)]
+    subjects: HashMap<String, u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiError {
+    description: String,
+}
+
+/// A task stream's messages per miner and class (waiting and delivered alike).
+pub(super) type Counts = BTreeMap<(MinerId, TaskClass), u64>;
+
 /// One task stream a worker serves.
 pub(super) struct Source {
     pub phase: Phase,
@@ -49,6 +74,7 @@ pub(super) struct Source {
     /// What one of its tasks holds on this worker.
     pub claim: Claim,
     name: String,
+    js: jetstream::Context,
     stream: jetstream::stream::Stream,
     consumers: HashMap<(MinerId, TaskClass), PullConsumer>,
     /// Subjects with tasks but no consumer, already warned about.
@@ -69,6 +95,7 @@ impl Source {
             size,
             claim,
             name,
+            js: broker.js().clone(),
             stream,
             consumers: HashMap::new(),
             warned: HashSet::new(),
@@ -85,10 +112,15 @@ impl Source {
     }
 
     /// Takes one task if any miner has one waiting, the miner with the lowest weighted share
-    /// first. With `probe`, also asks consumers with nothing waiting but tasks delivered, where
-    /// redeliveries come from.
-    pub async fn take(&mut self, weights: &Weights, probe: bool) -> Option<jetstream::Message> {
-        let counts = match self.counts().await {
+    /// first, given what [`Source::counts`] read. With `probe`, also asks consumers with nothing
+    /// waiting but tasks delivered, where redeliveries come from.
+    pub async fn take(
+        &mut self,
+        counts: Result<Counts, BrokerError>,
+        weights: &Weights,
+        probe: bool,
+    ) -> Option<jetstream::Message> {
+        let counts = match counts {
             Ok(counts) => counts,
             Err(e) => {
                 warn!(stream = %self.name, error = %e, "cannot read the stream");
@@ -120,36 +152,47 @@ impl Source {
         None
     }
 
-    /// Messages in the stream per miner and class (waiting and delivered alike).
-    async fn counts(&self) -> Result<BTreeMap<(MinerId, TaskClass), u64>, BrokerError> {
+    /// Messages in the stream per miner and class (waiting and delivered alike), from the
+    /// stream's per-subject counts: one STREAM.INFO, read here rather than through async-nats's
+    /// `info_with_subjects`, which asks for a second page even when the first holds every
+    /// subject (a round trip more on every take that finds a task).
+    pub async fn counts(&self) -> Result<Counts, BrokerError> {
+        let what = || format!("read stream {}", self.name);
+        let request = format!("STREAM.INFO.{}", self.name);
         let filter = names::task_stream_subjects(self.phase, self.size);
-        let mut subjects = self
-            .stream
-            .info_with_subjects(&filter)
-            .await
-            .map_err(|e| BrokerError::api(format!("read stream {}", self.name), e))?;
         let mut counts = BTreeMap::new();
-        if subjects.info.state.messages == 0 {
-            return Ok(counts);
-        }
-        while let Some(item) = subjects.next().await {
-            let (subject, count) =
-                item.map_err(|e| BrokerError::api(format!("read stream {}", self.name), e))?;
-            if let Some((_, _, miner, class)) = names::parse_task_subject(&subject)
-                && count > 0
-            {
-                counts.insert((miner, class), count as u64);
+        let mut offset = 0;
+        loop {
+            let body = serde_json::json!({ "subjects_filter": filter, "offset": offset });
+            let reply: SubjectCounts = self
+                .js
+                .request(request.clone(), &body)
+                .await
+                .map_err(|e| BrokerError::api(what(), e))?;
+            if let Some(error) = reply.error {
+                return Err(BrokerError::api(what(), error.description));
+            }
+            let subjects = reply.state.map(|s| s.subjects).unwrap_or_default();
+            if subjects.is_empty() {
+                break;
+            }
+            offset += subjects.len();
+            for (subject, count) in subjects {
+                if let Some((_, _, miner, class)) = names::parse_task_subject(&subject)
+                    && count > 0
+                {
+                    counts.insert((miner, class), count);
+                }
+            }
+            if offset >= reply.total {
+                break;
             }
         }
         Ok(counts)
     }
 
     /// What waits and runs per miner, from the consumers of the miners that have tasks.
-    async fn loads(
-        &mut self,
-        counts: &BTreeMap<(MinerId, TaskClass), u64>,
-        weights: &Weights,
-    ) -> Vec<MinerLoad> {
+    async fn loads(&mut self, counts: &Counts, weights: &Weights) -> Vec<MinerLoad> {
         let mut loads: BTreeMap<MinerId, MinerLoad> = BTreeMap::new();
         for &(miner, class) in counts.keys() {
             let Some(consumer) = self.consumer(miner, class).await else {
