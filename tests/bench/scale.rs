@@ -3,14 +3,15 @@
 //!
 //!     cargo bench --profile dev -p mesh-tests --bench scenarios -- scale
 //!
-//! Hundreds of `mesh-worker` processes do not fit a small machine, so each worker here is the
-//! real worker loop, `mesh::worker::run`, with its own connection, registry heartbeat, weight
-//! and drain-mark watches, bell subscriptions and idle polls, all of them running in this
-//! one process (synthetic executor, every phase a no-op; the loops are polled as one task). For
-//! each pool size on a fresh server: the server's CPU while the pool idles, then a trickle of
-//! single AddPiece tasks with the pool idle between them: pickup (publish → the server
-//! delivering the task to a worker's fetch, the consumer's last delivery time) and done
-//! (publish → its result seen).
+//! The pool is measured twice. Up to 1,000 workers in this one process: each is the real
+//! worker loop, `mesh::worker::run`, with its own connection, registry heartbeat, weight and
+//! drain-mark watches, bell subscriptions and idle polls (synthetic executor, every phase a
+//! no-op; the loops are polled as one task), since a thousand processes do not fit a small
+//! machine. And as separate `mesh-worker run` processes, as many as this machine holds
+//! ([`PROCESS_POOLS`]). For each pool size on a fresh server: the server's CPU while the pool
+//! idles, then a trickle of single AddPiece tasks with the pool idle between them: pickup
+//! (publish → the server delivering the task to a worker's fetch, the consumer's last delivery
+//! time) and done (publish → its result seen).
 //!
 //! Writes `bench/results/scale.md`.
 

@@ -14,7 +14,7 @@ use futures::future::FutureExt;
 use rand::Rng;
 use tracing::{debug, warn};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, BrokerError};
 use crate::model::WorkerId;
 use crate::names;
 
@@ -96,25 +96,15 @@ impl Bells {
 
     /// Forgets the bells rung so far: the take that follows answers them.
     pub fn clear(&mut self) {
-        for sub in self.subscriptions() {
+        for (_, sub) in self.heard() {
             while let Some(Some(_)) = sub.next().now_or_never() {}
         }
     }
 
     /// Waits until a bell rings (for ever while none is heard): which one.
     pub async fn rung(&mut self) -> Rung {
-        let mut which = Vec::new();
-        let mut next = Vec::new();
-        if let Some(sub) = self.held.as_mut() {
-            which.push(Rung::Held);
-            next.push(sub.next());
-        }
-        for (i, (_, sub)) in self.streams.iter_mut().enumerate() {
-            if let Some(sub) = sub.as_mut() {
-                which.push(Rung::Stream(i));
-                next.push(sub.next());
-            }
-        }
+        let (mut which, mut next): (Vec<Rung>, Vec<_>) =
+            self.heard().map(|(rung, sub)| (rung, sub.next())).unzip();
         while !next.is_empty() {
             let (bell, at, rest) = futures::future::select_all(next).await;
             if bell.is_some() {
@@ -128,10 +118,12 @@ impl Bells {
         std::future::pending().await
     }
 
-    fn subscriptions(&mut self) -> impl Iterator<Item = &mut Subscriber> {
-        self.held
-            .iter_mut()
-            .chain(self.streams.iter_mut().filter_map(|(_, sub)| sub.as_mut()))
+    /// The bells heard now, each with its subscription.
+    fn heard(&mut self) -> impl Iterator<Item = (Rung, &mut Subscriber)> {
+        let streams = self.streams.iter_mut().enumerate();
+        self.held.iter_mut().map(|sub| (Rung::Held, sub)).chain(
+            streams.filter_map(|(i, (_, sub))| sub.as_mut().map(|sub| (Rung::Stream(i), sub))),
+        )
     }
 }
 
@@ -186,15 +178,11 @@ fn interval(every: Duration, pool: u64, jitter: f64) -> Duration {
 
 /// The workers in the pool: the records in the workers bucket (one per live worker; a clean
 /// exit's deletion counts until the bucket's TTL drops it).
-async fn pool_size(broker: &Broker) -> Result<u64, String> {
-    let stream = format!("KV_{}", names::WORKERS_BUCKET);
+async fn pool_size(broker: &Broker) -> Result<u64, BrokerError> {
     let stream = broker
-        .js()
-        .get_stream_no_info(&stream)
-        .await
-        .map_err(|e| e.to_string())?;
-    let info = stream.get_info().await.map_err(|e| e.to_string())?;
-    Ok(info.state.messages)
+        .stream(&format!("KV_{}", names::WORKERS_BUCKET))
+        .await?;
+    Ok(stream.cached_info().state.messages)
 }
 
 #[cfg(test)]
