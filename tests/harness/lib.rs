@@ -33,11 +33,45 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on now, and that stays this caller's while its test runs, so that a
+/// server killed and restarted on it finds it free. It lies below the kernel's ephemeral range
+/// (`ip_local_port_range`, 32768 up by default), which client connections' local ports and
+/// `bind(0)` come from, and it is reserved across the test processes that nextest runs side by
+/// side: by a file named after it in [`PORTS_DIR`], which another test may reclaim only after
+/// [`PORT_HELD`].
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
+    use rand::Rng;
+    let dir = std::env::temp_dir().join(PORTS_DIR);
+    std::fs::create_dir_all(&dir).expect("create the port reservations directory");
+    let mut rng = rand::thread_rng();
+    for _ in 0..10_000 {
+        let port = rng.gen_range(PORTS);
+        let mark = dir.join(port.to_string());
+        let stale = std::fs::metadata(&mark)
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > PORT_HELD));
+        if stale {
+            let _ = std::fs::remove_file(&mark);
+        }
+        if std::fs::File::create_new(&mark).is_err() {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!(
+        "no free port in {PORTS:?} after 10,000 tries: remove {} if no tests run",
+        dir.display()
+    )
 }
+
+/// Where [`free_port`] reserves ports, under the temporary directory.
+const PORTS_DIR: &str = "mesh-test-ports";
+/// The ports [`free_port`] hands out: below the kernel's ephemeral range.
+const PORTS: std::ops::Range<u16> = 20_000..32_768;
+/// How long a reserved port stays reserved: longer than any test runs.
+const PORT_HELD: Duration = Duration::from_secs(3_600);
 
 /// Polls `check` every 100 ms until it yields a value; panics naming `what` at the deadline.
 pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
