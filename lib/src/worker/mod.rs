@@ -620,11 +620,15 @@ pub async fn run(
         // is fetched only when any of them fits (a nak would count as a delivery); while one
         // waits and none fits, no other task is taken.
         if let Some(held) = held_source.as_mut().filter(|_| !ctx.holdings.is_empty()) {
-            let fits = {
+            let (fits, others_fit) = {
                 let ledger = ledger.lock().expect("ledger lock");
-                held_claims
+                let fits = held_claims
                     .iter()
-                    .all(|(&kind, claim)| ledger.check(kind, claim).is_ok())
+                    .all(|(&kind, claim)| ledger.check(kind, claim).is_ok());
+                let others_fit = sources
+                    .iter()
+                    .any(|s| ledger.check(s.kind(), &s.claim).is_ok());
+                (fits, others_fit)
             };
             if fits {
                 if let Some((msg, phase, size)) = held.take().await {
@@ -639,7 +643,9 @@ pub async fn run(
                     launch(&ctx, &tracker, &abort, msg, kind, claim);
                     continue 'pull;
                 }
-            } else if held.waiting().await > 0 {
+            } else if others_fit && held.waiting().await > 0 {
+                // (While no other task fits either, the look below waits for room anyway: a
+                // full worker does not ask the held consumer at every turn.)
                 debug!("a held sector's task waits for room");
                 bells.hear(&[]).await;
                 tokio::select! {
