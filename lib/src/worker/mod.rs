@@ -616,21 +616,30 @@ pub async fn run(
             probe = true;
             continue 'pull;
         }
+        // What fits now: the held sectors' tasks, and of the streams not paused those that fit
+        // (`fitting`) and those that would run at once (`now`).
+        paused.retain(|_, until| *until > Instant::now());
+        let (held_fits, fitting, now): (bool, Vec<usize>, Vec<usize>) = {
+            let ledger = ledger.lock().expect("ledger lock");
+            let held_fits = held_claims
+                .iter()
+                .all(|(&kind, claim)| ledger.check(kind, claim).is_ok());
+            let fitting: Vec<usize> = (0..sources.len())
+                .filter(|i| !paused.contains_key(i))
+                .filter(|&i| ledger.check(sources[i].kind(), &sources[i].claim).is_ok())
+                .collect();
+            let now = fitting
+                .iter()
+                .copied()
+                .filter(|&i| ledger.runs_now(&sources[i].claim))
+                .collect();
+            (held_fits, fitting, now)
+        };
         // The sectors held here go first: their data waits on this worker's disk. A held task
         // is fetched only when any of them fits (a nak would count as a delivery); while one
         // waits and none fits, no other task is taken.
         if let Some(held) = held_source.as_mut().filter(|_| !ctx.holdings.is_empty()) {
-            let (fits, others_fit) = {
-                let ledger = ledger.lock().expect("ledger lock");
-                let fits = held_claims
-                    .iter()
-                    .all(|(&kind, claim)| ledger.check(kind, claim).is_ok());
-                let others_fit = sources
-                    .iter()
-                    .any(|s| ledger.check(s.kind(), &s.claim).is_ok());
-                (fits, others_fit)
-            };
-            if fits {
+            if held_fits {
                 if let Some((msg, phase, size)) = held.take().await {
                     let kind = (phase, size);
                     let Some(msg) = leave_newer(&ctx, &tracker, msg, kind) else {
@@ -643,7 +652,7 @@ pub async fn run(
                     launch(&ctx, &tracker, &abort, msg, kind, claim);
                     continue 'pull;
                 }
-            } else if others_fit && held.waiting().await > 0 {
+            } else if !fitting.is_empty() && held.waiting().await > 0 {
                 // (While no other task fits either, the look below waits for room anyway: a
                 // full worker does not ask the held consumer at every turn.)
                 debug!("a held sector's task waits for room");
@@ -659,22 +668,7 @@ pub async fn run(
         // Tasks that would run at once are taken whenever one waits. GPU tasks that would wait
         // in the preparing window for a running one (a second Commit2 fetching its input while
         // the first proves) only when a poll finds them: an idle worker answers the bell
-        // first and runs them now.
-        paused.retain(|_, until| *until > Instant::now());
-        let (fitting, now): (Vec<usize>, Vec<usize>) = {
-            let ledger = ledger.lock().expect("ledger lock");
-            let fitting: Vec<usize> = (0..sources.len())
-                .filter(|i| !paused.contains_key(i))
-                .filter(|&i| ledger.check(sources[i].kind(), &sources[i].claim).is_ok())
-                .collect();
-            let now = fitting
-                .iter()
-                .copied()
-                .filter(|&i| ledger.runs_now(&sources[i].claim))
-                .collect();
-            (fitting, now)
-        };
-        // Of the workers with room for a stream's tasks now, one hears each of its bells.
+        // first and runs them now. Of the workers with room for a stream's tasks now, one hears each of its bells.
         bells.hear(&now).await;
         if fitting.is_empty() {
             let unpaused = paused.values().min().copied();

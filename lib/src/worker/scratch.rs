@@ -3,8 +3,16 @@
 //! `sectors/` (see `holdings`), which outlive the process. What dead workers on this host left
 //! is removed at start, except the sectors they hold: a worker restarted with the same id and
 //! scratch path takes them up again.
+//!
+//! An attempt stopped mid-way can leave blocking work running (a file being written, a
+//! simulation finishing) that creates directories again after its attempt's were removed:
+//! each attempt's end also removes such strays, every directory of the root that no running
+//! attempt owns.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -31,6 +39,8 @@ pub fn free_space(dir: &Path) -> Option<u64> {
 #[derive(Debug, Clone)]
 pub struct ScratchRoot {
     dir: PathBuf,
+    /// The names of the attempt directories in use.
+    live: Arc<Mutex<HashSet<OsString>>>,
 }
 
 impl ScratchRoot {
@@ -57,7 +67,10 @@ impl ScratchRoot {
             dir.join(OWNER_FILE),
             format!("{host} {}", std::process::id()),
         )?;
-        Ok(ScratchRoot { dir })
+        Ok(ScratchRoot {
+            dir,
+            live: Arc::default(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -74,11 +87,40 @@ impl ScratchRoot {
                     format!("attempt name {name:?} is not a plain directory name"),
                 )
             })?;
+        let mut live = self.live.lock().expect("scratch lock");
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
         std::fs::create_dir_all(&dir)?;
-        Ok(AttemptDir { dir: Some(dir) })
+        live.insert(name.into());
+        Ok(AttemptDir {
+            dir: Some(dir),
+            root: self.clone(),
+        })
+    }
+
+    /// Removes the directories of the root that no running attempt owns (but held sectors):
+    /// what blocking work of a stopped attempt wrote after its directory was removed.
+    fn remove_strays(&self) {
+        let live = self.live.lock().expect("scratch lock");
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name != KEPT && !live.contains(&name) && entry.file_type().is_ok_and(|t| t.is_dir())
+            {
+                warn!(dir = %entry.path().display(), "removing what a stopped attempt left");
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+
+    /// Marks an attempt's directory no longer in use.
+    fn release(&self, dir: &Path) {
+        if let Some(name) = dir.file_name() {
+            self.live.lock().expect("scratch lock").remove(name);
+        }
     }
 
     /// Removes the root at a clean exit, but the sectors the worker holds.
@@ -149,6 +191,7 @@ fn sweep_dead(base: &Path, host: &str) {
 #[derive(Debug)]
 pub struct AttemptDir {
     dir: Option<PathBuf>,
+    root: ScratchRoot,
 }
 
 impl AttemptDir {
@@ -158,31 +201,36 @@ impl AttemptDir {
 
     /// Removes the directory. An attempt stopped mid-way may still have a write in flight (a
     /// blocking task, a proof process being killed) that lands while the tree is removed: a
-    /// few more tries, a moment apart, take what it left.
+    /// few more tries, a moment apart, take what it left. What lands after that (or what an
+    /// earlier stopped attempt left) goes with the root's strays.
     pub async fn remove(mut self) {
         let Some(dir) = self.dir.take() else { return };
         let mut tries = 0;
         loop {
             match tokio::fs::remove_dir_all(&dir).await {
-                Ok(()) => return,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
                 Err(_) if tries < 5 => {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Err(e) => {
                     warn!(dir = %dir.display(), error = %e, "could not remove attempt scratch");
-                    return;
+                    break;
                 }
             }
         }
+        self.root.release(&dir);
+        let root = self.root.clone();
+        let _ = tokio::task::spawn_blocking(move || root.remove_strays()).await;
     }
 }
 
 impl Drop for AttemptDir {
     fn drop(&mut self) {
         if let Some(dir) = self.dir.take() {
-            let _ = std::fs::remove_dir_all(dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            self.root.release(&dir);
         }
     }
 }
@@ -236,6 +284,35 @@ mod tests {
         assert!(!path.exists());
         root.remove();
         assert!(!root.path().exists());
+    }
+
+    #[tokio::test]
+    async fn an_attempts_end_removes_what_a_stopped_attempt_wrote_late() {
+        let base = tempfile::tempdir().unwrap();
+        let root = ScratchRoot::create(base.path(), "w", "h").unwrap();
+        let running = root.attempt("t-1").unwrap();
+        let stopped = root.attempt("t-2").unwrap();
+        let stopped_path = stopped.path().to_path_buf();
+        stopped.remove().await;
+        // Blocking work of the stopped attempt creates its directory again.
+        std::fs::create_dir_all(stopped_path.join("cache")).unwrap();
+        std::fs::create_dir_all(root.path().join(KEPT).join("f01000.1")).unwrap();
+
+        root.attempt("t-3").unwrap().remove().await;
+        assert!(!stopped_path.exists());
+        assert!(
+            running.path().exists(),
+            "a running attempt keeps its directory"
+        );
+        assert!(root.path().join(KEPT).join("f01000.1").exists());
+        assert!(root.path().join(OWNER_FILE).exists());
+        running.remove().await;
+        let left: Vec<_> = std::fs::read_dir(root.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
     }
 
     #[test]
