@@ -439,7 +439,7 @@ pub async fn scenario() {
         &format!(
             "One nats-server (file storage) per row, the dev-profile build. **Mesh**: N workers, \
              each the real worker loop (`mesh::worker::run`: its own NATS connection, registry \
-             heartbeat every 5 s, weight and drain-mark watches, the six task streams' bells heard \
+             heartbeat every 10 s, weight and drain-mark watches, the six task streams' bells heard \
              in a queue group while it has room, idle polls spread over the pool (every 2 s each \
              up to 25 workers, every 2 s × N ÷ 25 beyond), one slot, the synthetic executor with every \
              phase a no-op), all N in this one process (their take loops polled as one task, what \
@@ -495,11 +495,11 @@ pub async fn scenario() {
          queue group): it reads the stream's subjects and fetches, so a task costs the server \
          the same whatever the pool's size. Idle workers poll for what no bell announces \
          (redeliveries, tasks handed back); together they poll as often as 25 workers do, \
-         and heartbeat every 5 s each, which is what still grows with the pool. An idle raw \
-         puller costs the server nothing until its request expires. The workers (in this \
-         process, or as processes) share the machine's two cores with the server here: on \
-         separate machines the server's \
-         figures stand, and the pickup times would lose the time spent waiting for a core.",
+         and heartbeat every 10 s each (a third of the registry's TTL), which is what still \
+         grows with the pool. An idle raw puller costs the server nothing until its request \
+         expires. The workers (in this process, or as processes) share the machine's two cores \
+         with the server here: on separate machines the server's figures stand, and the pickup \
+         times would lose the time spent waiting for a core.",
     );
     report.note(format!(
         "Whole scenario: {:.0} s.",

@@ -85,7 +85,7 @@ impl Mesh {
         let mut config = WorkerConfig::new(Executor::Synthetic(synthetic), self.scratch());
         config.id = WorkerId(id.to_string());
         config.poll_interval = Duration::from_millis(500);
-        config.heartbeat = Duration::from_secs(1);
+        config.heartbeat = Some(Duration::from_secs(1));
         config
     }
 

@@ -32,7 +32,7 @@ async fn grow_pool(mesh: &Mesh, pool: &mut Vec<InProcWorker>, to: usize) {
     for i in pool.len()..to {
         let mut config = mesh.worker_config(&format!("idle-{i}"), "ap=0ms");
         config.poll_interval = Duration::from_secs(60);
-        config.heartbeat = Duration::from_secs(30);
+        config.heartbeat = Some(Duration::from_secs(30));
         pool.push(mesh.start_worker(config).await);
     }
     wait_for("the pool to register", Duration::from_secs(30), || async {

@@ -180,7 +180,7 @@ async fn a_dead_holder_sends_its_sector_back_to_pc1_and_the_proof_still_verifies
     let killed = std::time::Instant::now();
     let second = reached(&broker, &log, &ids, &[&first], Phase::PreCommit2).await;
     println!(
-        "FIGURE holder SIGKILLed in PreCommit2: the sector's PreCommit2 ran again on {second} {:.1} s later (registry TTL 15 s, --holder-grace 1s)",
+        "FIGURE holder SIGKILLed in PreCommit2: the sector's PreCommit2 ran again on {second} {:.1} s later (registry TTL 30 s, --holder-grace 1s)",
         killed.elapsed().as_secs_f64()
     );
     let at = ids.iter().position(|id| *id == second).unwrap();
@@ -383,7 +383,7 @@ async fn a_holder_lost_during_commit2_stops_that_proof_and_the_sector_seals_else
     )
     .await;
     println!(
-        "FIGURE holder SIGKILLed during another worker's Commit2: that Commit2 stopped {:.1} s later (registry TTL 15 s, --holder-grace 1s, ack wait 10 s)",
+        "FIGURE holder SIGKILLed during another worker's Commit2: that Commit2 stopped {:.1} s later (registry TTL 30 s, --holder-grace 1s, ack wait 10 s)",
         killed.elapsed().as_secs_f64()
     );
     prover.signal(nix::sys::signal::Signal::SIGTERM);

@@ -58,7 +58,7 @@ pub struct PublisherConfig {
     pub holder_grace: Duration,
 }
 
-/// The default of [`PublisherConfig::holder_grace`]: four registry TTLs, so that a worker
+/// The default of [`PublisherConfig::holder_grace`]: two registry TTLs, so that a worker
 /// restarted at once (same id, same scratch) keeps its sectors.
 pub const HOLDER_GRACE: Duration = Duration::from_secs(60);
 

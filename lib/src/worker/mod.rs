@@ -111,7 +111,9 @@ pub struct WorkerConfig {
     pub retry_max: Duration,
     /// Tries for publishing a result or dead letter before giving the task back.
     pub publish_attempts: u32,
-    pub heartbeat: Duration,
+    /// How often the registry record is written; `None`: a third of the registry's TTL (the
+    /// `mesh-workers` bucket's max age, which `init` sets).
+    pub heartbeat: Option<Duration>,
     /// The machine as detected, with what the operator declared in its place.
     pub machine: Machine,
     /// The GPUs were declared (`--gpus`), not detected.
@@ -194,7 +196,7 @@ impl WorkerConfig {
             retry_base: Duration::from_secs(5),
             retry_max: Duration::from_secs(300),
             publish_attempts: 20,
-            heartbeat: Duration::from_secs(5),
+            heartbeat: None,
             machine,
             table: Table::lotus(),
             store_patience: Duration::from_secs(30 * 60),

@@ -14,6 +14,9 @@ use crate::broker::workers::{RunningTask, WorkerRecord};
 use crate::resources::Usage;
 use crate::sector::TaskId;
 
+/// The heartbeat when the registry's TTL cannot be read: a third of `init`'s default TTL.
+const FALLBACK_HEARTBEAT: Duration = Duration::from_secs(10);
+
 /// Shared view of what the worker runs, updated by attempts and published by the heartbeat.
 #[derive(Clone, Debug)]
 pub struct Registry {
@@ -88,9 +91,26 @@ impl Registry {
         record
     }
 
-    /// Publishes the record every `every` until `stop`, then deletes it.
-    pub async fn heartbeat(self, bucket: kv::Store, every: Duration, stop: CancellationToken) {
+    /// Publishes the record every `every` (by default a third of the bucket's TTL) until
+    /// `stop`, then deletes it.
+    pub async fn heartbeat(
+        self,
+        bucket: kv::Store,
+        every: Option<Duration>,
+        stop: CancellationToken,
+    ) {
         let key = self.record.lock().expect("registry lock").id.0.clone();
+        let every = match every {
+            Some(every) => every,
+            None => match bucket.status().await {
+                Ok(status) if !status.max_age().is_zero() => status.max_age() / 3,
+                Ok(_) => FALLBACK_HEARTBEAT,
+                Err(e) => {
+                    warn!(error = %e, every = ?FALLBACK_HEARTBEAT, "could not read the registry's TTL; heartbeating at the default");
+                    FALLBACK_HEARTBEAT
+                }
+            },
+        };
         loop {
             let body = serde_json::to_vec(&self.snapshot()).expect("worker record serializes");
             if let Err(e) = bucket.put(&key, body.into()).await {
