@@ -114,6 +114,21 @@ pub fn bell(phase: Phase, size: SectorSize) -> String {
     format!("mesh.bell.{phase}.{}", size.token())
 }
 
+/// `f01000.deals`: the body of a task stream's bell, naming whose task was stored. A hint, not a
+/// claim: the worker that hears it fetches from that miner's consumer of the class (whatever it
+/// finds there is that miner's, since only a miner may store its tasks) and looks at the whole
+/// stream if it finds nothing there.
+pub fn bell_body(miner: MinerId, class: TaskClass) -> String {
+    format!("{miner}.{class}")
+}
+
+/// Reads a bell's body back; `None` for an empty body (a publisher of an earlier release) or
+/// anything else.
+pub fn parse_bell_body(body: &[u8]) -> Option<(MinerId, TaskClass)> {
+    let (miner, class) = std::str::from_utf8(body).ok()?.split_once('.')?;
+    Some((miner.parse().ok()?, class.parse().ok()?))
+}
+
 /// `mesh.bell.held.w1`: rung when a task is published for worker `w1`, which holds its sector.
 pub fn held_bell(worker: &WorkerId) -> String {
     format!("mesh.bell.held.{worker}")
@@ -198,6 +213,27 @@ pub fn sector_prefix(miner: MinerId, sector: SectorNum) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bell_names_its_miner_and_class_and_anything_else_names_none() {
+        let miner: MinerId = "f01000".parse().unwrap();
+        let body = bell_body(miner, TaskClass::Deals);
+        assert_eq!(body, "f01000.deals");
+        assert_eq!(
+            parse_bell_body(body.as_bytes()),
+            Some((miner, TaskClass::Deals))
+        );
+        for bad in [
+            &b""[..],
+            b"f01000",
+            b"f01000.zzz",
+            b"x.cc",
+            b"f01000.cc.x",
+            b"\xff.cc",
+        ] {
+            assert_eq!(parse_bell_body(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn names_follow_the_design() {

@@ -558,7 +558,7 @@ pub async fn publish_task(broker: &mesh::broker::Broker, task: &mesh::sector::Ta
         .client()
         .publish(
             mesh::names::bell(task.phase, mesh::model::SectorSize::KiB2),
-            bytes::Bytes::new(),
+            mesh::names::bell_body(task.miner, task.class()).into(),
         )
         .await
         .expect("ring the bell");

@@ -428,16 +428,18 @@ impl Driver {
             .await?;
             self.consumers.lock().expect("lock").insert(kind);
         }
-        let (subject, stream, bell) = match &task.holder {
+        let (subject, stream, bell, named) = match &task.holder {
             Some(holder) => (
                 names::held_subject(holder, task.phase, record.size, record.miner),
                 names::HELD_STREAM.to_string(),
                 names::held_bell(holder),
+                bytes::Bytes::new(),
             ),
             None => (
                 names::task_subject(task.phase, record.size, record.miner, task.class()),
                 names::task_stream(task.phase, record.size),
                 names::bell(task.phase, record.size),
+                names::bell_body(record.miner, task.class()).into(),
             ),
         };
         self.broker
@@ -460,12 +462,7 @@ impl Driver {
             })?;
         self.metrics.published(task.phase, record.size);
         // Idle workers look at once; a lost ring only waits for their next poll.
-        if let Err(e) = self
-            .broker
-            .client()
-            .publish(bell, bytes::Bytes::new())
-            .await
-        {
+        if let Err(e) = self.broker.client().publish(bell, named).await {
             warn!(error = %e, "cannot ring the workers' bell; they find the task at their next poll");
         }
         let task_id = task_id.clone();

@@ -15,7 +15,7 @@ use rand::Rng;
 use tracing::{debug, warn};
 
 use crate::broker::{Broker, BrokerError};
-use crate::model::WorkerId;
+use crate::model::{MinerId, TaskClass, WorkerId};
 use crate::names;
 
 /// The queue group every worker hears a task stream's bell in.
@@ -31,11 +31,12 @@ const POOL_POLLS: u32 = 10;
 const POOL_EVERY: Duration = Duration::from_secs(60);
 
 /// A bell that rang: that of the sectors this worker holds, or that of the stream of the
-/// source at this index.
+/// source at this index, with the miner and class whose task it announces when it names them
+/// (see `names::bell_body`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Rung {
     Held,
-    Stream(usize),
+    Stream(usize, Option<(MinerId, TaskClass)>),
 }
 
 /// The bells a worker hears: its own (the tasks of the sectors it holds) always, and each
@@ -107,8 +108,11 @@ impl Bells {
             self.heard().map(|(rung, sub)| (rung, sub.next())).unzip();
         while !next.is_empty() {
             let (bell, at, rest) = futures::future::select_all(next).await;
-            if bell.is_some() {
-                return which[at];
+            if let Some(bell) = bell {
+                return match which[at] {
+                    Rung::Stream(i, _) => Rung::Stream(i, names::parse_bell_body(&bell.payload)),
+                    held => held,
+                };
             }
             // A subscription that ended (the client closed): the others may still ring.
             // `select_all` swap-removes the finished future from what it returns.
@@ -122,7 +126,8 @@ impl Bells {
     fn heard(&mut self) -> impl Iterator<Item = (Rung, &mut Subscriber)> {
         let streams = self.streams.iter_mut().enumerate();
         self.held.iter_mut().map(|sub| (Rung::Held, sub)).chain(
-            streams.filter_map(|(i, (_, sub))| sub.as_mut().map(|sub| (Rung::Stream(i), sub))),
+            streams
+                .filter_map(|(i, (_, sub))| sub.as_mut().map(|sub| (Rung::Stream(i, None), sub))),
         )
     }
 }

@@ -701,20 +701,26 @@ pub async fn run(
             tokio::select! {
                 rung = bells.rung() => {
                     // The held sectors' bell: their tasks are looked at first, above.
-                    let Rung::Stream(i) = rung else { continue 'pull };
+                    let Rung::Stream(i, named) = rung else { continue 'pull };
                     // A task of the stream that rang: one of a stream of higher priority
                     // that waited would have been taken by the look before, and one that came
-                    // since rings its own bell. The bell can ring a moment before the stream
-                    // has stored the task.
+                    // since rings its own bell. A bell that names the task's miner and class
+                    // is answered by a fetch from that consumer alone (an idle worker's look
+                    // found nothing waiting, so there is no share to weigh); failing that, by
+                    // a look at the stream. The bell can ring a moment before the stream has
+                    // stored the task.
+                    if let Some((miner, class)) = named {
+                        taken = sources[i].take_named(miner, class).await.map(|m| (m, i));
+                    }
                     for delay_ms in [0, 10, 40, 150] {
+                        if taken.is_some() {
+                            break;
+                        }
                         if delay_ms > 0 {
                             // A timer, even of zero, waits for the runtime's next tick (1 ms).
                             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
                         }
                         taken = take(&mut sources, &[i], &weights, false).await;
-                        if taken.is_some() {
-                            break;
-                        }
                     }
                 }
                 () = room.notified() => {}

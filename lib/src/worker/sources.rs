@@ -7,10 +7,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::PullConsumer};
+use async_nats::jetstream;
+use async_nats::jetstream::consumer::{FromConsumer, PullConsumer, pull};
 use futures::StreamExt;
 use serde::Deserialize;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::pick::{self, MinerLoad, Queue};
 use crate::broker::miners::Weights;
@@ -90,6 +91,7 @@ impl Source {
     ) -> Result<Source, BrokerError> {
         let name = names::task_stream(phase, size);
         let stream = broker.stream(&name).await?;
+        let consumers = task_consumers(&stream, broker.js()).await;
         Ok(Source {
             phase,
             size,
@@ -97,7 +99,7 @@ impl Source {
             name,
             js: broker.js().clone(),
             stream,
-            consumers: HashMap::new(),
+            consumers,
             warned: HashSet::new(),
         })
     }
@@ -150,6 +152,24 @@ impl Source {
             }
         }
         None
+    }
+
+    /// Takes one task of `miner`'s `class`, if one waits, from a consumer opened before: what a
+    /// bell naming them asks (a bell is a hint from a publisher; one naming a consumer this
+    /// worker never used is answered by a look instead).
+    pub async fn take_named(
+        &mut self,
+        miner: MinerId,
+        class: TaskClass,
+    ) -> Option<jetstream::Message> {
+        let consumer = self.consumers.get(&(miner, class))?;
+        match fetch_one(consumer).await {
+            Ok(taken) => taken,
+            Err(e) => {
+                warn!(stream = %self.name, error = %e, "pull failed");
+                None
+            }
+        }
     }
 
     /// Messages in the stream per miner and class (waiting and delivered alike), from the
@@ -253,6 +273,34 @@ impl Source {
         }
         self.consumers.get_mut(&key)
     }
+}
+
+/// The miners' task consumers a stream has now, from one listing (the rest are opened when a
+/// look first finds their tasks): a bell that names a miner is answered by a fetch alone.
+async fn task_consumers(
+    stream: &jetstream::stream::Stream,
+    js: &jetstream::Context,
+) -> HashMap<(MinerId, TaskClass), PullConsumer> {
+    let mut found = HashMap::new();
+    let mut listing = stream.consumers();
+    while let Some(info) = listing.next().await {
+        let info = match info {
+            Ok(info) => info,
+            Err(e) => {
+                debug!(stream = %stream.cached_info().config.name, error = %e, "cannot list the stream's consumers; opening them as tasks come");
+                break;
+            }
+        };
+        let Some((_, _, miner, class)) = names::parse_task_subject(&info.config.filter_subject)
+            .filter(|&(_, _, miner, class)| info.name == names::task_consumer(miner, class))
+        else {
+            continue;
+        };
+        if let Ok(config) = pull::Config::try_from_consumer_config(info.config.clone()) {
+            found.insert((miner, class), PullConsumer::new(config, info, js.clone()));
+        }
+    }
+    found
 }
 
 /// The tasks of the sectors this worker holds, from its own consumer of the held stream.
