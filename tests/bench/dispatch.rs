@@ -481,10 +481,10 @@ pub async fn scenario() {
         "The raw loop is the floor, not a like-for-like rival: its messages are independent, \
          while the mesh's six tasks of a sector are a chain through the publisher, and each mesh \
          task also reads the sector's state, writes its outputs to the store and its result \
-         carries timings. Pickup on the mesh is a bell (an empty core message rung after \
-         each publish, heard by one idle worker of the stream's queue group) followed by a \
-         stream read and a one-message fetch; raw is a pull request already waiting at the \
-         server.",
+         carries timings. Pickup on the mesh is a bell (a core message naming the task's miner \
+         and class, rung after each publish and heard by one idle worker of the stream's queue \
+         group) followed by a one-message fetch from that miner's consumer; raw is a pull \
+         request already waiting at the server.",
     );
     report.note(format!(
         "Whole scenario: {:.0} s.",

@@ -492,7 +492,8 @@ pub async fn scenario() {
     }
     report.note(
         "Each publish rings its stream's bell once, and one idle worker with room hears it (a \
-         queue group): it reads the stream's subjects and fetches, so a task costs the server \
+         queue group): the bell names the task's miner and class and the worker fetches from \
+         that consumer, so a task costs the server \
          the same whatever the pool's size. Idle workers poll for what no bell announces \
          (redeliveries, tasks handed back); together they poll as often as 25 workers do, \
          and heartbeat every 10 s each (a third of the registry's TTL), which is what still \
