@@ -670,7 +670,8 @@ pub async fn run(
         // Tasks that would run at once are taken whenever one waits. GPU tasks that would wait
         // in the preparing window for a running one (a second Commit2 fetching its input while
         // the first proves) only when a poll finds them: an idle worker answers the bell
-        // first and runs them now. Of the workers with room for a stream's tasks now, one hears each of its bells.
+        // first and runs them now. Of the workers with room for a stream's tasks now, one
+        // hears each of its bells.
         bells.hear(&now).await;
         if fitting.is_empty() {
             let unpaused = paused.values().min().copied();
