@@ -154,9 +154,9 @@ impl Source {
         None
     }
 
-    /// Takes one task of `miner`'s `class`, if one waits, from a consumer opened before: what a
-    /// bell naming them asks (a bell is a hint from a publisher; one naming a consumer this
-    /// worker never used is answered by a look instead).
+    /// Takes one task of `miner`'s `class`, if one waits, from a consumer listed at the start or
+    /// opened since: what a bell naming them asks (a bell is a hint from a publisher; one
+    /// naming a consumer this worker has not opened is answered by a look instead).
     pub async fn take_named(
         &mut self,
         miner: MinerId,
