@@ -28,8 +28,9 @@ use crate::resources::Claim;
 /// the fetch gave up comes back after the ack wait.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Fetches one message if one waits, without waiting for more; `Err` says why not.
-async fn fetch_one(consumer: &PullConsumer) -> Result<Option<jetstream::Message>, String> {
+/// Fetches one message if one waits, without waiting for more; a fetch that fails is logged
+/// and finds nothing.
+async fn fetch_one(consumer: &PullConsumer) -> Option<jetstream::Message> {
     let fetch = async {
         let mut batch = consumer
             .fetch()
@@ -39,9 +40,14 @@ async fn fetch_one(consumer: &PullConsumer) -> Result<Option<jetstream::Message>
             .map_err(|e| e.to_string())?;
         batch.next().await.transpose().map_err(|e| e.to_string())
     };
-    tokio::time::timeout(FETCH_TIMEOUT, fetch)
+    let fetched = tokio::time::timeout(FETCH_TIMEOUT, fetch)
         .await
-        .unwrap_or_else(|_| Err(format!("no answer in {FETCH_TIMEOUT:?}")))
+        .unwrap_or_else(|_| Err(format!("no answer in {FETCH_TIMEOUT:?}")));
+    fetched.unwrap_or_else(|e| {
+        let info = consumer.cached_info();
+        warn!(stream = %info.stream_name, consumer = %info.name, error = %e, "pull failed");
+        None
+    })
 }
 
 /// What [`Source::counts`] reads of a STREAM.INFO reply: a page of the per-subject counts (all
@@ -145,10 +151,8 @@ impl Source {
             let Some(consumer) = self.consumer(miner, class).await else {
                 continue;
             };
-            match fetch_one(consumer).await {
-                Ok(Some(msg)) => return Some(msg),
-                Ok(None) => {}
-                Err(e) => warn!(stream = %self.name, error = %e, "pull failed"),
+            if let Some(msg) = fetch_one(consumer).await {
+                return Some(msg);
             }
         }
         None
@@ -157,19 +161,8 @@ impl Source {
     /// Takes one task of `miner`'s `class`, if one waits, from a consumer listed at the start or
     /// opened since: what a bell naming them asks (a bell is a hint from a publisher; one
     /// naming a consumer this worker has not opened is answered by a look instead).
-    pub async fn take_named(
-        &mut self,
-        miner: MinerId,
-        class: TaskClass,
-    ) -> Option<jetstream::Message> {
-        let consumer = self.consumers.get(&(miner, class))?;
-        match fetch_one(consumer).await {
-            Ok(taken) => taken,
-            Err(e) => {
-                warn!(stream = %self.name, error = %e, "pull failed");
-                None
-            }
-        }
+    pub async fn take_named(&self, miner: MinerId, class: TaskClass) -> Option<jetstream::Message> {
+        fetch_one(self.consumers.get(&(miner, class))?).await
     }
 
     /// Messages in the stream per miner and class (waiting and delivered alike), from the
@@ -330,18 +323,12 @@ impl HeldSource {
 
     /// Takes one task if one waits, with the phase and size its subject names.
     pub async fn take(&mut self) -> Option<(jetstream::Message, Phase, SectorSize)> {
-        match fetch_one(&self.consumer).await {
-            Ok(Some(msg)) => match names::parse_held_subject(&msg.subject) {
-                Some((_, phase, size, _)) => Some((msg, phase, size)),
-                None => {
-                    warn!(subject = %msg.subject, "a held task on a subject of no task; dropping it");
-                    let _ = msg.ack_with(jetstream::AckKind::Term).await;
-                    None
-                }
-            },
-            Ok(None) => None,
-            Err(e) => {
-                warn!(stream = names::HELD_STREAM, error = %e, "pull failed");
+        let msg = fetch_one(&self.consumer).await?;
+        match names::parse_held_subject(&msg.subject) {
+            Some((_, phase, size, _)) => Some((msg, phase, size)),
+            None => {
+                warn!(subject = %msg.subject, "a held task on a subject of no task; dropping it");
+                let _ = msg.ack_with(jetstream::AckKind::Term).await;
                 None
             }
         }
