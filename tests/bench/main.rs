@@ -8,6 +8,7 @@
 
 mod data_plane;
 mod dispatch;
+mod logins;
 mod real_size;
 mod recovery;
 mod scale;
@@ -17,8 +18,9 @@ mod utilisation;
 use std::process::ExitCode;
 
 /// Every scenario, in the order a full run takes them.
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "dispatch",
+    "logins",
     "utilisation",
     "recovery",
     "data_plane",
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         runtime.block_on(async {
             match scenario {
                 "dispatch" => dispatch::scenario().await,
+                "logins" => logins::scenario().await,
                 "utilisation" => utilisation::scenario().await,
                 "recovery" => recovery::scenario().await,
                 "data_plane" => data_plane::scenario().await,

@@ -82,6 +82,8 @@ impl TestPki {
 pub struct SecureNats {
     pub servers: Vec<NatsServer>,
     pub passwords: BTreeMap<String, String>,
+    /// In operator mode: each user's credentials file (and no passwords).
+    pub creds: BTreeMap<String, PathBuf>,
     /// With TLS: the files clients need (the server requires TLS and verifies clients).
     pub pki: Option<TestPki>,
     /// Files the servers share (the cluster's roles and certificates), removed on drop.
@@ -127,6 +129,43 @@ fn roles(
     (passwords, env)
 }
 
+/// A server running nats/secure.conf as it is (including `dir/auth.conf`), but for its port,
+/// store and certificate paths (and without its TLS block when there is no `pki`).
+fn secure_conf(
+    dir: tempfile::TempDir,
+    pki: Option<&TestPki>,
+    env: Vec<(String, String)>,
+) -> NatsServer {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../nats");
+    let template = std::fs::read_to_string(root.join("secure.conf")).expect("nats/secure.conf");
+    let template = match pki {
+        Some(p) => p.in_place_of(
+            &template,
+            (
+                "/etc/mesh/tls/server.pem",
+                "/etc/mesh/tls/server-key.pem",
+                "/etc/mesh/tls/ca.pem",
+            ),
+        ),
+        None => {
+            let start = template
+                .find("\ntls {")
+                .expect("a tls block in secure.conf");
+            let end = start + template[start..].find("\n}\n").expect("end of tls block") + 3;
+            format!("{}{}", &template[..start], &template[end..])
+        }
+    };
+    NatsServer::configured(
+        dir,
+        |port, store| {
+            template
+                .replace("0.0.0.0:4222", &format!("127.0.0.1:{port}"))
+                .replace("/var/lib/mesh-nats", &store.display().to_string())
+        },
+        env,
+    )
+}
+
 impl SecureNats {
     /// Writes the roles with `mesh-publisher init --roles` and starts a server that includes
     /// them (and requires TLS with client certificates when `tls`).
@@ -134,40 +173,72 @@ impl SecureNats {
         let dir = tempfile::tempdir().expect("temp dir");
         let (passwords, env) = roles(dir.path(), miners, false);
         let pki = tls.then(|| TestPki::generate(dir.path()));
-        // nats/secure.conf as it is, but for its port, store and certificate paths (and
-        // without its TLS block when the test wants none).
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../nats");
-        let template = std::fs::read_to_string(root.join("secure.conf")).expect("nats/secure.conf");
-        let template = match &pki {
-            Some(p) => p.in_place_of(
-                &template,
-                (
-                    "/etc/mesh/tls/server.pem",
-                    "/etc/mesh/tls/server-key.pem",
-                    "/etc/mesh/tls/ca.pem",
-                ),
-            ),
-            None => {
-                let start = template
-                    .find("\ntls {")
-                    .expect("a tls block in secure.conf");
-                let end = start + template[start..].find("\n}\n").expect("end of tls block") + 3;
-                format!("{}{}", &template[..start], &template[end..])
-            }
-        };
-        let server = NatsServer::configured(
-            dir,
-            |port, store| {
-                template
-                    .replace("0.0.0.0:4222", &format!("127.0.0.1:{port}"))
-                    .replace("/var/lib/mesh-nats", &store.display().to_string())
-            },
-            env,
-        );
+        let server = secure_conf(dir, pki.as_ref(), env);
         SecureNats {
             servers: vec![server],
             passwords,
+            creds: BTreeMap::new(),
             pki,
+            _shared: None,
+        }
+    }
+
+    /// Operator mode: `mesh-publisher init --roles auth.conf --operator keys` (no TLS), and a
+    /// credentials file of its own for each of `workers` (`worker-<name>`, from
+    /// `mesh-publisher creds`). Every user logs in with its credentials file; no password.
+    pub fn start_operator(miners: &[&str], workers: &[&str]) -> SecureNats {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let keys = dir.path().join("keys");
+        let run = |args: Vec<String>| {
+            let out = std::process::Command::new(bin("mesh-publisher"))
+                .args(&args)
+                .output()
+                .expect("run mesh-publisher");
+            assert!(
+                out.status.success(),
+                "mesh-publisher {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(vec![
+            "init".into(),
+            "--roles".into(),
+            dir.path().join("auth.conf").display().to_string(),
+            "--operator".into(),
+            keys.display().to_string(),
+            "--miners".into(),
+            miners.join(","),
+        ]);
+        let mut creds = BTreeMap::new();
+        let mut users = vec!["admin".to_string(), "autoscaler".into()];
+        users.extend(miners.iter().map(|m| format!("miner-{m}")));
+        for user in users {
+            creds.insert(
+                user.clone(),
+                keys.join("creds").join(format!("{user}.creds")),
+            );
+        }
+        for worker in workers {
+            let user = format!("worker-{worker}");
+            let file = keys.join(format!("{user}.creds"));
+            run(vec![
+                "creds".into(),
+                "--operator".into(),
+                keys.display().to_string(),
+                "--user".into(),
+                user.clone(),
+                "--out".into(),
+                file.display().to_string(),
+            ]);
+            creds.insert(user, file);
+        }
+        let server = secure_conf(dir, None, Vec::new());
+        SecureNats {
+            servers: vec![server],
+            passwords: BTreeMap::new(),
+            creds,
+            pki: None,
             _shared: None,
         }
     }
@@ -234,6 +305,7 @@ impl SecureNats {
         let nats = SecureNats {
             servers,
             passwords,
+            creds: BTreeMap::new(),
             pki: Some(pki),
             _shared: Some(shared),
         };
@@ -252,11 +324,14 @@ impl SecureNats {
 
     /// The environment that makes a mesh process connect as `user`.
     pub fn env(&self, user: &str) -> Vec<(String, String)> {
-        let mut env = vec![
-            ("MESH_NATS".to_string(), self.url()),
-            ("MESH_NATS_USER".into(), user.into()),
-            ("MESH_NATS_PASSWORD".into(), self.passwords[user].clone()),
-        ];
+        let mut env = vec![("MESH_NATS".to_string(), self.url())];
+        match self.creds.get(user) {
+            Some(file) => env.push(("MESH_NATS_CREDS".into(), file.display().to_string())),
+            None => env.extend([
+                ("MESH_NATS_USER".into(), user.into()),
+                ("MESH_NATS_PASSWORD".into(), self.passwords[user].clone()),
+            ]),
+        }
         env.extend(self.tls_env());
         env
     }
@@ -274,6 +349,12 @@ impl SecureNats {
 
     /// How an in-process client connects as `user`.
     pub fn config(&self, user: &str) -> NatsConfig {
+        if let Some(file) = self.creds.get(user) {
+            return NatsConfig {
+                creds: Some(file.clone()),
+                ..NatsConfig::new(self.url())
+            };
+        }
         NatsConfig {
             user: Some(user.into()),
             password: Some(Secret::new(self.passwords[user].clone())),
@@ -288,6 +369,19 @@ impl SecureNats {
         Broker::connect_with(&self.config(user), &format!("test {user}"))
             .await
             .unwrap_or_else(|e| panic!("connect as {user}: {e}"))
+    }
+
+    /// Starts `program` with `args` as `user`, logging to `log`.
+    pub fn spawn(
+        &self,
+        user: &str,
+        program: &std::path::Path,
+        args: &[&str],
+        log: &std::path::Path,
+    ) -> crate::Proc {
+        let env = self.env(user);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        crate::Proc::spawn(program, args, &env, log)
     }
 
     /// Runs `mesh-publisher` as `user` to its end: (success, stdout, stderr).

@@ -83,6 +83,16 @@ async fn kv_put(b: &Broker, bucket: &str, key: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Subscribing to `subject`; a refused subscription is answered only by the server's error.
+fn listen(subject: &'static str) -> Op {
+    op(move |b| async move {
+        let _sub = b.client().subscribe(subject).await.map_err(err)?;
+        b.client().flush().await.map_err(err)?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(())
+    })
+}
+
 /// The actions of the matrix, with the roles that may do them. Destructive ones come last.
 fn actions() -> Vec<(&'static str, &'static [&'static str], Op)> {
     let f01000 = || "f01000".parse().unwrap();
@@ -363,17 +373,7 @@ fn actions() -> Vec<(&'static str, &'static [&'static str], Op)> {
         (
             "listen to f01000's replies",
             &["miner-f01000", "admin"],
-            op(|b| async move {
-                let _sub = b
-                    .client()
-                    .subscribe("_INBOX.miner-f01000.>")
-                    .await
-                    .map_err(err)?;
-                b.client().flush().await.map_err(err)?;
-                // A refused subscription is answered only by the server's error.
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                Ok(())
-            }),
+            listen("_INBOX.miner-f01000.>"),
         ),
         (
             "delete a task consumer",
@@ -420,6 +420,32 @@ async fn attempt(broker: &Broker, action: &Op) -> Result<bool, String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn each_role_does_its_job_and_the_server_refuses_the_rest() {
     let nats = SecureNats::start(&["f01000", "f01001"], false);
+    let mut bad = nats.config("worker");
+    bad.password = Some(mesh::broker::Secret::new("wrong"));
+    matrix(&nats, "worker", bad).await;
+}
+
+/// The same matrix in operator mode: every user logs in with the credentials file
+/// `init --operator` or `creds` wrote, the worker as a user of its own (`worker-a`), and a
+/// credentials file signed by another operator is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_role_does_its_job_and_the_server_refuses_the_rest_in_operator_mode() {
+    let nats = SecureNats::start_operator(&["f01000", "f01001"], &["a"]);
+    let stranger = tempfile::tempdir().unwrap();
+    let (other, _) = mesh::broker::operator::Operator::open(stranger.path()).unwrap();
+    let file = stranger.path().join("worker-a.creds");
+    let user = mesh::broker::operator::User::parse("worker-a").unwrap();
+    std::fs::write(&file, other.creds(&user, None).unwrap()).unwrap();
+    let bad = mesh::broker::NatsConfig {
+        creds: Some(file),
+        ..mesh::broker::NatsConfig::new(nats.url())
+    };
+    matrix(&nats, "worker-a", bad).await;
+}
+
+/// Runs every action as every role (the worker logging in as `worker`), then an anonymous
+/// login and `bad`, which must both be refused.
+async fn matrix(nats: &SecureNats, worker: &str, bad: mesh::broker::NatsConfig) {
     let (ok, out, stderr) = nats.publisher(
         "admin",
         &["init", "--sizes", "2KiB", "--miners", "f01000,f01001"],
@@ -456,7 +482,10 @@ async fn each_role_does_its_job_and_the_server_refuses_the_rest() {
 
     let mut brokers = Vec::new();
     for role in ROLES {
-        brokers.push(nats.connect(role).await);
+        brokers.push(
+            nats.connect(if role == "worker" { worker } else { role })
+                .await,
+        );
     }
     let mut rows = vec![{
         let mut header = vec!["action".to_string()];
@@ -464,7 +493,21 @@ async fn each_role_does_its_job_and_the_server_refuses_the_rest() {
         header
     }];
     let mut wrong = Vec::new();
-    for (name, allowed, action) in actions() {
+    // Another worker's replies: with passwords, every worker's are on the shared user's prefix.
+    let mut actions = actions();
+    let other_worker = match worker {
+        "worker" => ("_INBOX.worker.>", &["worker", "admin"][..]),
+        _ => ("_INBOX.worker-b.>", &["admin"][..]),
+    };
+    actions.insert(
+        actions.len() - 2,
+        (
+            "listen to another worker's replies",
+            other_worker.1,
+            listen(other_worker.0),
+        ),
+    );
+    for (name, allowed, action) in actions {
         let mut row = vec![name.to_string()];
         for (role, broker) in ROLES.iter().zip(&brokers) {
             let expected = allowed.contains(role);
@@ -485,8 +528,6 @@ async fn each_role_does_its_job_and_the_server_refuses_the_rest() {
     }
     // No user at all, and a wrong password.
     let anonymous = Broker::connect(&nats.url(), "test anonymous").await;
-    let mut bad = nats.config("worker");
-    bad.password = Some(mesh::broker::Secret::new("wrong"));
     let wrong_password = Broker::connect_with(&bad, "test wrong password").await;
     let mut row = vec!["connect without a user / with a wrong password".to_string()];
     for result in [anonymous, wrong_password] {
@@ -505,6 +546,101 @@ async fn each_role_does_its_job_and_the_server_refuses_the_rest() {
     rows.push(row);
     println!("{}", mesh::render::table(&rows));
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Operator mode gives each worker a user and an inbox of its own: a worker cannot listen to
+/// the replies another worker's requests get (the tasks it pulls), which the one `worker` user
+/// of password mode allows. Two worker processes, each with its own credentials file (and the
+/// inbox prefix read from it), seal a miner's synthetic sectors with no refusal.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_worker_has_an_inbox_of_its_own_in_operator_mode() {
+    let nats = SecureNats::start_operator(&["f01000"], &["a", "b"]);
+    let (ok, _, stderr) =
+        nats.publisher("admin", &["init", "--sizes", "2KiB", "--miners", "f01000"]);
+    assert!(ok, "init as admin: {stderr}");
+
+    let a = nats.connect("worker-a").await;
+    // Its own inbox works: a JetStream request's reply reaches it.
+    a.stream("MESH_TASK_PC1_2KIB")
+        .await
+        .expect("worker-a reads a task stream's info through its own inbox");
+    for (subject, what) in [
+        ("_INBOX.worker-b.>", "worker-b's replies"),
+        ("_INBOX.>", "every inbox"),
+        ("_INBOX.worker.>", "the shared worker prefix"),
+    ] {
+        assert_eq!(
+            attempt(&a, &listen(subject)).await,
+            Ok(false),
+            "worker-a listening to {what} ({subject})"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().join("store").display());
+    let mut workers = Vec::new();
+    for name in ["a", "b"] {
+        let scratch = dir.path().join(format!("scratch-{name}"));
+        workers.push(nats.spawn(
+            &format!("worker-{name}"),
+            &bin("mesh-worker"),
+            &[
+                "run",
+                "--executor",
+                "synthetic",
+                "--store",
+                &store,
+                "--scratch",
+                &scratch.display().to_string(),
+                "--id",
+                name,
+                "--slots",
+                "1",
+            ],
+            &dir.path().join(format!("worker-{name}.log")),
+        ));
+    }
+    let mut seal = nats.spawn(
+        "miner-f01000",
+        &bin("mesh-publisher"),
+        &[
+            "seal",
+            "--miner",
+            "f01000",
+            "--count",
+            "4",
+            "--synthetic",
+            "--store",
+            &store,
+        ],
+        &dir.path().join("seal.log"),
+    );
+    let status = seal.wait(Duration::from_secs(120)).await;
+    let logs = || {
+        workers
+            .iter()
+            .map(|w| w.tail(20))
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    assert!(
+        status.success(),
+        "seal in operator mode failed:\n{}\nworkers:\n{}",
+        seal.tail(30),
+        logs()
+    );
+    for text in [seal.log_text()]
+        .into_iter()
+        .chain(workers.iter().map(Proc::log_text))
+    {
+        assert!(!text.contains("refused"), "{text}");
+        assert!(!text.contains("ermission"), "{text}");
+    }
+    assert!(
+        workers.iter().any(|w| w.log_text().contains("task done")),
+        "{}",
+        logs()
+    );
 }
 
 #[test]
@@ -679,20 +815,17 @@ log_dir = "{logs}"
     )
     .unwrap();
     let autoscaler_log = dir.path().join("autoscaler.log");
-    let env = nats.env("autoscaler");
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let _autoscaler = Proc::spawn(
+    let _autoscaler = nats.spawn(
+        "autoscaler",
         &bin("mesh-autoscaler"),
         &["run", "--config", &config.display().to_string()],
-        &env,
         &autoscaler_log,
     );
 
-    let env = nats.env("miner-f01000");
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let seal_log = dir.path().join("seal.log");
     let out = dir.path().join("sealed.jsonl");
-    let mut seal = Proc::spawn(
+    let mut seal = nats.spawn(
+        "miner-f01000",
         &bin("mesh-publisher"),
         &[
             "seal",
@@ -707,7 +840,6 @@ log_dir = "{logs}"
             "--out",
             &out.display().to_string(),
         ],
-        &env,
         &seal_log,
     );
     let status = seal.wait(Duration::from_secs(600)).await;

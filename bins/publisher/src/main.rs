@@ -1,6 +1,6 @@
 //! `mesh-publisher`: parses flags and hands over to `mesh::publisher`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +33,9 @@ struct Cli {
 enum Command {
     /// Create (or update) the mesh's streams, consumers and buckets. Safe to run again.
     Init(InitArgs),
+    /// Write a credentials file for one user of the roles of `init --roles --operator`
+    /// (operator mode): admin, autoscaler, miner-<id>, worker-<name> or sys.
+    Creds(CredsArgs),
     /// Create sectors and seal them; exits when every one is sealed (0) or failed (1).
     Seal(SealArgs),
     /// Drive every unfinished sector of a miner until SIGTERM.
@@ -403,6 +406,28 @@ struct InitArgs {
     /// (deploy/nats/ uses it).
     #[arg(long, requires = "roles")]
     system_account: bool,
+    /// With --roles, operator mode: write FILE to trust an operator whose keys DIR holds (made
+    /// there on the first run, kept after), and write credentials files for admin, autoscaler,
+    /// sys and each miner into DIR/creds. Each worker then gets a user of its own from
+    /// `mesh-publisher creds`; no user needs a password in the server's environment.
+    #[arg(long, value_name = "DIR", requires = "roles")]
+    operator: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct CredsArgs {
+    /// The key directory of `init --roles FILE --operator DIR`.
+    #[arg(long, value_name = "DIR", env = "MESH_OPERATOR_DIR")]
+    operator: PathBuf,
+    /// admin, autoscaler, miner-<id>, worker-<name> (e.g. worker-$(hostname)) or sys.
+    #[arg(long)]
+    user: String,
+    /// Where to write the file (readable by its owner alone); `-` prints it.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// How long the credentials are valid, e.g. 90d; forever when left out.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    expires: Option<Duration>,
 }
 
 #[derive(clap::Args)]
@@ -483,6 +508,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Exec(_) => unreachable!("handled before the runtime starts"),
         Command::Init(args) => init(args).await,
+        Command::Creds(args) => creds(args),
         Command::Seal(args) => seal(args).await,
         Command::Run(args) => {
             let shutdown = Shutdown::install();
@@ -679,6 +705,9 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
         ..Topology::default()
     };
     topology.validate().map_err(anyhow::Error::msg)?;
+    if let (Some(file), Some(dir)) = (&args.roles, &args.operator) {
+        return init_operator(file, dir, &args.miners);
+    }
     if let Some(file) = args.roles {
         let text = mesh::broker::roles::server_config(&args.miners, args.system_account);
         if file.as_os_str() == "-" {
@@ -714,6 +743,86 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
         println!("ok  moved {moved} miner weight(s) to their weight.<miner> keys");
     }
     println!("topology ready on {}", broker.url());
+    Ok(())
+}
+
+/// `init --roles FILE --operator DIR`: the server's trust in FILE, keys and the credentials of
+/// every user but the workers in DIR.
+fn init_operator(file: &Path, dir: &Path, miners: &[MinerId]) -> anyhow::Result<()> {
+    use mesh::broker::operator::{Operator, User, write_secret};
+    let (operator, made) = Operator::open(dir).map_err(anyhow::Error::msg)?;
+    let text = operator.server_config(miners).map_err(anyhow::Error::msg)?;
+    if file.as_os_str() == "-" {
+        print!("{text}");
+    } else {
+        std::fs::write(file, text)
+            .map_err(|e| anyhow::anyhow!("--roles {}: {e}", file.display()))?;
+    }
+    let creds = dir.join("creds");
+    std::fs::create_dir_all(&creds).map_err(|e| anyhow::anyhow!("{}: {e}", creds.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", creds.display()))?;
+    }
+    let mut users = vec![
+        "admin".to_string(),
+        "autoscaler".into(),
+        mesh::broker::roles::SYSTEM_USER.into(),
+    ];
+    users.extend(miners.iter().map(|m| format!("miner-{m}")));
+    for name in &users {
+        let user = User::parse(name).map_err(anyhow::Error::msg)?;
+        let text = operator.creds(&user, None).map_err(anyhow::Error::msg)?;
+        write_secret(&creds.join(format!("{name}.creds")), &text).map_err(anyhow::Error::msg)?;
+    }
+    eprintln!(
+        "{} the operator's and accounts' keys in {}; wrote the server's trust to {} and the \
+         credentials of {} to {}; give each worker its own with `mesh-publisher creds \
+         --operator {} --user worker-<name> --out FILE`",
+        if made { "made" } else { "kept" },
+        dir.display(),
+        if file.as_os_str() == "-" {
+            "standard output".to_string()
+        } else {
+            file.display().to_string()
+        },
+        users.join(", "),
+        creds.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+/// `creds`: one user's credentials file, signed with the account key of an existing DIR.
+fn creds(args: CredsArgs) -> anyhow::Result<()> {
+    use mesh::broker::operator::{Operator, User, write_secret};
+    let user = User::parse(&args.user).map_err(anyhow::Error::msg)?;
+    if !args.operator.exists() {
+        anyhow::bail!(
+            "--operator {}: no such directory; make it with `mesh-publisher init --roles FILE \
+             --operator {} --miners …` first",
+            args.operator.display(),
+            args.operator.display()
+        );
+    }
+    let (operator, _) = Operator::open(&args.operator).map_err(anyhow::Error::msg)?;
+    let expires = args.expires.map(|d| {
+        (std::time::SystemTime::now() + d)
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| t.as_secs())
+    });
+    let text = operator.creds(&user, expires).map_err(anyhow::Error::msg)?;
+    if args.out.as_os_str() == "-" {
+        print!("{text}");
+    } else {
+        write_secret(&args.out, &text).map_err(anyhow::Error::msg)?;
+        eprintln!(
+            "wrote the credentials of {} to {}: pass it as --nats-creds (MESH_NATS_CREDS)",
+            user.name(),
+            args.out.display()
+        );
+    }
     Ok(())
 }
 

@@ -55,7 +55,9 @@ pub struct NatsConfig {
     /// TLS handshake before the server's INFO (servers with `handshake_first`).
     pub tls_first: bool,
     /// Prefix of this client's reply subjects. Left out, it is `_INBOX.<user>` when a user is
-    /// given (what the role permissions of `nats/auth.conf` allow) and `_INBOX` otherwise.
+    /// given (what the role permissions of `nats/auth.conf` allow), `_INBOX.<name>` with a
+    /// credentials file whose JWT names its user (what `mesh-publisher creds` writes), and
+    /// `_INBOX` otherwise.
     pub inbox_prefix: Option<String>,
 }
 
@@ -69,10 +71,19 @@ impl NatsConfig {
 
     /// The reply-subject prefix the client uses.
     pub fn inbox_prefix(&self) -> String {
+        let named = || {
+            let creds = self.creds.as_deref()?;
+            super::operator::creds_user_name(creds).filter(|name| {
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            })
+        };
         match (&self.inbox_prefix, &self.user) {
             (Some(prefix), _) => prefix.clone(),
             (None, Some(user)) => format!("_INBOX.{user}"),
-            (None, None) => "_INBOX".to_string(),
+            (None, None) => named().map_or_else(|| "_INBOX".to_string(), |n| format!("_INBOX.{n}")),
         }
     }
 
@@ -283,6 +294,25 @@ mod tests {
         assert_eq!(config.inbox_prefix(), "_INBOX.miner-f01000");
         config.inbox_prefix = Some("_I.x".into());
         assert_eq!(config.inbox_prefix(), "_I.x");
+    }
+
+    #[test]
+    fn inbox_prefix_follows_the_user_a_credentials_file_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let (operator, _) = super::super::operator::Operator::open(dir.path()).unwrap();
+        let user = super::super::operator::User::parse("worker-w7").unwrap();
+        let creds = dir.path().join("w7.creds");
+        std::fs::write(&creds, operator.creds(&user, None).unwrap()).unwrap();
+        let mut config = NatsConfig {
+            creds: Some(creds),
+            ..NatsConfig::new("nats://h:4222")
+        };
+        assert_eq!(config.inbox_prefix(), "_INBOX.worker-w7");
+        config.inbox_prefix = Some("_I.x".into());
+        assert_eq!(config.inbox_prefix(), "_I.x");
+        config.inbox_prefix = None;
+        config.creds = Some(dir.path().join("missing.creds"));
+        assert_eq!(config.inbox_prefix(), "_INBOX");
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod follow;
 pub mod headers;
 pub mod keys;
 pub mod miners;
+pub mod operator;
 pub mod roles;
 pub mod topology;
 pub mod workers;

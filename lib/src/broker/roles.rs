@@ -56,7 +56,13 @@ impl Role {
     }
 
     pub fn permissions(&self) -> Permissions {
-        let inbox = format!("_INBOX.{}.>", self.user());
+        self.permissions_as(&self.user())
+    }
+
+    /// The role's permissions for a user named `user`, whose replies come on `_INBOX.<user>`:
+    /// in operator mode each worker is a user of its own (`worker-<name>`).
+    pub fn permissions_as(&self, user: &str) -> Permissions {
+        let inbox = format!("_INBOX.{user}.>");
         let mut p = Permissions::default();
         match self {
             Role::Admin => {
