@@ -115,7 +115,7 @@ pub async fn scenario() {
     }
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let (keys, _) = Operator::open(dir.path()).expect("operator keys");
+    let (keys, _) = Operator::open(dir.path(), true).expect("operator keys");
     let started = Instant::now();
     for i in 0..MINTED {
         let user = User::parse(&format!("worker-w{i}")).expect("a worker's user");

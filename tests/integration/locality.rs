@@ -156,9 +156,13 @@ async fn a_sector_stays_on_the_worker_that_ran_its_pc1() {
                 .unwrap()
                 .to_string()
         };
+        // `cpus` is this task's own; `threads` what all the worker's running tasks hold, the
+        // PreCommit1 before it among them when it has not yet given its thread back.
+        let own = (cpus * 92 / 100).max(1);
+        assert_ne!(field("cpus"), "any", "{line}");
+        assert_eq!(field("cpus").split(',').count(), own, "{line}");
         let threads: usize = field("threads").parse().unwrap();
-        assert_eq!(threads, (cpus * 92 / 100).max(1), "{line}");
-        assert_eq!(field("cpus").split(',').count(), threads, "{line}");
+        assert!(threads >= own, "{line}");
     }
 }
 

@@ -432,7 +432,7 @@ async fn each_role_does_its_job_and_the_server_refuses_the_rest() {
 async fn each_role_does_its_job_and_the_server_refuses_the_rest_in_operator_mode() {
     let nats = SecureNats::start_operator(&["f01000", "f01001"], &["a"]);
     let stranger = tempfile::tempdir().unwrap();
-    let (other, _) = mesh::broker::operator::Operator::open(stranger.path()).unwrap();
+    let (other, _) = mesh::broker::operator::Operator::open(stranger.path(), true).unwrap();
     let file = stranger.path().join("worker-a.creds");
     let user = mesh::broker::operator::User::parse("worker-a").unwrap();
     std::fs::write(&file, other.creds(&user, None).unwrap()).unwrap();

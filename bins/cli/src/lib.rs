@@ -59,7 +59,8 @@ pub struct NatsArgs {
     /// Start TLS before the server's greeting (servers configured with handshake_first).
     #[arg(long = "nats-tls-first", env = "MESH_NATS_TLS_FIRST")]
     pub tls_first: bool,
-    /// Prefix of reply subjects [default: _INBOX.<user> with --nats-user, else _INBOX].
+    /// Prefix of reply subjects [default: _INBOX.<user> with --nats-user, _INBOX.<name> with a
+    /// --nats-creds file whose JWT has a name, else _INBOX].
     #[arg(long = "nats-inbox-prefix", env = "MESH_NATS_INBOX_PREFIX")]
     pub inbox_prefix: Option<String>,
 }

@@ -750,7 +750,7 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
 /// every user but the workers in DIR.
 fn init_operator(file: &Path, dir: &Path, miners: &[MinerId]) -> anyhow::Result<()> {
     use mesh::broker::operator::{Operator, User, write_secret};
-    let (operator, made) = Operator::open(dir).map_err(anyhow::Error::msg)?;
+    let (operator, made) = Operator::open(dir, true).map_err(anyhow::Error::msg)?;
     let text = operator.server_config(miners).map_err(anyhow::Error::msg)?;
     if file.as_os_str() == "-" {
         print!("{text}");
@@ -794,19 +794,11 @@ fn init_operator(file: &Path, dir: &Path, miners: &[MinerId]) -> anyhow::Result<
     Ok(())
 }
 
-/// `creds`: one user's credentials file, signed with the account key of an existing DIR.
+/// `creds`: one user's credentials file, signed with the keys of an existing DIR.
 fn creds(args: CredsArgs) -> anyhow::Result<()> {
     use mesh::broker::operator::{Operator, User, write_secret};
     let user = User::parse(&args.user).map_err(anyhow::Error::msg)?;
-    if !args.operator.exists() {
-        anyhow::bail!(
-            "--operator {}: no such directory; make it with `mesh-publisher init --roles FILE \
-             --operator {} --miners …` first",
-            args.operator.display(),
-            args.operator.display()
-        );
-    }
-    let (operator, _) = Operator::open(&args.operator).map_err(anyhow::Error::msg)?;
+    let (operator, _) = Operator::open(&args.operator, false).map_err(anyhow::Error::msg)?;
     let expires = args.expires.map(|d| {
         (std::time::SystemTime::now() + d)
             .duration_since(std::time::UNIX_EPOCH)

@@ -299,7 +299,7 @@ mod tests {
     #[test]
     fn inbox_prefix_follows_the_user_a_credentials_file_names() {
         let dir = tempfile::tempdir().unwrap();
-        let (operator, _) = super::super::operator::Operator::open(dir.path()).unwrap();
+        let (operator, _) = super::super::operator::Operator::open(dir.path(), true).unwrap();
         let user = super::super::operator::User::parse("worker-w7").unwrap();
         let creds = dir.path().join("w7.creds");
         std::fs::write(&creds, operator.creds(&user, None).unwrap()).unwrap();

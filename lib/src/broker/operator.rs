@@ -114,10 +114,10 @@ impl User {
 }
 
 impl Operator {
-    /// Reads the keys of `dir`; makes them (and `dir`, readable by its owner alone) when it
-    /// holds none. Returns whether they were made. Keys are never overwritten: a directory with
-    /// some of them but not all is refused.
-    pub fn open(dir: &Path) -> Result<(Operator, bool), String> {
+    /// Reads the keys of `dir`; with `create`, makes them (readable by their owner alone, and
+    /// `dir` too when this makes it) when it holds none. Returns whether they were made. Keys
+    /// are never overwritten: a directory with some of them but not all is refused.
+    pub fn open(dir: &Path, create: bool) -> Result<(Operator, bool), String> {
         let files = [
             OPERATOR_SEED,
             ACCOUNT_SEED,
@@ -127,10 +127,20 @@ impl Operator {
         ]
         .map(|f| dir.join(f));
         let present: Vec<&PathBuf> = files.iter().filter(|f| f.exists()).collect();
+        if present.is_empty() && !create {
+            return Err(format!(
+                "--operator {}: holds no operator keys; make them with `mesh-publisher init \
+                 --roles FILE --operator {} --miners …` first",
+                dir.display(),
+                dir.display()
+            ));
+        }
         if present.is_empty() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("--operator {}: {e}", dir.display()))?;
-            restrict(dir, 0o700)?;
+            if !dir.exists() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("--operator {}: {e}", dir.display()))?;
+                restrict(dir, 0o700)?;
+            }
             let made = Operator {
                 operator: KeyPair::new_operator(),
                 account: KeyPair::new_account(),
@@ -433,16 +443,21 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
         let keys = dir.path().join("keys");
-        let (first, made) = Operator::open(&keys).unwrap();
+        let (first, made) = Operator::open(&keys, true).unwrap();
         assert!(made);
-        let (again, made) = Operator::open(&keys).unwrap();
+        let (again, made) = Operator::open(&keys, false).unwrap();
         assert!(!made);
+        let none = Operator::open(&dir.path().join("elsewhere"), false)
+            .err()
+            .unwrap();
+        assert!(none.contains("holds no operator keys"), "{none}");
+        assert!(!dir.path().join("elsewhere").exists());
         assert_eq!(first.account_key(), again.account_key());
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&keys), 0o700);
         assert_eq!(mode(&keys.join(ACCOUNT_SEED)), 0o600);
         std::fs::remove_file(keys.join(OPERATOR_SEED)).unwrap();
-        let err = Operator::open(&keys).err().unwrap();
+        let err = Operator::open(&keys, true).err().unwrap();
         assert!(err.contains("operator.nk missing"), "{err}");
         assert!(keys.join(ACCOUNT_SEED).exists());
     }
@@ -450,7 +465,7 @@ mod tests {
     #[test]
     fn a_worker_creds_carries_its_own_inbox_and_name() {
         let dir = tempfile::tempdir().unwrap();
-        let (op, _) = Operator::open(dir.path()).unwrap();
+        let (op, _) = Operator::open(dir.path(), true).unwrap();
         let text = op.creds(&User::parse("worker-w1").unwrap(), None).unwrap();
         let file = dir.path().join("w1.creds");
         write_secret(&file, &text).unwrap();
@@ -500,7 +515,7 @@ mod tests {
     #[test]
     fn an_expiry_is_the_jwts_exp() {
         let dir = tempfile::tempdir().unwrap();
-        let (op, _) = Operator::open(dir.path()).unwrap();
+        let (op, _) = Operator::open(dir.path(), true).unwrap();
         let claims = |text: String| -> Value {
             let token = text
                 .lines()
