@@ -409,7 +409,8 @@ struct InitArgs {
     /// With --roles, operator mode: write FILE to trust an operator whose keys DIR holds (made
     /// there on the first run, kept after), and write credentials files for admin, autoscaler,
     /// sys and each miner into DIR/creds. Each worker then gets a user of its own from
-    /// `mesh-publisher creds`; no user needs a password in the server's environment.
+    /// `mesh-publisher creds`; no user needs a password in the server's environment. The
+    /// system account is always there in this mode (--system-account is not needed).
     #[arg(long, value_name = "DIR", requires = "roles")]
     operator: Option<PathBuf>,
 }
